@@ -44,8 +44,9 @@ DEFAULT_PATIENT_ID = "CXRDESK-SYNTHETIC"
 PARAMS_PREFIX = "cxrdesk-params: "
 MAX_PIXELS = 1 << 28  # refuse images above 268 M pixels rather than exhausting memory
 
-# Presets for radiographs, as fractions of the full data range (center, width, explanation).
-# A radiograph is not calibrated like CT, so these are starting points, not tissue windows.
+# Fallback presets for radiographs, as fractions of the full data range (center, width,
+# explanation), used when cxrdesk.core.imaging is unavailable. A radiograph is not calibrated
+# like CT, so these are starting points, not tissue windows.
 DEFAULT_PRESETS: tuple[tuple[float, float, str], ...] = (
     (0.5, 1.0, "FULL RANGE"),
     (0.35, 0.5, "LUNG"),
@@ -168,6 +169,18 @@ def parse_image_comments(text: str | None) -> dict:
     return {}
 
 
+def default_presets(bits: int = 12) -> list[tuple[float, float, str]]:
+    """Window presets (center, width, explanation) in ``bits``-bit units: those of
+    :func:`cxrdesk.core.imaging.window_presets` (what the view offers), else :data:`DEFAULT_PRESETS`."""
+    try:
+        from .imaging import window_presets
+
+        return [(float(c), float(w), str(name).upper()) for name, (c, w) in window_presets(bits).items()]
+    except Exception:  # noqa: BLE001 - imaging unavailable or changed: keep exporting
+        top = float((1 << bits) - 1)
+        return [(c * top, w * top, e) for c, w, e in DEFAULT_PRESETS]
+
+
 def _windows(window, presets, image, out_max: float) -> list[tuple[float, float, str]]:
     """Window list in output units: the current window first, then presets (deduplicated)."""
     f = out_max / input_max(np.asarray(image))
@@ -175,7 +188,7 @@ def _windows(window, presets, image, out_max: float) -> list[tuple[float, float,
     if window is not None:
         out.append((float(window[0]) * f, max(float(window[1]) * f, 1.0), "CURRENT VIEW"))
     if presets is None:
-        preset_list = [(c * out_max, w * out_max, e) for c, w, e in DEFAULT_PRESETS]
+        preset_list = default_presets(8 if out_max <= 255 else 12)
     else:
         preset_list = [(float(c) * f, max(float(w) * f, 1.0), str(e)) for c, w, e in presets]
     for c, w, e in preset_list:
