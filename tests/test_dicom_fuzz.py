@@ -7,7 +7,7 @@ from pydicom.uid import RLELossless
 
 from cxrdesk.core import dicom
 
-N_PER_SEED = 75
+N_PER_SEED = 100
 
 
 def _seeds(tmp_path):

@@ -43,42 +43,49 @@ def orthanc(tmp_path_factory):
     exe = _orthanc_binary()
     if exe is None:
         pytest.skip("orthanc binary not installed (apt-get install orthanc, see .ci/install_system.sh)")
-    root = tmp_path_factory.mktemp("orthanc")
-    http_port, dicom_port = _free_port(), _free_port()
-    while dicom_port == http_port:
-        dicom_port = _free_port()
-    cfg = {
-        "Name": "cxrdesk-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": ORTHANC_AET,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": True,
-        "DicomAlwaysAllowEcho": True,
-        "DicomAlwaysAllowStore": True,
-        "DicomModalities": {"cxrdesk": ["CXRDESK", "127.0.0.1", 104]},
-        "Plugins": [],
-    }
-    (root / "config.json").write_text(json.dumps(cfg))
-    log = open(root / "orthanc.log", "wb")
-    proc = subprocess.Popen([exe, str(root / "config.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            pytest.fail("Orthanc exited at start-up:\n" + (root / "orthanc.log").read_text(errors="replace")[-3000:])
-        try:
-            _http_json(base, "/system")
+    proc = None
+    for attempt in range(3):  # a free port may be taken between probing and Orthanc's bind
+        root = tmp_path_factory.mktemp("orthanc")
+        http_port, dicom_port = _free_port(), _free_port()
+        while dicom_port == http_port:
+            dicom_port = _free_port()
+        cfg = {
+            "Name": "cxrdesk-test",
+            "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"),
+            "HttpPort": http_port,
+            "DicomPort": dicom_port,
+            "DicomAet": ORTHANC_AET,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomModalities": {"cxrdesk": ["CXRDESK", "127.0.0.1", 104]},
+            "Plugins": [],
+        }
+        (root / "config.json").write_text(json.dumps(cfg))
+        log = open(root / "orthanc.log", "wb")
+        proc = subprocess.Popen([exe, str(root / "config.json")], stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 60
+        up = False
+        while proc.poll() is None:
+            try:
+                _http_json(base, "/system")
+                up = True
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    break
+                time.sleep(0.1)
+        if up:
             break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("Orthanc did not answer HTTP")
-            time.sleep(0.1)
+        log.close()
+        if attempt == 2:
+            pytest.fail("Orthanc did not start:\n" + (root / "orthanc.log").read_text(errors="replace")[-3000:])
     try:
         yield {"base": base, "port": dicom_port, "aet": ORTHANC_AET, "proc": proc}
     finally:
@@ -255,6 +262,7 @@ def test_cli_send_and_echo(orthanc, tmp_path, monkeypatch, capsys):
     assert "not recognised" in err and "retry queue" in err and "Traceback" not in err
     assert len(pacs.RetryQueue(tmp_path / "q.json")) == 1
     assert main(["send", "--retry-queue", *common]) == 0
+    assert str(paths[0]) in capsys.readouterr().out  # progress names the user's file, not the queued copy
     assert len(pacs.RetryQueue(tmp_path / "q.json")) == 0
 
 

@@ -435,6 +435,7 @@ class _Item:
     syntax: str = ""
     queue_id: str | None = None
     settings: PacsSettings | None = None
+    original: str = ""  # for queued copies: the file the user sent
 
 
 def _inspect(path: Path) -> tuple[str, str, str] | str:
@@ -471,7 +472,7 @@ def _send_items(s: PacsSettings, items: list[_Item], report: SendReport, *, prog
             else:
                 queue.add(item.path, s, message, item.sop_instance)
             queued = True
-        r = FileResult(str(item.path), ok, message, status, item.sop_instance, queued, cancelled)
+        r = FileResult(item.original or str(item.path), ok, message, status, item.sop_instance, queued, cancelled)
         report.results.append(r)
         done += 1
         if progress is not None:
@@ -612,7 +613,8 @@ def retry_queue(settings: PacsSettings | None = None, *, queue: RetryQueue | Non
             if progress is not None:
                 progress(done, total, r)
             continue
-        groups.setdefault(s.key(), []).append(_Item(path, *info, queue_id=it["id"], settings=s))
+        groups.setdefault(s.key(), []).append(
+            _Item(path, *info, queue_id=it["id"], settings=s, original=str(it.get("original") or path)))
         gset[s.key()] = s
     for key, group in groups.items():
         done = _send_items(gset[key], group, report, progress=progress, cancel=cancel, queue=q,
