@@ -1,0 +1,60 @@
+"""`cxrdesk evaluate`: Frechet distance, prompt adherence and diversity against real images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import CliError
+
+
+def register(sub) -> None:
+    e = sub.add_parser("evaluate", help="measure a model against real images (FD, adherence, diversity)",
+                       description=__doc__)
+    e.add_argument("--model", help="model folder (default: the embedded model)")
+    e.add_argument("--data", required=True, help="dataset folder with a metadata.csv and a val split")
+    e.add_argument("--run-dir", dest="run", default=None, help="folder for caches and the classifier (default OUT/.eval)")
+    e.add_argument("--classifier", help="classifier folder (default: train one into RUN/classifier)")
+    e.add_argument("--out", default="eval", help="where eval.json and eval_grid.png go")
+    e.add_argument("--n", type=int, default=300, help="generated and real images per distance")
+    e.add_argument("--steps", type=int, default=20)
+    e.add_argument("--guidance", type=float, default=4.0)
+    e.add_argument("--sampler", default="dpm++")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from ..core.evaluate import EvalConfig, evaluate, load_classifier, train_classifier
+    from ..core.pipeline import Pipeline, PipelineError
+    from ..core.train import load_image_cache
+
+    if not Path(args.data).is_dir():
+        raise CliError(f"dataset folder not found: {args.data}")
+    out = Path(args.out)
+    run = Path(args.run) if args.run else out / ".eval"
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        pipe = Pipeline.load(args.model)
+    except PipelineError as exc:
+        raise CliError(str(exc)) from None
+    records, images = load_image_cache(args.data, run)
+    if not any(r.split == "val" for r in records):
+        raise CliError("the dataset has no validation split (split column 'val')")
+    cls_dir = Path(args.classifier) if args.classifier else run / "classifier"
+    if not (cls_dir / "classifier.safetensors").is_file():
+        train_classifier(images, records, cls_dir, progress=not args.quiet)
+    clf = load_classifier(cls_dir)
+    res = evaluate(pipe, images, records, clf, out,
+                   EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler),
+                   progress=not args.quiet)
+    res["classifier"] = json.loads((cls_dir / "classifier.json").read_text())
+    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    f, a, d = res["frechet"], res["adherence"], res["diversity"]
+    print(f"Frechet distance: generated {f['generated_vs_train']:.3f} vs real baseline "
+          f"{f['real_val_vs_train']:.3f}  (ratio {f['ratio']:.2f}, target <= 2.0)")
+    print(f"adherence: {a['generated']:.1%} vs classifier accuracy on real {a['classifier_real_accuracy']:.1%}  "
+          f"(ratio {a['ratio']:.2f}, target >= 0.8)")
+    print(f"diversity (mean pairwise SSIM): generated {d['generated_ssim']:.3f} vs real {d['real_ssim']:.3f}  "
+          f"(ratio {d['ratio']:.2f}, target <= 1.2)")
+    print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
+    return 0

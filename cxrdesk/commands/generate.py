@@ -1,0 +1,174 @@
+"""`cxrdesk generate` and `cxrdesk info`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import CliError
+
+
+def _int(name):
+    def parse(v):
+        try:
+            return int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, not {v!r}") from None
+    return parse
+
+
+def _float(name):
+    def parse(v):
+        try:
+            f = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, not {v!r}") from None
+        if f != f:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, not {v!r}")
+        return f
+    return parse
+
+
+def register(sub) -> None:
+    g = sub.add_parser("generate", help="generate synthetic chest radiographs from text (headless)",
+                       description="Generate synthetic chest radiographs. For education, not for diagnosis.")
+    g.add_argument("prompt", help="radiology text, e.g. 'small left pleural effusion'")
+    g.add_argument("-o", "--output", default="cxr.png",
+                   help="output PNG; with --n > 1 files are numbered (cxr_001.png, ...)")
+    g.add_argument("--negative", default="", help="negative prompt")
+    g.add_argument("--steps", type=_int("steps"), default=20)
+    g.add_argument("--guidance", type=_float("guidance"), default=4.0, help="prompt adherence (CFG scale)")
+    g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
+    g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
+    g.add_argument("--sampler", default="dpm++", help="dpm++, ddim or euler")
+    g.add_argument("--n", type=_int("n"), default=1, help="number of images")
+    g.add_argument("--model", help="model folder (default: the embedded model)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--dicom", metavar="DIR", help="also write DICOM files (one series) into DIR")
+    g.add_argument("--bits", type=_int("bits"), default=8, choices=[8, 16], help="PNG bit depth")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="show the model's components, sizes, device and version")
+    i.add_argument("--model", help="model folder (default: the embedded model)")
+    i.add_argument("--device", default="auto")
+    i.set_defaults(func=cmd_info)
+
+
+def _load(model, device):
+    from ..core.pipeline import Pipeline, PipelineError
+
+    try:
+        return Pipeline.load(model, device=device)
+    except PipelineError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _out_paths(output: str, n: int) -> list[Path]:
+    out = Path(output)
+    if out.suffix.lower() != ".png":
+        raise CliError(f"output must be a .png file, not {output!r}")
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i + 1:03d}{out.suffix}") for i in range(n)]
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CliError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise CliError(f"cannot write to {parent}")
+
+
+def cmd_generate(args) -> int:
+    from ..core.pipeline import SIZES, GenerationCancelled, PipelineError
+    from ..core.pngio import write_png
+
+    if args.n < 1 or args.n > 1000:
+        raise CliError(f"--n must be from 1 to 1000, not {args.n}")
+    if args.size not in SIZES:
+        raise CliError(f"--size must be one of {', '.join(map(str, SIZES))}, not {args.size}")
+    if not args.prompt.strip():
+        raise CliError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
+    outs = _out_paths(args.output, args.n)
+    for o in outs:
+        _check_writable(o)
+    if args.dicom:
+        d = Path(args.dicom)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create DICOM folder {d}: {exc.strerror}") from None
+        _check_writable(d / "x.dcm")
+    pipe = _load(args.model, args.device)
+    if pipe.info["random_weights"]:
+        print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
+    try:  # validate once before the loop, so a bad value fails before any work
+        pipe.validate(args.prompt, args.steps, args.guidance, args.size, args.size, args.sampler)
+    except PipelineError as exc:
+        raise CliError(str(exc)) from None
+    series = None
+    if args.dicom:
+        from ..core.dicom import SeriesContext
+
+        series = SeriesContext.new()
+    from tqdm import tqdm
+
+    show = not args.quiet
+    bar = tqdm(total=args.n * args.steps, desc="generating", unit="step", disable=not show, file=sys.stderr)
+    seed = args.seed
+    try:
+        for k, out in enumerate(outs):
+            s = seed + k if seed is not None and seed >= 0 else -1
+            res = pipe.generate(args.prompt, negative_prompt=args.negative, steps=args.steps,
+                                guidance_scale=args.guidance, seed=s, width=args.size, height=args.size,
+                                sampler=args.sampler, on_step=lambda i, n, p: bar.update(1),
+                                preview_every=10 ** 9)
+            if k == 0 and res.params["prompt_truncated"]:
+                print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
+                      f"{res.params['max_tokens']} tokens", file=sys.stderr)
+            write_png(out, res.image_u16, res.params, bits=args.bits)
+            line = f"{out}  seed={res.seed}"
+            if args.dicom:
+                from ..core.dicom import write_dicom
+
+                dcm = Path(args.dicom) / f"{out.stem}.dcm"
+                write_dicom(dcm, res.image_u16, res.params, context=series, instance_number=k + 1)
+                line += f"  dicom={dcm}"
+            if res.params["upscale"]:
+                line += f"  ({res.params['upscale']})"
+            tqdm.write(line, file=sys.stdout)
+    except PipelineError as exc:
+        raise CliError(str(exc)) from None
+    except GenerationCancelled:
+        raise CliError("cancelled") from None
+    except OSError as exc:
+        raise CliError(f"cannot write output: {exc.strerror or exc}") from None
+    finally:
+        bar.close()
+    return 0
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    pipe = _load(args.model, args.device)
+    i = pipe.info
+    print(f"cxrdesk {__version__}  (python {platform.python_version()}, torch {torch.__version__})")
+    print(f"model:        {i['name']}  [{i['hash']}]")
+    print(f"folder:       {i['folder']}")
+    if i["random_weights"]:
+        print("WARNING:      random weights (test model) - draws noise")
+    print(f"device:       {i['device']} ({i['dtype']}), {torch.get_num_threads()} CPU threads")
+    print(f"native size:  {i['native_size']}x{i['native_size']}, latents {'x'.join(map(str, i['latent_shape']))}")
+    print(f"unet:         {i['params']['unet'] / 1e6:.2f} M parameters ({i['prediction_type']} prediction)")
+    print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
+    print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
+    print(f"load time:    {i['load_seconds']:.2f} s")
+    return 0

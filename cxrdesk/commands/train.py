@@ -1,0 +1,88 @@
+"""`cxrdesk train STAGE`: train a VAE, encode the dataset, train the UNet, export a model folder.
+
+Every stage resumes from its checkpoint in the run folder. Under ``torchrun --nproc_per_node N``
+the vae and unet stages run data-parallel (gloo on CPU, nccl on CUDA) with no other change.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import CliError
+
+STAGES = ("vae", "encode", "unet", "export", "classifier", "all")
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train a model on a local dataset folder (resumable)",
+                       description=__doc__)
+    t.add_argument("stage", choices=STAGES, help="vae, encode, unet, export, classifier, or all")
+    t.add_argument("--data", help="dataset folder (metadata.csv layout, Indiana layout, or images)")
+    t.add_argument("--run-dir", dest="run", required=True, help="run folder for checkpoints, caches, logs and samples")
+    t.add_argument("--out", help="model folder to write (default RUN/model)")
+    t.add_argument("--steps", type=int, help="total optimisation steps for this stage")
+    t.add_argument("--batch", type=int, help="batch size (split across torchrun processes)")
+    t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument("--preset", default="default", help="model size preset: default or tiny")
+    t.add_argument("--threads", type=int, help="CPU threads per process (measure 1 vs 2)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
+    t.add_argument("--sample-every", type=int, help="sample grid every N steps")
+    t.add_argument("--name", help="model name written into the folder")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+
+def _need_data(args) -> str:
+    if not args.data:
+        raise CliError(f"train {args.stage} needs --data DIR")
+    if not Path(args.data).is_dir():
+        raise CliError(f"dataset folder not found: {args.data}")
+    return args.data
+
+
+def cmd_train(args) -> int:
+    from ..core import train as T
+
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    progress = not args.quiet
+    stages = ["vae", "encode", "unet"] if args.stage == "all" else [args.stage]
+    for stage in stages:
+        if stage == "vae":
+            cfg = T.VAEConfig(preset=args.preset)
+            _apply(cfg, args)
+            T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
+        elif stage == "encode":
+            if not (run / "vae" / "final").is_dir():
+                raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
+            T.encode_dataset(_need_data(args), run, threads=args.threads, progress=progress)
+        elif stage == "unet":
+            if not (run / "cache" / "done.json").is_file():
+                raise CliError(f"no encoded dataset in {run}/cache: run 'cxrdesk train encode' first")
+            cfg = T.UNetConfig(preset=args.preset)
+            _apply(cfg, args)
+            out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
+                               export_to=args.out)
+            print(f"model folder: {out}")
+        elif stage == "export":
+            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name)
+            print(f"model folder: {out}")
+        elif stage == "classifier":
+            from ..core.evaluate import train_classifier
+
+            records, images = T.load_image_cache(_need_data(args), run)
+            out = train_classifier(images, records, run / "classifier", progress=progress,
+                                   epochs=args.steps or 4)
+            print((out / "classifier.json").read_text())
+    return 0
+
+
+def _apply(cfg, args) -> None:
+    for name, attr in (("steps", "steps"), ("batch", "batch"), ("lr", "lr"), ("ckpt_every", "ckpt_every"),
+                       ("sample_every", "sample_every")):
+        v = getattr(args, name, None)
+        if v is not None:
+            if hasattr(cfg, attr):
+                setattr(cfg, attr, v)
+    if getattr(args, "sample_every", None) and hasattr(cfg, "export_every"):
+        cfg.export_every = args.sample_every

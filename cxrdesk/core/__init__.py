@@ -1,0 +1,1 @@
+"""Core: no Qt below here."""

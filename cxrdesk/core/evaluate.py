@@ -1,0 +1,259 @@
+"""Honest evaluation of a model: Frechet distance, prompt adherence, diversity.
+
+- A small chest X-ray classifier (normal / COVID-19 / other finding) is trained on the training
+  split's labels; its penultimate features give a Frechet distance (FD) between image sets.
+- FD of generated images against real training images is reported next to the same distance for
+  real validation images against the same real training images, at the same sample count.
+- Adherence: how often the classifier recognises the class the prompt asked for, next to its
+  accuracy on real validation images.
+- Diversity: mean pairwise SSIM among images of one prompt, next to real images of one class.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import captions as cap
+from .datasets import Record
+
+CLASSES = ("normal", "covid", "other")
+CLS_SIZE = 128
+CLASS_PROMPTS = {
+    "normal": "normal chest radiograph, clear lungs, normal heart size",
+    "covid": "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
+    "other": "pulmonary fibrosis with coarse reticular opacities",
+}
+
+
+def record_class(labels: list[str]) -> str:
+    if labels == ["No Finding"] or not labels:
+        return "normal"
+    if "COVID-19" in labels:
+        return "covid"
+    return "other"
+
+
+class CxrClassifier(nn.Module):
+    """A small CNN on 128x128 grayscale radiographs; ``features`` is its 128-d penultimate layer."""
+
+    def __init__(self, n_classes: int = len(CLASSES)):
+        super().__init__()
+        chans = [1, 24, 48, 96, 128]
+        layers = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
+                       nn.Conv2d(b, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(128, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _prep(images: np.ndarray) -> torch.Tensor:
+    """uint8 or float [0,1] (N, H, W) -> normalised (N, 1, 128, 128)."""
+    x = torch.from_numpy(np.asarray(images)).float()
+    if x.max() > 1.5:
+        x = x / 255.0
+    x = x.unsqueeze(1)
+    if x.shape[-1] != CLS_SIZE:
+        x = F.interpolate(x, size=(CLS_SIZE, CLS_SIZE), mode="area")
+    return (x - 0.5) / 0.25
+
+
+def train_classifier(images: np.ndarray, records: list[Record], out: Path, epochs: int = 4,
+                     batch: int = 64, seed: int = 0, progress: bool = True) -> Path:
+    """Train on the training split with class-balanced sampling; save safetensors + metrics."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
+    train = np.array([i for i, r in enumerate(records) if r.split != "val"])
+    counts = np.bincount(y[train], minlength=len(CLASSES)).astype(np.float64)
+    weights = 1.0 / np.maximum(counts[y[train]], 1)
+    weights /= weights.sum()
+    model = CxrClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    steps = epochs * len(train) // batch
+    bar = tqdm(total=steps, desc="classifier", disable=not progress, mininterval=2)
+    model.train()
+    for step in range(steps):
+        idx = rng.choice(train, batch, p=weights)
+        x = _prep(images[np.sort(idx)])
+        # light augmentation: brightness/contrast jitter and small shifts
+        x = x * (1 + 0.1 * torch.randn(len(x), 1, 1, 1)) + 0.1 * torch.randn(len(x), 1, 1, 1)
+        x = torch.roll(x, shifts=(int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), dims=(2, 3))
+        loss = F.cross_entropy(model(x), torch.from_numpy(y[np.sort(idx)]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for g in opt.param_groups:
+            g["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(out / "classifier.safetensors"))
+    val = np.array([i for i, r in enumerate(records) if r.split == "val"])
+    pred = predict(model, images[val])
+    acc = float((pred == y[val]).mean()) if len(val) else float("nan")
+    per = {c: float((pred[y[val] == k] == k).mean()) if (y[val] == k).any() else None
+           for k, c in enumerate(CLASSES)}
+    (out / "classifier.json").write_text(json.dumps({"val_accuracy": acc, "val_recall": per,
+                                                     "classes": CLASSES, "epochs": epochs}, indent=2))
+    return out
+
+
+def load_classifier(folder: Path) -> CxrClassifier:
+    from safetensors.torch import load_file
+
+    m = CxrClassifier()
+    m.load_state_dict(load_file(str(folder / "classifier.safetensors")))
+    return m.eval()
+
+
+@torch.no_grad()
+def _batched(model, images, fn, batch=128):
+    model.eval()
+    outs = [fn(_prep(images[s:s + batch])) for s in range(0, len(images), batch)]
+    return torch.cat(outs).numpy()
+
+
+def predict(model: CxrClassifier, images: np.ndarray) -> np.ndarray:
+    return _batched(model, images, lambda x: model(x).argmax(1)).astype(int)
+
+
+def features(model: CxrClassifier, images: np.ndarray) -> np.ndarray:
+    return _batched(model, images, model.features).astype(np.float64)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (as in FID).
+
+    tr(sqrt(S1 S2)) is computed as the sum of square roots of the eigenvalues of the symmetric
+    matrix sqrt(S1) S2 sqrt(S1), which is exact and needs numpy only.
+    """
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+@dataclass
+class EvalConfig:
+    n: int = 300
+    steps: int = 20
+    guidance: float = 4.0
+    sampler: str = "dpm++"
+    diversity_k: int = 8
+    seed: int = 0
+
+
+def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrClassifier, out: Path,
+             cfg: EvalConfig | None = None, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from .imaging import mean_pairwise_ssim
+
+    cfg = cfg or EvalConfig()
+    rng = np.random.default_rng(cfg.seed)
+    y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
+    val = np.array([i for i, r in enumerate(records) if r.split == "val"])
+    train = np.array([i for i, r in enumerate(records) if r.split != "val"])
+    n = min(cfg.n, len(val))
+    # Prompts: balanced over the three classes where validation has enough of each.
+    per_class = n // len(CLASSES)
+    chosen = []
+    for k in range(len(CLASSES)):
+        pool = val[y[val] == k]
+        chosen += list(rng.choice(pool, min(per_class, len(pool)), replace=False))
+    rest = np.setdiff1d(val, chosen)
+    chosen += list(rng.choice(rest, n - len(chosen), replace=False))
+    chosen = np.array(chosen)
+    prng = __import__("random").Random(cfg.seed)
+    prompts = [cap.make_caption(records[i].labels, "", prng) for i in chosen]
+    gen = []
+    t0 = time.time()
+    for j, p in enumerate(tqdm(prompts, desc="generate", disable=not progress, mininterval=2)):
+        r = pipe.generate(p, steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed * 100000 + j,
+                          sampler=cfg.sampler)
+        img = r.image
+        if img.shape[0] != 256:
+            import cv2
+
+            img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
+        gen.append(img)
+    gen_secs = (time.time() - t0) / max(1, len(prompts))
+    gen = np.stack(gen).astype(np.float32)
+    real_val = np.asarray(images[np.sort(chosen)]).astype(np.float32) / 255.0
+    ref = np.sort(rng.choice(train, n, replace=False))
+    real_train = np.asarray(images[ref]).astype(np.float32) / 255.0
+
+    f_gen, f_val, f_ref = (features(classifier, a) for a in (gen, real_val, real_train))
+    fd_gen = frechet_distance(f_gen, f_ref)
+    fd_real = frechet_distance(f_val, f_ref)
+
+    asked = y[chosen]
+    pred_gen = predict(classifier, gen)
+    pred_val = predict(classifier, np.asarray(images[val]).astype(np.float32) / 255.0)
+    adherence = float((pred_gen == asked).mean())
+    real_acc = float((pred_val == y[val]).mean())
+    per_class = {}
+    for k, c in enumerate(CLASSES):
+        m = asked == k
+        mv = y[val] == k
+        per_class[c] = {"adherence": float((pred_gen[m] == k).mean()) if m.any() else None,
+                        "real_recall": float((pred_val[mv] == k).mean()) if mv.any() else None,
+                        "n_prompts": int(m.sum())}
+
+    diversity = {}
+    grid_rows = []
+    for k, c in enumerate(CLASSES):
+        imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
+                              seed=cfg.seed * 1000 + s, sampler=cfg.sampler).image
+                for s in range(cfg.diversity_k)]
+        pool = train[y[train] == k]
+        real_scores = [mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
+                                           for i in rng.choice(pool, cfg.diversity_k, replace=False)])
+                       for _ in range(5)]
+        diversity[c] = {"generated_ssim": float(mean_pairwise_ssim(imgs)),
+                        "real_ssim": float(np.mean(real_scores)), "prompt": CLASS_PROMPTS[c]}
+        grid_rows.append(np.concatenate(imgs[:6], axis=1))
+    gen_ssim = float(np.mean([d["generated_ssim"] for d in diversity.values()]))
+    real_ssim = float(np.mean([d["real_ssim"] for d in diversity.values()]))
+
+    result = {
+        "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n),
+        "steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler,
+        "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
+                    "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},
+        "adherence": {"generated": adherence, "classifier_real_accuracy": real_acc,
+                      "ratio": adherence / real_acc if real_acc > 0 else None, "target_ratio": 0.8,
+                      "per_class": per_class},
+        "diversity": {"generated_ssim": gen_ssim, "real_ssim": real_ssim,
+                      "ratio": gen_ssim / real_ssim if real_ssim > 0 else None, "target_ratio": 1.2,
+                      "per_class": diversity},
+        "seconds_per_image": gen_secs,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    from PIL import Image
+
+    grid = np.concatenate(grid_rows, axis=0)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(out / "eval_grid.png")
+    return result

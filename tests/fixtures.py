@@ -1,0 +1,45 @@
+"""Small fixtures made in the tests: no ../shared, no network."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def phantom(seed: int = 0, size: int = 256, finding: bool = False) -> np.ndarray:
+    """A crude chest-radiograph-like phantom (uint8): bright body, two dark lungs, a spine."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = 0.75 - 0.2 * ((xx - 0.5) ** 2 + (yy - 0.55) ** 2)
+    for cx in (0.32 + rng.normal(0, 0.01), 0.68 + rng.normal(0, 0.01)):
+        lung = ((xx - cx) / 0.15) ** 2 + ((yy - 0.45) / 0.3) ** 2 < 1
+        img = np.where(lung, 0.25, img)
+    img = np.where(np.abs(xx - 0.5) < 0.04, 0.9, img)
+    if finding:
+        img = np.where(((xx - 0.3) / 0.1) ** 2 + ((yy - 0.6) / 0.1) ** 2 < 1, 0.6, img)
+    img = img + rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, n: int = 12, corrupt: bool = False, size: int = 256) -> Path:
+    """A metadata.csv-layout dataset folder with n phantom images (and an optional corrupt file)."""
+    import cv2
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    labels = ["No Finding", "COVID-19", "Effusion|Pneumonia"]
+    rows = []
+    for i in range(n):
+        f = f"images/img_{i:03d}.png"
+        cv2.imwrite(str(root / f), phantom(i, size, finding=i % 3 != 0))
+        rows.append({"uid": f"img_{i:03d}", "file": f, "split": "val" if i % 4 == 3 else "train",
+                     "labels": labels[i % 3], "text": "bilateral opacities" if i == 1 else "",
+                     "patient": f"p{i}", "view": "PA", "sex": "", "age": "", "source": "test", "license": "test"})
+    if corrupt:
+        (root / "images" / "bad.png").write_bytes(b"not a png at all")
+        rows.append({**rows[0], "uid": "bad", "file": "images/bad.png"})
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root

@@ -1,0 +1,184 @@
+import threading
+
+import numpy as np
+import pytest
+
+from cxrdesk.core.pipeline import (GenerationCancelled, ModelLoadError, Pipeline, PipelineError,
+                                   make_tiny_model)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    folder = make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")
+    return Pipeline.load(folder, device="cpu")
+
+
+def test_folder_layout_is_diffusers_and_safetensors_only(tmp_path):
+    f = make_tiny_model(tmp_path / "tiny")
+    for sub in ("vae", "unet"):
+        assert (f / sub / "config.json").is_file()
+        assert list((f / sub).glob("*.safetensors"))
+        assert not [p for p in (f / sub).iterdir() if p.suffix in {".bin", ".pt", ".ckpt"}]
+    assert (f / "model_index.json").is_file()
+    assert (f / "scheduler" / "scheduler_config.json").is_file()
+    assert (f / "text_encoder" / "cxrdesk_text_encoder.json").is_file()
+
+
+def test_generate_returns_image_and_exact_params(pipe):
+    r = pipe.generate("small left pleural effusion", steps=3, seed=7, guidance_scale=3.0)
+    assert r.image.shape == (256, 256) and r.image.dtype == np.float32
+    assert 0.0 <= r.image.min() and r.image.max() <= 1.0
+    assert r.image_u16.dtype == np.uint16 and r.image_u16.max() <= 4095
+    assert r.pil.size == (256, 256)
+    p = r.params
+    assert (p["seed"], p["steps"], p["guidance_scale"], p["sampler"]) == (7, 3, 3.0, "dpm++")
+    assert p["model_hash"] == pipe.info["hash"] and p["upscale"] is None
+
+
+@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "euler"])
+def test_same_seed_reproduces_pixels_and_other_seed_differs(pipe, sampler):
+    a = pipe.generate("normal chest radiograph", steps=3, seed=11, sampler=sampler)
+    b = pipe.generate("normal chest radiograph", steps=3, seed=11, sampler=sampler)
+    c = pipe.generate("normal chest radiograph", steps=3, seed=12, sampler=sampler)
+    assert np.array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_random_seed_is_reported_and_reproduces(pipe):
+    a = pipe.generate("normal chest radiograph", steps=2, seed=None)
+    assert isinstance(a.seed, int) and a.seed >= 0
+    b = pipe.generate("normal chest radiograph", steps=2, seed=a.seed)
+    assert np.array_equal(a.image, b.image)
+    c = pipe.generate("normal chest radiograph", steps=2, seed=-1)
+    assert c.seed >= 0
+
+
+def test_on_step_previews_and_cancel_within_a_step(pipe):
+    seen = []
+    pipe.generate("pneumonia", steps=4, seed=1, on_step=lambda i, n, p: seen.append((i, n, p)))
+    assert [s[0] for s in seen] == [1, 2, 3, 4] and all(s[1] == 4 for s in seen)
+    assert all(p is not None and p.shape == (256, 256) for _, _, p in seen)
+    cancel = threading.Event()
+    steps = []
+
+    def cb(i, n, p):
+        steps.append(i)
+        if i == 2:
+            cancel.set()
+
+    with pytest.raises(GenerationCancelled):
+        pipe.generate("pneumonia", steps=10, seed=1, on_step=cb, cancel=cancel)
+    assert steps == [1, 2]
+
+
+def test_larger_sizes_are_upsampled_and_say_so(pipe):
+    r = pipe.generate("normal", steps=2, seed=1, width=512, height=512)
+    assert r.image.shape == (512, 512)
+    assert "upsampled" in r.params["upscale"] and r.params["native_size"] == 256
+
+
+def test_long_prompt_is_truncated_and_flagged(pipe):
+    r = pipe.generate("opacity " * 200, steps=1, seed=1)
+    assert r.params["prompt_truncated"] is True
+    r = pipe.generate("opacity", steps=1, seed=1)
+    assert r.params["prompt_truncated"] is False
+
+
+def test_attention_maps_for_prompt_words_do_not_change_the_image(pipe):
+    a = pipe.generate("right pleural effusion", steps=3, seed=5, attention_words=["effusion", "absent"])
+    b = pipe.generate("right pleural effusion", steps=3, seed=5)
+    assert np.array_equal(a.image, b.image)
+    assert set(a.attention) == {"effusion"}
+    m = a.attention["effusion"]
+    assert m.shape == (256, 256) and m.min() >= 0 and m.max() == pytest.approx(1.0)
+
+
+def test_step_metrics(pipe):
+    r = pipe.generate("normal", steps=3, seed=1, step_metrics=True)
+    assert [m["step"] for m in r.step_metrics] == [1, 2, 3]
+    assert {"contrast", "sharpness", "entropy"} <= set(r.step_metrics[0])
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(prompt="   "), "empty"),
+    (dict(steps=0), "steps"),
+    (dict(steps=1000), "steps"),
+    (dict(guidance_scale=-1), "guidance"),
+    (dict(guidance_scale="abc"), "guidance"),
+    (dict(width=300, height=300), "size"),
+    (dict(sampler="plms"), "sampler"),
+])
+def test_bad_requests_raise_readable_errors(pipe, kw, msg):
+    args = dict(prompt="normal", steps=2)
+    args.update(kw)
+    with pytest.raises(PipelineError, match=msg):
+        pipe.generate(**args)
+
+
+def test_missing_corrupt_and_pickle_models_are_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        Pipeline.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="model_index"):
+        Pipeline.load(tmp_path / "empty")
+    ck = tmp_path / "model.ckpt"
+    ck.write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        Pipeline.load(ck)
+    f = make_tiny_model(tmp_path / "broken")
+    w = next((f / "unet").glob("*.safetensors"))
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        Pipeline.load(f)
+    f2 = make_tiny_model(tmp_path / "pickled")
+    w2 = next((f2 / "vae").glob("*.safetensors"))
+    w2.rename(w2.with_suffix(".bin"))
+    with pytest.raises(ModelLoadError, match="pickle"):
+        Pipeline.load(f2)
+
+
+def test_standard_rgb_stable_diffusion_folder_loads_as_grayscale(tmp_path):
+    """A diffusers SD-style folder (3-channel VAE, CLIP text encoder) loads and gives grayscale."""
+    import json
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    d = tmp_path / "sd"
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 8, 16, 16],
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        norm_num_groups=8, layers_per_block=1)
+    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4, block_out_channels=[16, 32],
+                                layers_per_block=1, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+                                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=8)
+    vae.save_pretrained(d / "vae")
+    unet.save_pretrained(d / "unet")
+    # A tiny CLIP tokenizer built locally (vocab + merges), as in diffusers' dummy components.
+    (d / "tokenizer").mkdir(parents=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for w in ["normal</w>", "chest</w>", "x</w>", "ray</w>", "n", "o", "r", "m", "a", "l</w>"]:
+        vocab[w] = len(vocab)
+    (d / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (d / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "tokenizer" / "vocab.json"), str(d / "tokenizer" / "merges.txt"),
+                        model_max_length=16)
+    tok.save_pretrained(d / "tokenizer")
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab) + 10, hidden_size=32, intermediate_size=37,
+                                      num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
+                                      bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    te.save_pretrained(d / "text_encoder", safe_serialization=True)
+    (d / "scheduler").mkdir()
+    (d / "scheduler" / "scheduler_config.json").write_text(json.dumps({
+        "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "skip_prk_steps": True}))
+    (d / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "PNDMScheduler"]}))
+    p = Pipeline.load(d, device="cpu")
+    assert p.info["image_channels"] == 3 and "CLIP" in p.info["text_encoder"]
+    r = p.generate("normal chest x ray", steps=2, seed=0)
+    assert r.image.ndim == 2 and r.image.shape == (256, 256)

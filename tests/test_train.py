@@ -1,0 +1,116 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrdesk.core import captions as cap
+from cxrdesk.core.datasets import read_dataset
+from cxrdesk.core.pipeline import Pipeline
+from cxrdesk.core.train import UNetConfig, VAEConfig, encode_dataset, export_from_checkpoint, train_unet, train_vae
+
+from .fixtures import make_dataset
+
+
+def test_captions_vary_include_negations_and_notes():
+    import random
+
+    rng = random.Random(0)
+    normal = {cap.make_caption(["No Finding"], "", rng) for _ in range(50)}
+    assert len(normal) > 5
+    eff = [cap.make_caption(["Effusion", "Pneumonia"], "", rng) for _ in range(200)]
+    assert all("effusion" in c.lower() and "pneumonia" in c.lower() for c in eff)
+    assert any("no pneumothorax" in c for c in eff)  # pertinent negatives appear
+    assert not any("no pleural effusion" in c for c in eff)  # never negate a present finding
+    notes = {cap.make_caption(["COVID-19"], "Diffuse opacities in a 45-year-old man.", rng) for _ in range(50)}
+    assert any(c.startswith("Diffuse opacities") and "year-old" not in c for c in notes)
+    pool = cap.caption_pool(["Cardiomegaly"], n=6)
+    assert len(pool) == len(set(pool)) == 6 and pool == cap.caption_pool(["Cardiomegaly"], n=6)
+
+
+def test_iu_layout_is_read(tmp_path):
+    import cv2
+
+    from .fixtures import phantom
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "1_IM-0001-4001.dcm.png"), phantom(1))
+    cv2.imwrite(str(tmp_path / "images" / "1_IM-0001-3001.dcm.png"), phantom(2))
+    with open(tmp_path / "indiana_reports.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerow(["1", "x", "Cardiomegaly;Pleural Effusion", "x", "", "", "Enlarged heart. XXXX effusion.", "Cardiomegaly."])
+    with open(tmp_path / "indiana_projections.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["uid", "filename", "projection"])
+        w.writerow(["1", "1_IM-0001-4001.dcm.png", "Frontal"])
+        w.writerow(["1", "1_IM-0001-3001.dcm.png", "Lateral"])
+    recs = read_dataset(tmp_path)
+    assert len(recs) == 1
+    assert recs[0].labels == ["Cardiomegaly", "Effusion"]
+    assert "XXXX" not in recs[0].text and "Enlarged heart" in recs[0].text
+
+
+def test_train_stages_end_to_end_resume_and_export(tmp_path):
+    data = make_dataset(tmp_path / "data", n=12, corrupt=True)
+    run = tmp_path / "run"
+    cfg = VAEConfig(steps=3, batch=2, crop=64, preset="tiny", ckpt_every=2, sample_every=3)
+    final = train_vae(str(data), run, cfg, threads=1, progress=False)
+    assert (final / "config.json").is_file()
+    index = json.loads((run / "images_256.json").read_text())
+    assert index["skipped"] == 1 and len(index["uids"]) == 12  # corrupt file skipped, not fatal
+    rows = list(csv.DictReader(open(run / "vae" / "loss.csv")))
+    assert rows[-1]["step"] == "3"
+    # resume: more steps continue from the checkpoint, not from zero
+    cfg.steps = 5
+    train_vae(str(data), run, cfg, threads=1, progress=False)
+    rows = list(csv.DictReader(open(run / "vae" / "loss.csv")))
+    assert [r["step"] for r in rows][-1] == "5"
+    assert list((run / "vae").glob("recon_*.png"))
+
+    cache = encode_dataset(str(data), run, threads=1, progress=False)
+    lat = np.load(cache / "latents.npy")
+    assert lat.shape == (12, 4, 32, 32)
+    meta = json.loads((cache / "done.json").read_text())
+    assert meta["scaling_factor"] > 0
+    assert json.loads((cache / "captions.json").read_text())[0] == ""  # unconditional caption
+
+    ucfg = UNetConfig(steps=4, batch=4, preset="tiny", ckpt_every=2, export_every=4, sample_every=4)
+    model = train_unet(run, ucfg, threads=1, progress=False)
+    assert list((run / "unet").glob("samples_*.png"))
+    pipe = Pipeline.load(model)
+    assert pipe.info["training"]["unet_steps"] == 4
+    assert pipe.vae.config.scaling_factor == pytest.approx(meta["scaling_factor"])
+    assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)
+    ucfg.steps = 6
+    train_unet(run, ucfg, threads=1, progress=False)
+    out = export_from_checkpoint(run, tmp_path / "exported", name="my-model")
+    p2 = Pipeline.load(out)
+    assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
+
+
+def test_torchrun_two_process_gloo_unet_training(tmp_path):
+    """DistributedDataParallel on CPU with the gloo backend, launched by torchrun."""
+    data = make_dataset(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    encode_dataset(str(data), run, threads=1, progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "-m", "cxrdesk", "train", "unet", "--run-dir", str(run), "--steps", "3", "--batch", "4",
+           "--preset", "tiny", "--threads", "1", "--device", "cpu", "--quiet", "--sample-every", "3"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(run / "unet" / "loss.csv")))
+    assert rows[-1]["step"] == "3"
+    assert Pipeline.load(run / "model").info["training"]["unet_steps"] == 3
+    # also the VAE stage with two processes
+    cmd_vae = cmd[:cmd.index("train")] + ["train", "vae", "--data", str(data), "--run-dir", str(run), "--steps", "2",
+                                          "--batch", "2", "--preset", "tiny", "--threads", "1", "--device", "cpu",
+                                          "--quiet"]
+    r = subprocess.run(cmd_vae, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
