@@ -1,0 +1,434 @@
+"""Generator panel: prompt, examples, parameters, run controls, per-step metrics, highlighting."""
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
+                               QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+
+from ..core.pipeline import MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
+from .chart import MetricsChart
+from .paths import resource_path
+
+SAMPLER_LABELS = {"dpm++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler"}
+SAMPLER_TIPS = {"dpm++": "DPM++ 2M: fast, good results at 15-25 steps (default)",
+                "ddim": "DDIM: deterministic, needs a few more steps",
+                "euler": "Euler: simple first-order sampler"}
+ATTENTION_NOTE = ("Model-attention map: shows where the model looked while drawing the chosen word. "
+                  "It is NOT a diagnosis and does not locate disease.")
+_STOP = set("""a an the and or of in on at to with without for from by is are was were be been no not
+there this that these those it its as into than then both left right upper lower middle mild
+moderate small large normal study chest radiograph radiography film view pa ap frontal lateral
+consistent compatible seen pattern otherwise size visible noted evidence suggest suggests
+possible likely may within also which""".split())
+
+
+def load_examples() -> list[dict]:
+    """The project's example prompts (``resources/example_prompts.json``)."""
+    try:
+        data = json.loads(resource_path("example_prompts.json").read_text(encoding="utf-8"))
+        return [p for p in data.get("prompts", []) if p.get("prompt")]
+    except (OSError, ValueError):
+        return [{"title": "Normal study", "prompt": "Normal PA chest radiograph. The lungs are clear."}]
+
+
+def finding_words(prompt: str, limit: int = 12) -> list[str]:
+    """Candidate words for attention maps: the prompt's content words, in order, no repeats."""
+    out: list[str] = []
+    for w in re.findall(r"[A-Za-z][A-Za-z\-]{2,}", prompt or ""):
+        lw = w.lower().strip("-")
+        if lw in _STOP or lw in out or len(lw) < 3:
+            continue
+        out.append(lw)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class GeneratorPanel(QWidget):
+    generateRequested = Signal(dict)
+    cancelRequested = Signal()
+    highlightChanged = Signal(str)  # word, "" = off
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.examples = load_examples()
+        self._rng = random.Random()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        outer.addWidget(scroll)
+        body = QWidget()
+        scroll.setWidget(body)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(6, 6, 6, 6)
+
+        # --- prompt ------------------------------------------------------------------------
+        g = QGroupBox("Prompt")
+        gl = QVBoxLayout(g)
+        row = QHBoxLayout()
+        self.example_box = QComboBox()
+        self.example_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.example_box.setMinimumContentsLength(12)
+        self.example_box.addItem("Example prompts...")
+        for ex in self.examples:
+            self.example_box.addItem(ex.get("title", ex["prompt"][:40]))
+        self.example_box.setToolTip("Example prompts written by the project: pick one to fill the prompt box")
+        self.example_box.activated.connect(self._example_chosen)
+        self.random_button = QPushButton("Random example")
+        self.random_button.setToolTip("Fill the prompt with a randomly chosen example")
+        self.random_button.clicked.connect(self.random_example)
+        row.addWidget(self.example_box, 1)
+        row.addWidget(self.random_button)
+        gl.addLayout(row)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setPlaceholderText("Describe the radiograph in report language, e.g. "
+                                            "'Small left pleural effusion. Heart size normal.'")
+        self.prompt_edit.setToolTip("Radiology text the image is generated from (Ctrl+Enter generates)")
+        self.prompt_edit.setTabChangesFocus(True)
+        self.prompt_edit.setFixedHeight(86)
+        self.prompt_edit.textChanged.connect(self._prompt_changed)
+        gl.addWidget(self.prompt_edit)
+        self.negative_edit = QLineEdit()
+        self.negative_edit.setPlaceholderText("Negative prompt (optional): what to steer away from")
+        self.negative_edit.setToolTip("Findings or qualities the image should not show, e.g. 'effusion, tubes'")
+        gl.addWidget(self.negative_edit)
+        lay.addWidget(g)
+
+        # --- parameters --------------------------------------------------------------------
+        g = QGroupBox("Parameters")
+        form = QFormLayout(g)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.size_box = QComboBox()
+        for s in SIZES:
+            self.size_box.addItem(f"{s} x {s}", s)
+        self.size_box.setToolTip("Output resolution. The model draws at its native size; larger sizes "
+                                 "are upsampled (noted in the image's parameters).")
+        form.addRow("Resolution", self.size_box)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, MAX_STEPS)
+        self.steps_spin.setValue(20)
+        self.steps_spin.setToolTip("Denoising steps: more is slower; 15-30 is usually enough with DPM++")
+        form.addRow("Steps", self.steps_spin)
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setRange(0.0, MAX_GUIDANCE)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setValue(4.0)
+        self.guidance_spin.setToolTip("Prompt adherence (classifier-free guidance scale): higher follows the "
+                                      "text more strictly but can look harsher; 1 = no guidance")
+        form.addRow("Prompt adherence", self.guidance_spin)
+        self.sampler_box = QComboBox()
+        for s in SAMPLERS:
+            self.sampler_box.addItem(SAMPLER_LABELS.get(s, s), s)
+            self.sampler_box.setItemData(self.sampler_box.count() - 1, SAMPLER_TIPS.get(s, s), Qt.ToolTipRole)
+        self.sampler_box.setToolTip("Sampler (noise scheduler) used for denoising")
+        form.addRow("Sampler", self.sampler_box)
+        seed_row = QHBoxLayout()
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2 ** 31 - 2)
+        self.seed_spin.setValue(42)
+        self.seed_spin.setToolTip("Seed of the random noise: the same seed and parameters give the same image")
+        self.random_seed_check = QCheckBox("Random")
+        self.random_seed_check.setChecked(True)
+        self.random_seed_check.setToolTip("Pick a new random seed for every run (the seed used is shown)")
+        self.random_seed_check.toggled.connect(lambda on: self.seed_spin.setEnabled(not on))
+        self.seed_spin.setEnabled(False)
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.random_seed_check)
+        form.addRow("Seed", seed_row)
+        self.seed_used_label = QLabel("-")
+        self.seed_used_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.seed_used_label.setToolTip("The seed of the last generated image (select to copy)")
+        form.addRow("Seed used", self.seed_used_label)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 32)
+        self.batch_spin.setValue(1)
+        self.batch_spin.setToolTip("Number of images per run (consecutive seeds)")
+        form.addRow("Batch count", self.batch_spin)
+        self.preview_spin = QSpinBox()
+        self.preview_spin.setRange(1, 50)
+        self.preview_spin.setValue(1)
+        self.preview_spin.setToolTip("Decode a live preview every N steps. Each preview costs one VAE decode: "
+                                     "raise this on slow machines for faster generation.")
+        form.addRow("Preview every", self.preview_spin)
+        self.attention_check = QCheckBox("Record attention maps")
+        self.attention_check.setChecked(True)
+        self.attention_check.setToolTip("Record the model's cross-attention for the prompt's words, for the "
+                                        "highlighting overlay (small extra cost)")
+        form.addRow("", self.attention_check)
+        lay.addWidget(g)
+
+        # --- run ---------------------------------------------------------------------------
+        row = QHBoxLayout()
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("primaryButton")
+        self.generate_button.setToolTip("Generate image(s) from the prompt (Ctrl+Enter)")
+        self.generate_button.clicked.connect(self.request_generate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running generation within one step (Esc)")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        row.addWidget(self.generate_button, 2)
+        row.addWidget(self.cancel_button, 1)
+        lay.addLayout(row)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("idle")
+        self.progress_bar.setToolTip("Denoising progress: step i/N and estimated time remaining")
+        lay.addWidget(self.progress_bar)
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("errorBanner")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.error_label.hide()
+        lay.addWidget(self.error_label)
+
+        # --- metrics -----------------------------------------------------------------------
+        g = QGroupBox("Quality over the run")
+        gl = QVBoxLayout(g)
+        self.chart = MetricsChart()
+        gl.addWidget(self.chart)
+        self.final_label = QLabel("Final image: -")
+        self.final_label.setWordWrap(True)
+        self.final_label.setToolTip("Metrics of the final image: RMS contrast, sharpness (variance of the "
+                                    "Laplacian, 8-bit scale) and entropy (bits)")
+        gl.addWidget(self.final_label)
+        lay.addWidget(g)
+
+        # --- highlighting ------------------------------------------------------------------
+        g = QGroupBox("Highlighting")
+        gl = QVBoxLayout(g)
+        row = QHBoxLayout()
+        self.highlight_check = QCheckBox("Show attention for")
+        self.highlight_check.setToolTip("Overlay the model's averaged cross-attention for the chosen word (H)")
+        self.word_box = QComboBox()
+        self.word_box.setToolTip("A word from the prompt; attention is averaged over all denoising steps")
+        self.word_box.setMinimumContentsLength(10)
+        row.addWidget(self.highlight_check)
+        row.addWidget(self.word_box, 1)
+        gl.addLayout(row)
+        note = QLabel(ATTENTION_NOTE)
+        note.setObjectName("attentionNote")
+        note.setWordWrap(True)
+        gl.addWidget(note)
+        self.highlight_check.toggled.connect(self._highlight)
+        self.word_box.currentIndexChanged.connect(self._highlight)
+        self.set_attention_words([])
+        lay.addWidget(g)
+        lay.addStretch(1)
+
+    # ------------------------------------------------------------------ prompt helpers
+    def _example_chosen(self, index: int) -> None:
+        if index <= 0:
+            return
+        self.use_example(self.examples[index - 1])
+        with QSignalBlocker(self.example_box):
+            self.example_box.setCurrentIndex(0)
+
+    def use_example(self, ex: dict) -> None:
+        self.prompt_edit.setPlainText(ex["prompt"])
+        self.negative_edit.setText(ex.get("negative", ""))
+
+    def random_example(self) -> None:
+        current = self.prompt_edit.toPlainText().strip()
+        choices = [e for e in self.examples if e["prompt"] != current] or self.examples
+        self.use_example(self._rng.choice(choices))
+
+    def set_prompt(self, text: str) -> None:
+        self.prompt_edit.setPlainText(text)
+        self.prompt_edit.setFocus()
+
+    def _prompt_changed(self) -> None:
+        self.error_label.hide()
+
+    # ------------------------------------------------------------------ parameters
+    def job_params(self) -> dict:
+        prompt = self.prompt_edit.toPlainText().strip()
+        return {
+            "prompt": prompt,
+            "negative_prompt": self.negative_edit.text().strip(),
+            "size": int(self.size_box.currentData()),
+            "steps": int(self.steps_spin.value()),
+            "guidance_scale": float(self.guidance_spin.value()),
+            "sampler": str(self.sampler_box.currentData()),
+            "seed": None if self.random_seed_check.isChecked() else int(self.seed_spin.value()),
+            "random_seed": self.random_seed_check.isChecked(),
+            "batch": int(self.batch_spin.value()),
+            "preview_every": int(self.preview_spin.value()),
+            "attention_words": finding_words(prompt) if self.attention_check.isChecked() else [],
+        }
+
+    def set_params(self, params: dict, fixed_seed: bool = True) -> None:
+        """Refill the form from a result's parameters ("reuse parameters")."""
+        if "prompt" in params:
+            self.prompt_edit.setPlainText(str(params["prompt"]))
+        if "negative_prompt" in params:
+            self.negative_edit.setText(str(params.get("negative_prompt") or ""))
+        size = params.get("size", params.get("width"))
+        if size is not None:
+            i = self.size_box.findData(int(size))
+            if i >= 0:
+                self.size_box.setCurrentIndex(i)
+        if params.get("steps") is not None:
+            self.steps_spin.setValue(int(params["steps"]))
+        if params.get("guidance_scale") is not None:
+            self.guidance_spin.setValue(float(params["guidance_scale"]))
+        if params.get("sampler") is not None:
+            i = self.sampler_box.findData(str(params["sampler"]))
+            if i >= 0:
+                self.sampler_box.setCurrentIndex(i)
+        if params.get("seed") is not None and int(params["seed"]) >= 0:
+            self.seed_spin.setValue(int(params["seed"]))
+            if fixed_seed:
+                self.random_seed_check.setChecked(False)
+        if params.get("random_seed") is not None and not fixed_seed:
+            self.random_seed_check.setChecked(bool(params["random_seed"]))
+        if params.get("batch") is not None:
+            self.batch_spin.setValue(int(params["batch"]))
+        if params.get("preview_every") is not None:
+            self.preview_spin.setValue(int(params["preview_every"]))
+
+    def request_generate(self) -> None:
+        if not self.generate_button.isEnabled():
+            return
+        params = self.job_params()
+        if not params["prompt"]:
+            self.show_error("The prompt is empty: describe the radiograph, or pick an example prompt.")
+            self.prompt_edit.setFocus()
+            return
+        self.error_label.hide()
+        self.generateRequested.emit(params)
+
+    # ------------------------------------------------------------------ run state
+    def set_running(self, running: bool) -> None:
+        self.generate_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat("starting...")
+        else:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+
+    def set_loading(self, text: str) -> None:
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.setFormat(text)
+
+    def set_progress(self, index: int, count: int, step: int, total: int, eta: float) -> None:
+        self.progress_bar.setRange(0, total * count)
+        self.progress_bar.setValue(index * total + step)
+        img = f"image {index + 1}/{count}, " if count > 1 else ""
+        self.progress_bar.setFormat(f"{img}step {step}/{total} - {_eta(eta)} left")
+
+    def set_idle_text(self, text: str) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1 if text.startswith("done") else 0)
+        self.progress_bar.setFormat(text)
+
+    def show_error(self, text: str) -> None:
+        self.error_label.setText(text)
+        self.error_label.show()
+
+    def set_seed_used(self, seed: int) -> None:
+        self.seed_used_label.setText(str(seed))
+
+    def set_final_metrics(self, m: dict | None) -> None:
+        if not m:
+            self.final_label.setText("Final image: -")
+            return
+        self.final_label.setText(f"Final image: contrast {m.get('contrast', 0):.3f}, "
+                                 f"sharpness {m.get('sharpness', 0):.1f}, entropy {m.get('entropy', 0):.2f} bits")
+
+    # ------------------------------------------------------------------ highlighting
+    def set_attention_words(self, words: list[str], keep: str | None = None) -> None:
+        cur = keep if keep is not None else self.word_box.currentText()
+        with QSignalBlocker(self.word_box):
+            self.word_box.clear()
+            for w in words:
+                self.word_box.addItem(w)
+            if cur and cur in words:
+                self.word_box.setCurrentText(cur)
+            elif words:
+                # prefer a finding word over anatomy ("effusion" over "pleural")
+                self.word_box.setCurrentIndex(_best_word(words))
+        has = bool(words)
+        self.word_box.setEnabled(has)
+        self.highlight_check.setEnabled(has)
+        if not has:
+            self.word_box.addItem("(no attention maps)")
+        self._highlight()
+
+    def current_highlight(self) -> str:
+        if self.highlight_check.isChecked() and self.word_box.isEnabled():
+            return self.word_box.currentText()
+        return ""
+
+    def _highlight(self, *_):
+        self.highlightChanged.emit(self.current_highlight())
+
+    # ------------------------------------------------------------------ settings
+    def save_settings(self, s) -> None:
+        s.setValue("generator/prompt", self.prompt_edit.toPlainText())
+        s.setValue("generator/negative", self.negative_edit.text())
+        s.setValue("generator/size", int(self.size_box.currentData()))
+        s.setValue("generator/steps", self.steps_spin.value())
+        s.setValue("generator/guidance", self.guidance_spin.value())
+        s.setValue("generator/sampler", self.sampler_box.currentData())
+        s.setValue("generator/seed", self.seed_spin.value())
+        s.setValue("generator/random_seed", self.random_seed_check.isChecked())
+        s.setValue("generator/batch", self.batch_spin.value())
+        s.setValue("generator/preview_every", self.preview_spin.value())
+        s.setValue("generator/attention", self.attention_check.isChecked())
+
+    def restore_settings(self, s) -> None:
+        def get(key, default, typ):
+            v = s.value(key, default)
+            try:
+                if typ is bool:
+                    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+                return typ(v)
+            except (TypeError, ValueError):
+                return default
+
+        prompt = get("generator/prompt", "", str)
+        if not prompt and self.examples:
+            prompt = self.examples[0]["prompt"]
+        self.set_params({
+            "prompt": prompt, "negative_prompt": get("generator/negative", "", str),
+            "size": get("generator/size", 256, int), "steps": get("generator/steps", 20, int),
+            "guidance_scale": get("generator/guidance", 4.0, float),
+            "sampler": get("generator/sampler", "dpm++", str), "seed": get("generator/seed", 42, int),
+            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 1, int),
+        }, fixed_seed=False)
+        self.random_seed_check.setChecked(get("generator/random_seed", True, bool))
+        self.attention_check.setChecked(get("generator/attention", True, bool))
+
+
+_FINDINGS = ("effusion", "pneumonia", "consolidation", "cardiomegaly", "edema", "oedema", "fibrosis",
+             "pneumothorax", "atelectasis", "emphysema", "nodule", "mass", "hernia", "opacity",
+             "opacities", "infiltrate", "covid-19", "ground-glass")
+
+
+def _best_word(words: list[str]) -> int:
+    for f in _FINDINGS:
+        if f in words:
+            return words.index(f)
+    return 0
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    m, s = divmod(int(seconds + 0.5), 60)
+    return f"{m} min {s:02d} s"

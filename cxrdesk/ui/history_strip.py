@@ -1,0 +1,127 @@
+"""History strip: thumbnails of this session's results; show again, reuse parameters."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QListWidgetItem, QMenu, QPushButton,
+                               QVBoxLayout, QWidget)
+
+from ..core import imaging
+
+THUMB = 72
+EntryRole = Qt.UserRole + 2
+
+
+def thumbnail(img: np.ndarray, size: int = THUMB) -> QPixmap:
+    bits = max(1, imaging.infer_bits(img))
+    u8 = np.ascontiguousarray(imaging.window_to_u8(img, *imaging.full_window(bits)))
+    h, w = u8.shape
+    q = QImage(u8.data, w, h, w, QImage.Format_Grayscale8).scaled(size, size, Qt.KeepAspectRatio,
+                                                                    Qt.SmoothTransformation)
+    return QPixmap.fromImage(q)
+
+
+def entry_tooltip(e) -> str:
+    p = e.params
+    lines = [f"<b>{html.escape(e.prompt)}</b>"]
+    if p.get("negative_prompt"):
+        lines.append(f"negative: {html.escape(p['negative_prompt'])}")
+    lines.append(html.escape(e.summary()))
+    lines.append(f"model {html.escape(str(p.get('model')))} ({html.escape(str(p.get('model_hash')))}), "
+                 f"{html.escape(e.created)}")
+    if p.get("upscale"):
+        lines.append(html.escape(str(p["upscale"])))
+    if p.get("prompt_truncated"):
+        lines.append("prompt was truncated to the encoder's token limit")
+    return "<br>".join(lines)
+
+
+class HistoryStrip(QWidget):
+    showRequested = Signal(object)    # HistoryEntry
+    reuseRequested = Signal(object)   # HistoryEntry
+    loadEarlierRequested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setViewMode(QListWidget.IconMode)
+        self.list.setFlow(QListWidget.LeftToRight)
+        self.list.setWrapping(False)
+        self.list.setIconSize(QSize(THUMB, THUMB))
+        self.list.setGridSize(QSize(THUMB + 30, THUMB + 24))
+        self.list.setMovement(QListWidget.Static)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+        self.list.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.list.setFixedHeight(THUMB + 44)
+        self.list.setToolTip("This session's results (saved in the data folder). Click to show; "
+                             "right click for more.")
+        self.list.itemClicked.connect(lambda it: self.showRequested.emit(it.data(EntryRole)))
+        self.list.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._menu)
+        self.reuse_button = QPushButton("Reuse parameters")
+        self.reuse_button.setToolTip("Fill the Generator form with the selected result's prompt, seed and parameters")
+        self.reuse_button.clicked.connect(self._reuse)
+        self.earlier_button = QPushButton("Earlier results...")
+        self.earlier_button.setToolTip("Add results saved in earlier sessions to the strip")
+        self.earlier_button.clicked.connect(self.loadEarlierRequested)
+        side = QVBoxLayout()
+        side.addWidget(self.reuse_button)
+        side.addWidget(self.earlier_button)
+        side.addStretch(1)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.addWidget(self.list, 1)
+        lay.addLayout(side)
+        self.list.currentItemChanged.connect(lambda *_: self._update())
+        self._update()
+
+    def _update(self) -> None:
+        self.reuse_button.setEnabled(self.list.currentItem() is not None)
+
+    def add(self, entry, select: bool = True, front: bool = False) -> QListWidgetItem:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(EntryRole).id == entry.id:
+                return self.list.item(i)
+        it = QListWidgetItem(QIcon(thumbnail(entry.image())), f"seed {entry.seed}")
+        it.setData(EntryRole, entry)
+        it.setToolTip(entry_tooltip(entry))
+        if front:
+            self.list.insertItem(0, it)
+        else:
+            self.list.addItem(it)
+        if select:
+            self.list.setCurrentItem(it)
+            self.list.scrollToItem(it)
+        self._update()
+        return it
+
+    def entries(self) -> list:
+        return [self.list.item(i).data(EntryRole) for i in range(self.list.count())]
+
+    def current_entry(self):
+        it = self.list.currentItem()
+        return it.data(EntryRole) if it else None
+
+    def select_entry(self, entry) -> None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(EntryRole).id == entry.id:
+                self.list.setCurrentRow(i)
+                return
+
+    def _reuse(self) -> None:
+        e = self.current_entry()
+        if e is not None:
+            self.reuseRequested.emit(e)
+
+    def _menu(self, pos) -> None:
+        it = self.list.itemAt(pos)
+        if it is None:
+            return
+        e = it.data(EntryRole)
+        m = QMenu(self)
+        m.addAction("Show", lambda: self.showRequested.emit(e))
+        m.addAction("Reuse parameters", lambda: self.reuseRequested.emit(e))
+        m.exec(self.list.mapToGlobal(pos))

@@ -1,0 +1,100 @@
+"""Open image files for the view, in data units, through the core readers (no Qt here).
+
+PNG goes through :func:`cxrdesk.core.pngio.read_png` (12-bit stored values; the window and
+parameters that cxrdesk wrote come back), DICOM through :func:`cxrdesk.core.dicom.read_dicom`
+(stored values and the file's window when the data are plain MONOCHROME2, otherwise the
+normalised image as 12-bit), anything else through :func:`cxrdesk.core.datasets.load_gray`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core import imaging
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+
+
+class ImageOpenError(Exception):
+    """A file cannot be shown; the message is one line."""
+
+
+@dataclass
+class LoadedImage:
+    path: str
+    data: np.ndarray                      # stored values (uint8/uint16) in data units
+    bits: int
+    window: tuple[float, float] | None = None
+    synthetic: bool = False
+    params: dict = field(default_factory=dict)
+    kind: str = "image"                   # "png" | "dicom" | "image"
+    info: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def _is_dicom(p: Path) -> bool:
+    if p.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        return False
+    try:
+        with open(p, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def load_stored(path: str) -> LoadedImage:
+    """Read ``path`` for display. Raises :class:`ImageOpenError` with a readable message."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageOpenError(f"{p.name}: no such file")
+    try:
+        if _is_dicom(p):
+            return _load_dicom(p)
+        if p.suffix.lower() == ".png":
+            from ..core.pngio import read_png
+
+            img = read_png(p)
+            meta = dict(img.metadata or {})
+            return LoadedImage(str(p), img.pixels, 12, window=img.window, synthetic=bool(meta.get("synthetic")),
+                               params=meta, kind="png")
+        from ..core.datasets import load_gray
+
+        x = load_gray(p)
+        return LoadedImage(str(p), imaging.from_unit(x, np.uint16, bits=12), 12, kind="image")
+    except ImageOpenError:
+        raise
+    except MemoryError:
+        raise ImageOpenError(f"{p.name}: image too large to open") from None
+    except Exception as exc:  # noqa: BLE001 - every reader error becomes one line
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if p.name not in msg:
+            msg = f"{p.name}: {msg}"
+        raise ImageOpenError(msg) from None
+
+
+def _load_dicom(p: Path) -> LoadedImage:
+    from ..core.dicom import read_dicom
+
+    d = read_dicom(p)
+    plain = (d.photometric == "MONOCHROME2" and not d.signed and d.rescale_slope == 1.0
+             and d.rescale_intercept == 0.0 and not d.has_voi_lut and d.pixels.dtype.kind == "u")
+    if plain:
+        data = d.pixels if d.pixels.dtype.itemsize <= 2 else d.pixels.astype(np.uint16)
+        bits = max(1, min(16, int(d.bits_stored)))
+        if int(data.max(initial=0)) >= 2 ** bits:
+            bits = max(8, int(data.max()).bit_length())
+        window = (d.window.center, d.window.width) if d.window else None
+    else:
+        data = imaging.from_unit(d.normalized(), np.uint16, bits=12)
+        bits = 12
+        window = None
+    return LoadedImage(str(p), np.ascontiguousarray(data), bits, window=window, synthetic=bool(d.synthetic),
+                       params=dict(d.params or {}), kind="dicom", info=d.summary())

@@ -1,0 +1,450 @@
+"""The image view: zoom, pan, window/level in data units, pixel readout, overlays.
+
+The view holds the *stored* image (e.g. uint16 with 12-bit values) and a window (center, width)
+in the same data units. The window is applied at display time only
+(:func:`cxrdesk.core.imaging.window_to_u8`); the stored array is never modified.
+
+Mouse, as in PACS viewers: wheel = zoom about the cursor, left drag = pan, right drag =
+window/level (horizontal: width, vertical: center), double click = zoom to fit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ..core import imaging
+
+SYNTHETIC_MARK = "SYNTHETIC - NOT FOR DIAGNOSIS"
+MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
+
+
+def _heat_lut() -> np.ndarray:
+    """256 x RGBA colour map for attention overlays (transparent blue -> opaque yellow/white)."""
+    t = np.linspace(0, 1, 256)
+    r = np.clip(1.8 * t - 0.2, 0, 1)
+    g = np.clip(1.8 * t - 0.8, 0, 1) * 0.9 + np.clip(t - 0.6, 0, 1) * 0.25
+    b = np.clip(0.9 - 2.5 * np.abs(t - 0.25), 0, 1) * 0.8
+    a = np.clip((t - 0.15) / 0.85, 0, 1) ** 0.8 * 0.72
+    return (np.stack([r, g, b, a], 1) * 255).round().astype(np.uint8)
+
+
+_HEAT = _heat_lut()
+
+
+class ImageView(QWidget):
+    """Displays one stored image with a display-time window; see the module docstring."""
+
+    windowChanged = Signal(float, float)      # center, width (data units), on every change
+    viewChanged = Signal()                    # zoom or pan changed by the user
+    pixelHovered = Signal(object)             # (x, y, value) or None
+    invertChanged = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(160, 160)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self.setToolTip("Wheel: zoom  |  Left drag: pan  |  Right drag: window/level "
+                        "(horizontal = width, vertical = center)  |  Double click: fit")
+        self._data: np.ndarray | None = None
+        self._bits = 12
+        self._center, self._width = imaging.full_window(12)
+        self._default_window = (self._center, self._width)
+        self._invert = False
+        self._scale = 1.0
+        self._fit = True
+        self._pan = QPointF(0, 0)  # image coordinate shown at the widget centre
+        self._qimage: QImage | None = None
+        self._u8: np.ndarray | None = None
+        self._overlay: np.ndarray | None = None
+        self._overlay_image: QImage | None = None
+        self._overlay_label = ""
+        self._synthetic = False
+        self._caption = ""
+        self._placeholder = "No image"
+        self._drag_button = None
+        self._drag_last = QPointF()
+        self._hover: tuple[int, int, float] | None = None
+        self.wl_sensitivity: float | None = None  # data units per pixel (None = by bit depth)
+
+    # ------------------------------------------------------------------ image
+    def sizeHint(self) -> QSize:
+        return QSize(640, 640)
+
+    def has_image(self) -> bool:
+        return self._data is not None
+
+    def image(self) -> np.ndarray | None:
+        """The stored image (never windowed)."""
+        return self._data
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    def set_image(self, data: np.ndarray | None, *, window: tuple[float, float] | None = None,
+                  keep_view: bool = False, keep_window: bool = False, synthetic: bool = False,
+                  caption: str = "", bits: int | None = None) -> None:
+        """Show ``data`` (2-D, data units). ``window``: initial (center, width); default: full range.
+
+        ``keep_view`` keeps zoom/pan (previews of the same size); ``keep_window`` keeps the
+        current window (previews, enhanced versions of the same image).
+        """
+        if data is None:
+            self._data = None
+            self._qimage = None
+            self._u8 = None
+            self._overlay = None
+            self._overlay_image = None
+            self._hover = None
+            self._caption = caption
+            self._synthetic = False
+            self.update()
+            return
+        data = np.asarray(data)
+        if data.ndim != 2:
+            raise ValueError(f"expected a 2-D image, got shape {data.shape}")
+        if data.dtype.kind == "f":
+            data = imaging.from_unit(data, np.uint16, bits=12)
+        same_shape = self._data is not None and self._data.shape == data.shape
+        had_image, old_bits = self._data is not None, self._bits
+        self._data = data
+        self._bits = int(bits) if bits else max(1, imaging.infer_bits(data))
+        if self._bits < 12 and data.dtype == np.uint16:
+            self._bits = 12  # 12-bit data that happen to use few values stay 12-bit
+        self._default_window = tuple(window) if window else imaging.full_window(self._bits)
+        if not (keep_window and had_image and old_bits == self._bits) or window is not None:
+            self._center, self._width = self._default_window
+        self._synthetic = synthetic
+        self._caption = caption
+        if self._overlay is not None and self._overlay.shape != data.shape:
+            self.clear_overlay()
+        self._render()
+        if not (keep_view and same_shape):
+            self._fit = True
+        self._apply_fit()
+        self._hover = None
+        self.update()
+        self.windowChanged.emit(self._center, self._width)
+
+    def set_caption(self, text: str) -> None:
+        self._caption = text
+        self.update()
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.update()
+
+    def is_synthetic(self) -> bool:
+        return self._synthetic
+
+    def _render(self) -> None:
+        if self._data is None:
+            return
+        u8 = imaging.window_to_u8(self._data, self._center, self._width, self._invert)
+        u8 = np.ascontiguousarray(u8)
+        h, w = u8.shape
+        self._u8 = u8  # keep the buffer alive for the QImage
+        self._qimage = QImage(u8.data, w, h, w, QImage.Format_Grayscale8)
+
+    # ------------------------------------------------------------------ window / level
+    def window(self) -> tuple[float, float]:
+        return (self._center, self._width)
+
+    def default_window(self) -> tuple[float, float]:
+        return self._default_window
+
+    def set_window(self, center: float, width: float, emit: bool = True) -> None:
+        center, width = float(center), max(1.0, float(width))
+        if (center, width) == (self._center, self._width):
+            return
+        self._center, self._width = center, width
+        self._render()
+        self.update()
+        if emit:
+            self.windowChanged.emit(center, width)
+
+    def reset_window(self) -> None:
+        self.set_window(*self._default_window)
+
+    def apply_preset(self, name: str) -> None:
+        presets = imaging.window_presets(self._bits)
+        if name not in presets:
+            raise KeyError(name)
+        self.set_window(*presets[name])
+
+    def inverted(self) -> bool:
+        return self._invert
+
+    def set_inverted(self, on: bool, emit: bool = True) -> None:
+        on = bool(on)
+        if on == self._invert:
+            return
+        self._invert = on
+        self._render()
+        self.update()
+        if emit:
+            self.invertChanged.emit(on)
+
+    def _sensitivity(self) -> float:
+        if self.wl_sensitivity:
+            return self.wl_sensitivity
+        return imaging.drag_sensitivity(self._bits, 512.0)
+
+    # ------------------------------------------------------------------ overlay
+    def set_overlay(self, heat: np.ndarray | None, label: str = "") -> None:
+        """Attention overlay: float map in [0, 1], drawn stretched over the image."""
+        if heat is None:
+            self.clear_overlay()
+            return
+        h = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0, 1)
+        idx = np.round(h * 255).astype(np.uint8)
+        rgba = np.ascontiguousarray(_HEAT[idx])
+        hh, ww = idx.shape
+        self._overlay = h
+        self._overlay_rgba = rgba
+        self._overlay_image = QImage(rgba.data, ww, hh, ww * 4, QImage.Format_RGBA8888)
+        self._overlay_label = label
+        self.update()
+
+    def clear_overlay(self) -> None:
+        self._overlay = None
+        self._overlay_image = None
+        self._overlay_label = ""
+        self.update()
+
+    def has_overlay(self) -> bool:
+        return self._overlay_image is not None
+
+    # ------------------------------------------------------------------ zoom / pan
+    def scale(self) -> float:
+        return self._scale
+
+    def fit_scale(self) -> float:
+        if self._data is None:
+            return 1.0
+        h, w = self._data.shape
+        return max(MIN_ZOOM, min((self.width() - 8) / w, (self.height() - 8) / h))
+
+    def is_fit(self) -> bool:
+        return self._fit
+
+    def zoom_to_fit(self) -> None:
+        self._fit = True
+        self._apply_fit()
+        self.update()
+        self.viewChanged.emit()
+
+    def zoom_1to1(self) -> None:
+        self._fit = False
+        self._scale = 1.0
+        self.update()
+        self.viewChanged.emit()
+
+    def _apply_fit(self) -> None:
+        if self._fit and self._data is not None:
+            self._scale = self.fit_scale()
+            h, w = self._data.shape
+            self._pan = QPointF(w / 2, h / 2)
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        if self._data is None:
+            return
+        new = min(MAX_ZOOM, max(MIN_ZOOM, self._scale * factor))
+        if anchor is None:
+            anchor = QPointF(self.width() / 2, self.height() / 2)
+        p = self.widget_to_image(anchor)
+        self._scale = new
+        wc = QPointF(self.width() / 2, self.height() / 2)
+        self._pan = p - (anchor - wc) / new
+        self._fit = False
+        self.update()
+        self.viewChanged.emit()
+
+    def view_state(self) -> dict:
+        """Zoom and pan relative to the image (so two images of different sizes can be linked)."""
+        if self._data is None:
+            return {"fit": True, "rel": 1.0, "px": 0.5, "py": 0.5}
+        h, w = self._data.shape
+        return {"fit": self._fit, "rel": self._scale / self.fit_scale(),
+                "px": self._pan.x() / w, "py": self._pan.y() / h}
+
+    def set_view_state(self, st: dict, emit: bool = False) -> None:
+        if self._data is None:
+            return
+        if st.get("fit"):
+            self._fit = True
+            self._apply_fit()
+        else:
+            h, w = self._data.shape
+            self._fit = False
+            self._scale = min(MAX_ZOOM, max(MIN_ZOOM, st["rel"] * self.fit_scale()))
+            self._pan = QPointF(st["px"] * w, st["py"] * h)
+        self.update()
+        if emit:
+            self.viewChanged.emit()
+
+    def widget_to_image(self, p: QPointF) -> QPointF:
+        wc = QPointF(self.width() / 2, self.height() / 2)
+        return self._pan + (QPointF(p) - wc) / self._scale
+
+    def image_to_widget(self, p: QPointF) -> QPointF:
+        wc = QPointF(self.width() / 2, self.height() / 2)
+        return wc + (QPointF(p) - self._pan) * self._scale
+
+    def image_rect(self) -> QRectF:
+        if self._data is None:
+            return QRectF()
+        h, w = self._data.shape
+        tl = self.image_to_widget(QPointF(0, 0))
+        return QRectF(tl.x(), tl.y(), w * self._scale, h * self._scale)
+
+    def value_at(self, x: int, y: int):
+        if self._data is None:
+            return None
+        h, w = self._data.shape
+        if 0 <= x < w and 0 <= y < h:
+            v = self._data[y, x]
+            return float(v) if self._data.dtype.kind == "f" else int(v)
+        return None
+
+    # ------------------------------------------------------------------ events
+    def resizeEvent(self, ev) -> None:
+        if self._fit:
+            self._apply_fit()
+        super().resizeEvent(ev)
+
+    def wheelEvent(self, ev) -> None:
+        if self._data is None:
+            return
+        steps = ev.angleDelta().y() / 120.0
+        if steps:
+            self.zoom_by(1.25 ** steps, ev.position())
+        ev.accept()
+
+    def mousePressEvent(self, ev) -> None:
+        if ev.button() in (Qt.LeftButton, Qt.RightButton, Qt.MiddleButton) and self._data is not None:
+            self._drag_button = ev.button()
+            self._drag_last = ev.position()
+            self.setCursor(Qt.ClosedHandCursor if ev.button() != Qt.RightButton else Qt.SizeAllCursor)
+            ev.accept()
+            return
+        super().mousePressEvent(ev)
+
+    def mouseMoveEvent(self, ev) -> None:
+        pos = ev.position()
+        if self._drag_button is not None and self._data is not None:
+            d = pos - self._drag_last
+            self._drag_last = pos
+            if self._drag_button == Qt.RightButton:
+                c, w = imaging.drag_window(self._center, self._width, d.x(), d.y(), self._sensitivity())
+                self.set_window(c, w)
+            else:
+                self._pan = self._pan - d / self._scale
+                self._fit = False
+                self.update()
+                self.viewChanged.emit()
+        self._update_hover(pos)
+
+    def mouseReleaseEvent(self, ev) -> None:
+        if self._drag_button is not None and ev.button() == self._drag_button:
+            self._drag_button = None
+            self.unsetCursor()
+            ev.accept()
+            return
+        super().mouseReleaseEvent(ev)
+
+    def mouseDoubleClickEvent(self, ev) -> None:
+        if ev.button() == Qt.LeftButton:
+            self.zoom_to_fit()
+
+    def leaveEvent(self, ev) -> None:
+        self._hover = None
+        self.pixelHovered.emit(None)
+        self.update()
+        super().leaveEvent(ev)
+
+    def contextMenuEvent(self, ev) -> None:
+        ev.accept()  # the right button is window/level
+
+    def _update_hover(self, pos: QPointF) -> None:
+        if self._data is None:
+            return
+        p = self.widget_to_image(pos)
+        x, y = int(math.floor(p.x())), int(math.floor(p.y()))
+        v = self.value_at(x, y)
+        new = None if v is None else (x, y, v)
+        if new != self._hover:
+            self._hover = new
+            self.pixelHovered.emit(new)
+            self.update()
+
+    # ------------------------------------------------------------------ painting
+    def paintEvent(self, ev) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(12, 12, 14))
+        if self._qimage is None:
+            p.setPen(QColor(150, 150, 155))
+            f = p.font()
+            f.setPointSizeF(f.pointSizeF() * 1.2)
+            p.setFont(f)
+            p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignCenter | Qt.TextWordWrap, self._placeholder)
+            p.end()
+            return
+        target = self.image_rect()
+        p.setRenderHint(QPainter.SmoothPixmapTransform, self._scale < 2.0)
+        p.drawImage(target, self._qimage)
+        if self._overlay_image is not None:
+            p.setRenderHint(QPainter.SmoothPixmapTransform, True)
+            p.drawImage(target, self._overlay_image)
+        self._paint_text(p)
+        p.end()
+
+    def _text_box(self, p: QPainter, text: str, anchor: str, fg=QColor(235, 235, 235),
+                  bg=QColor(0, 0, 0, 150), bold=False, margin=8) -> QRectF:
+        f = QFont(self.font())
+        f.setBold(bold)
+        p.setFont(f)
+        fm = QFontMetrics(f)
+        lines = text.split("\n")
+        tw = max(fm.horizontalAdvance(s) for s in lines) + 10
+        th = fm.height() * len(lines) + 6
+        W, H = self.width(), self.height()
+        x = margin if "left" in anchor else (W - tw - margin if "right" in anchor else (W - tw) / 2)
+        y = margin if "top" in anchor else H - th - margin
+        r = QRectF(x, y, tw, th)
+        p.setPen(Qt.NoPen)
+        p.setBrush(bg)
+        p.drawRoundedRect(r, 3, 3)
+        p.setPen(fg)
+        p.drawText(r.adjusted(5, 3, -5, -3), Qt.AlignLeft | Qt.AlignVCenter, text)
+        return r
+
+    def _paint_text(self, p: QPainter) -> None:
+        if self._caption:
+            self._text_box(p, self._caption, "top-left")
+        if self._synthetic:
+            self._text_box(p, SYNTHETIC_MARK, "top-right", fg=QColor(255, 255, 255),
+                           bg=QColor(190, 40, 30, 220), bold=True)
+        zoom = f"{self._scale * 100:.0f}%" + (" (fit)" if self._fit else "")
+        inv = "  INV" if self._invert else ""
+        self._text_box(p, f"W {self._width:.0f}  C {self._center:.0f}{inv}\nZoom {zoom}", "bottom-left")
+        if self._hover is not None:
+            x, y, v = self._hover
+            val = f"{v:.4g}" if isinstance(v, float) else str(v)
+            self._text_box(p, f"x {x}  y {y}\nvalue {val}", "bottom-right")
+        if self._overlay_image is not None:
+            label = self._overlay_label or "attention"
+            self._text_box(p, f"Model attention for '{label}' - not a diagnosis", "bottom-center",
+                           fg=QColor(255, 225, 140))
+        if self._synthetic:
+            # a thin frame marks synthetic images even when the label is scrolled away
+            p.setPen(QPen(QColor(190, 40, 30, 200), 2))
+            p.setBrush(Qt.NoBrush)
+            p.drawRect(self.rect().adjusted(1, 1, -2, -2))

@@ -1,0 +1,925 @@
+"""The main window: docks around a shared image view, menus, status bar, the generation worker."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QKeySequence
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
+                               QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow,
+                               QMessageBox, QProgressBar, QSpinBox, QTextBrowser, QVBoxLayout,
+                               QWidget)
+
+from .. import __version__
+from ..core import imaging
+from .dataset_panel import DatasetPanel
+from .enhance_panel import EnhancePanel
+from .generator_panel import GeneratorPanel
+from .history import HistoryEntry, HistoryStore
+from .history_strip import HistoryStrip
+from .imageio import ImageOpenError, LoadedImage, load_stored
+from .model_panel import ModelPanel
+from .paths import data_dir, resource_path, results_dir, settings_path
+from .tasks import run_task
+from .viewer import ViewerArea
+from .worker import WorkerHost
+
+log = logging.getLogger("cxrdesk.ui")
+DISCLAIMER = "SYNTHETIC - NOT FOR DIAGNOSIS"
+PRESET_KEYS = {"Full range": "Ctrl+1", "Lung": "Ctrl+2", "Mediastinum": "Ctrl+3", "Bone": "Ctrl+4"}
+
+
+@dataclasses.dataclass
+class Document:
+    """What the main view shows: the stored image and what it is."""
+
+    data: np.ndarray
+    bits: int
+    title: str
+    kind: str                      # "generated" | "file"
+    synthetic: bool = False
+    params: dict = dataclasses.field(default_factory=dict)
+    entry: HistoryEntry | None = None
+    path: str = ""
+    window: tuple[float, float] | None = None
+    original: np.ndarray | None = None        # before an applied enhancement
+    enhancement: dict | None = None
+
+    @property
+    def source(self) -> np.ndarray:
+        return self.original if self.original is not None else self.data
+
+    @property
+    def exportable(self) -> bool:
+        """Full export (12-bit PNG with parameters, DICOM SC): synthetic 12-bit images only."""
+        return self.synthetic and self.bits == 12 and self.data.dtype == np.uint16
+
+
+class ExportDialog(QDialog):
+    def __init__(self, kind: str, settings: QSettings, parent=None):
+        super().__init__(parent)
+        self.kind = kind
+        self.s = settings
+        self.setWindowTitle(f"Export {kind}")
+        form = QFormLayout(self)
+        self.bits = QComboBox()
+        if kind == "PNG":
+            self.bits.addItem("16-bit (exact 12-bit values)", 16)
+            self.bits.addItem("8-bit", 8)
+        else:
+            self.bits.addItem("12-bit (BitsStored 12)", 12)
+            self.bits.addItem("8-bit", 8)
+        self.bits.setToolTip("Pixel depth of the exported file")
+        form.addRow("Depth", self.bits)
+        self.apply_window = QCheckBox("Apply the current window to the pixels")
+        self.apply_window.setToolTip("Off (default): pixels stay as stored and the window is recorded as "
+                                     "metadata. On: the PNG shows what the view shows.")
+        if kind == "PNG":
+            form.addRow(self.apply_window)
+        self.burn = QCheckBox("Burn a 'SYNTHETIC' mark into the pixels")
+        self.burn.setToolTip("Writes a small visible mark into the image itself, so that it stays marked "
+                             "wherever it is copied")
+        form.addRow(self.burn)
+        note = QLabel("The current window/level is stored as " +
+                      ("WindowCenter/WindowWidth." if kind == "DICOM" else "metadata.") +
+                      f" The file is marked {DISCLAIMER}.")
+        note.setWordWrap(True)
+        form.addRow(note)
+        bb = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        form.addRow(bb)
+        k = f"export/{kind.lower()}"
+        i = self.bits.findData(int(settings.value(f"{k}_bits", self.bits.itemData(0))))
+        self.bits.setCurrentIndex(max(0, i))
+        self.apply_window.setChecked(str(settings.value(f"{k}_apply_window", "false")).lower() == "true")
+        self.burn.setChecked(str(settings.value(f"{k}_burn", "false")).lower() == "true")
+
+    def values(self) -> dict:
+        k = f"export/{self.kind.lower()}"
+        self.s.setValue(f"{k}_bits", int(self.bits.currentData()))
+        self.s.setValue(f"{k}_apply_window", self.apply_window.isChecked())
+        self.s.setValue(f"{k}_burn", self.burn.isChecked())
+        return {"bits": int(self.bits.currentData()), "apply_window": self.apply_window.isChecked(),
+                "burn_mark": self.burn.isChecked()}
+
+
+class MainWindow(QMainWindow):
+    """cxrdesk's main window. ``model``: model folder (None = embedded default)."""
+
+    documentShown = Signal()
+    previewShown = Signal(int, int)          # step, total
+    jobDone = Signal(str, str)               # status ("done" | "cancelled" | "error"), message
+
+    def __init__(self, model: str | None = None, preload: bool = True, parent=None):
+        super().__init__(parent)
+        self.t_created = time.perf_counter()
+        self.setWindowTitle("cxrdesk - synthetic chest X-rays for teaching (not for diagnosis)")
+        icon = resource_path("cxrdesk.svg")
+        if icon.exists():
+            self.setWindowIcon(QIcon(str(icon)))
+        self.settings = QSettings(str(settings_path()), QSettings.IniFormat)
+        self.store = HistoryStore(results_dir())
+        self.model_arg = model
+        self.doc: Document | None = None
+        self.prev_doc: Document | None = None
+        self.job_id = 0
+        self.running_job: int | None = None
+        self.preview_count = 0
+        self.model_info: dict | None = None
+        self.model_state = "not loaded"
+        self._pending_preview = None
+        self._series = None
+        self._job_entries: list[HistoryEntry] = []
+
+        self.viewer = ViewerArea()
+        self.view = self.viewer.view
+        self.view.set_placeholder("Generate an image (Ctrl+Enter), open a file (Ctrl+O)\n"
+                                  "or pick one in the Dataset browser.\n\n"
+                                  "Generated images are synthetic and not for diagnosis.")
+        self.setCentralWidget(self.viewer)
+
+        self.generator = GeneratorPanel()
+        self.enhance = EnhancePanel()
+        self.dataset = DatasetPanel()
+        self.model_panel = ModelPanel()
+        self.history = HistoryStrip()
+        self.dock_generator = self._dock("Generator", self.generator, Qt.LeftDockWidgetArea)
+        self.dock_enhance = self._dock("Enhancement", self.enhance, Qt.LeftDockWidgetArea)
+        self.dock_dataset = self._dock("Dataset browser", self.dataset, Qt.RightDockWidgetArea)
+        self.dock_model = self._dock("Model info", self.model_panel, Qt.RightDockWidgetArea)
+        self.dock_history = self._dock("History", self.history, Qt.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.dock_generator, self.dock_enhance)
+        self.tabifyDockWidget(self.dock_dataset, self.dock_model)
+        self.dock_generator.raise_()
+        self.dock_dataset.raise_()
+        # side panels take the full height; the history strip sits under the image only
+        self.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
+        self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
+
+        self._build_status()
+        self._build_actions()
+        self._build_menus()
+        self._connect_panels()
+
+        self.host = WorkerHost(self.store, model)
+        w = self.host.worker
+        w.loadingStarted.connect(self._on_loading)
+        w.modelLoaded.connect(self._on_loaded)
+        w.modelFailed.connect(self._on_load_failed)
+        w.jobStarted.connect(self._on_job_started)
+        w.progress.connect(self._on_progress)
+        w.preview.connect(self._on_preview)
+        w.stepMetrics.connect(self._on_step_metrics)
+        w.resultReady.connect(self._on_result)
+        w.jobFinished.connect(self._on_job_finished)
+
+        self.resize(1440, 900)
+        self._restore_settings()
+        self._update_actions()
+        if preload:
+            QTimer.singleShot(300, self.load_model)
+
+    # ================================================================== construction
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName("dock_" + title.lower().replace(" ", "_"))
+        d.setWidget(widget)
+        d.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable |
+                      QDockWidget.DockWidgetClosable)
+        self.addDockWidget(area, d)
+        return d
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.pixel_label = QLabel("")
+        self.pixel_label.setToolTip("Pixel under the cursor: position and stored value (data units)")
+        self.wl_label = QLabel("")
+        self.wl_label.setToolTip("Current window width / center in data units (right drag to change)")
+        self.device_label = QLabel("Device: -")
+        self.device_label.setToolTip("Where the model runs (CPU or CUDA)")
+        self.model_label = QLabel("Model: not loaded")
+        self.model_label.setToolTip("Loaded model and the hash of its weights")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        self.progress.setToolTip("Progress of the running generation")
+        for w_ in (self.pixel_label, self.wl_label, self.device_label, self.model_label, self.progress):
+            sb.addPermanentWidget(w_)
+        self.view.pixelHovered.connect(self._on_pixel)
+        self.view.windowChanged.connect(lambda c, w: self.wl_label.setText(f"W {w:.0f}  C {c:.0f}"))
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
+        a = QAction(text, self)
+        if shortcut:
+            if isinstance(shortcut, (list, tuple)):
+                a.setShortcuts([QKeySequence(s) for s in shortcut])
+            else:
+                a.setShortcut(QKeySequence(shortcut))
+        a.setToolTip(tip or text)
+        a.setStatusTip(tip or text)
+        a.setCheckable(checkable)
+        if checkable:
+            a.toggled.connect(slot)
+        else:
+            a.triggered.connect(lambda *_: slot())
+        self.addAction(a)  # shortcuts work wherever the focus is in the window
+        return a
+
+    def _build_actions(self) -> None:
+        A = self._action
+        self.act_open = A("&Open image or DICOM...", self.open_file_dialog, QKeySequence.Open,
+                          "Open a PNG, JPEG or DICOM file in the viewer")
+        self.act_export_png = A("Export &PNG...", self.export_png_dialog, QKeySequence.Save,
+                                "Export the image as PNG (generated images keep their 12-bit values and parameters)")
+        self.act_export_dicom = A("Export &DICOM...", self.export_dicom_dialog, "Ctrl+Shift+S",
+                                  "Export a generated image as a DICOM Secondary Capture (synthetic)")
+        self.act_pacs = A("Send to PAC&S...", self.send_to_pacs, "Ctrl+Shift+P",
+                          "Send a generated image to a PACS (DICOM C-STORE)")
+        self.act_data = A("Open &results folder", self.open_data_folder, None,
+                          "Open the folder where results, settings and logs are kept")
+        self.act_quit = A("&Quit", self.close, QKeySequence.Quit, "Quit cxrdesk")
+        self.act_generate = A("&Generate", self.generator.request_generate, ["Ctrl+Return", "Ctrl+Enter"],
+                              "Generate from the prompt (Ctrl+Enter)")
+        self.act_cancel = A("&Cancel generation", self.cancel_generation, "Esc",
+                            "Stop the running generation within one step (Esc)")
+        self.act_presets = {}
+        for name, key in PRESET_KEYS.items():
+            self.act_presets[name] = A(f"{name} window", lambda n=name: self.apply_window_preset(n), key,
+                                       f"Window preset: {name}")
+        self.act_invert = A("&Invert", self.toggle_invert, "I", "Invert grey scale (I)")
+        self.act_reset_wl = A("&Reset window/level", self.reset_window, "R", "Reset window/level (R)")
+        self.act_fit = A("Zoom to &fit", self.view_fit, "F", "Zoom to fit (F)")
+        self.act_1to1 = A("Zoom &1:1", self.view_1to1, "1", "One image pixel per screen pixel (1)")
+        self.act_compare = A("Side-by-side &compare", self.toggle_compare, "C",
+                             "Compare the current image with the previous one, linked zoom/pan/W-L (C)",
+                             checkable=True)
+        self.act_highlight = A("Attention &highlight", self.toggle_highlight, "H",
+                               "Show the model-attention overlay for the chosen word (H)")
+        self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
+        self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
+        self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        for a in (self.act_open, None, self.act_export_png, self.act_export_dicom, self.act_pacs, None,
+                  self.act_data, None, self.act_quit):
+            m.addSeparator() if a is None else m.addAction(a)
+        m = mb.addMenu("&Generate")
+        m.addAction(self.act_generate)
+        m.addAction(self.act_cancel)
+        m = mb.addMenu("&View")
+        sub = m.addMenu("Window &presets")
+        for a in self.act_presets.values():
+            sub.addAction(a)
+        for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
+                  self.act_compare, self.act_highlight, None):
+            m.addSeparator() if a is None else m.addAction(a)
+        panels = m.addMenu("Pa&nels")
+        for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
+            panels.addAction(d.toggleViewAction())
+        m = mb.addMenu("&Help")
+        for a in (self.act_keys, self.act_card, None, self.act_about):
+            m.addSeparator() if a is None else m.addAction(a)
+
+    def _connect_panels(self) -> None:
+        g = self.generator
+        g.generateRequested.connect(self.start_generation)
+        g.cancelRequested.connect(self.cancel_generation)
+        g.highlightChanged.connect(self._update_overlay)
+        e = self.enhance
+        e.previewReady.connect(self._on_enhance_preview)
+        e.previewStopped.connect(self._on_enhance_preview_stopped)
+        e.applyRequested.connect(self._on_enhance_apply)
+        e.revertRequested.connect(self._on_enhance_revert)
+        d = self.dataset
+        d.showRequested.connect(lambda path, rec: self.open_file(path, record=rec))
+        d.compareRequested.connect(self.compare_with_generated)
+        d.usePromptRequested.connect(self._use_prompt)
+        self.model_panel.loadFolderRequested.connect(self.load_model)
+        self.model_panel.loadNowRequested.connect(lambda: self.load_model())
+        h = self.history
+        h.showRequested.connect(self.show_entry)
+        h.reuseRequested.connect(self.reuse_entry)
+        h.loadEarlierRequested.connect(self.load_earlier_results)
+        self.viewer.compareChanged.connect(self._compare_changed)
+
+    # ================================================================== model
+    def load_model(self, path: str | None = None) -> None:
+        """Load the model in the worker thread (``path`` None = the one given at start)."""
+        if self.model_state == "loading":
+            return
+        if self.model_state == "loaded" and not path:
+            return
+        if self.host.worker.is_busy():
+            self.statusBar().showMessage("Wait for the running generation to finish before changing the model", 5000)
+            return
+        self.host.requestLoad.emit(path)
+
+    def _on_loading(self, what: str) -> None:
+        self.model_state = "loading"
+        self.model_label.setText("Model: loading...")
+        self.model_panel.set_loading(what)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("loading model")
+        if self.running_job is not None:
+            self.generator.set_loading("loading the model...")
+        self.statusBar().showMessage(f"Loading {what} ...")
+
+    def _on_loaded(self, info: dict) -> None:
+        self.model_state = "loaded"
+        self.model_info = info
+        self.model_panel.set_info(info)
+        dev = str(info.get("device", "cpu")).upper()
+        self.device_label.setText(f"Device: {'CUDA' if dev.startswith('CUDA') else 'CPU'}")
+        warn = "  [random weights]" if info.get("random_weights") else ""
+        self.model_label.setText(f"Model: {info.get('name', '?')} ({info.get('hash', '')}){warn}")
+        if self.running_job is None:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("ready")
+        self.statusBar().showMessage(f"Model loaded in {info.get('load_seconds', 0):.1f} s", 5000)
+
+    def _on_load_failed(self, msg: str) -> None:
+        self.model_state = "failed"
+        self.model_label.setText("Model: not loaded")
+        self.model_panel.set_failed(msg)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no model")
+        self.generator.show_error(f"The model could not be loaded: {msg}\n"
+                                  "Open Model info and use 'Load model folder...' to choose one.")
+        self.statusBar().showMessage(f"Model could not be loaded: {msg}", 10000)
+        self.dock_model.raise_()
+
+    # ================================================================== generation
+    def start_generation(self, params: dict) -> None:
+        if self.running_job is not None:
+            return
+        self.job_id += 1
+        job = dict(params)
+        job["job"] = self.job_id
+        self.running_job = self.job_id
+        self.preview_count = 0
+        self._job_entries = []
+        self._job_total = int(params.get("steps", 20))
+        self.generator.set_running(True)
+        self.generator.chart.clear(self._job_total)
+        self.generator.set_final_metrics(None)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("starting")
+        self.act_cancel.setEnabled(True)
+        if self.enhance.preview_check.isChecked():
+            self.enhance.preview_check.setChecked(False)
+        self.viewer.show_single()
+        self._save_settings()  # nothing is lost if something goes wrong during the run
+        self.statusBar().showMessage("Generating..." if self.model_state == "loaded" else
+                                     "Loading the model, then generating...")
+        self.t_generate = time.perf_counter()
+        self.t_first_preview = None
+        self.host.requestGenerate.emit(job)
+
+    def cancel_generation(self) -> None:
+        if self.running_job is None:
+            return
+        self.host.worker.cancel(self.running_job)
+        self.generator.progress_bar.setFormat("cancelling...")
+        self.statusBar().showMessage("Cancelling...")
+
+    def _on_job_started(self, job: int, batch: int, steps: int) -> None:
+        if job != self.running_job:
+            return
+        self.generator.set_progress(0, batch, 0, steps, 0.0)
+        self.progress.setRange(0, batch * steps)
+        self.progress.setValue(0)
+
+    def _on_progress(self, job, index, count, step, total, eta) -> None:
+        if job != self.running_job:
+            return
+        self.generator.set_progress(index, count, step, total, eta)
+        self.progress.setRange(0, count * total)
+        self.progress.setValue(index * total + step)
+        self.progress.setFormat(f"{step}/{total}" + (f" ({index + 1}/{count})" if count > 1 else ""))
+
+    def _on_preview(self, job, image, step, total) -> None:
+        if job != self.running_job:
+            return
+        first = self._pending_preview is None
+        self._pending_preview = (image, step, total)
+        if first:
+            QTimer.singleShot(0, self._flush_preview)  # coalesce: only the newest preview is drawn
+
+    def _flush_preview(self) -> None:
+        pending, self._pending_preview = self._pending_preview, None
+        if pending is None or self.running_job is None:
+            return
+        image, step, total = pending
+        if self.t_first_preview is None:
+            self.t_first_preview = time.perf_counter() - self.t_generate
+        self.preview_count += 1
+        self.view.set_image(image, keep_view=True, keep_window=True, synthetic=True,
+                            caption=f"Preview - step {step}/{total}")
+        self.previewShown.emit(step, total)
+
+    def _on_step_metrics(self, job, index, m) -> None:
+        if job != self.running_job:
+            return
+        if m.get("step", 0) <= (self.generator.chart.points[-1]["step"] if self.generator.chart.points else 0):
+            self.generator.chart.clear(self._job_total)  # next image of the batch
+        self.generator.chart.add(m)
+
+    def _on_result(self, job, entry: HistoryEntry) -> None:
+        self._pending_preview = None
+        self._job_entries.append(entry)
+        self.history.add(entry)
+        self.show_entry(entry, from_run=True)
+
+    def _on_job_finished(self, job: int, status: str, msg: str) -> None:
+        if job != self.running_job:
+            return
+        self.running_job = None
+        self._pending_preview = None
+        self.generator.set_running(False)
+        self.progress.setRange(0, 1)
+        if status == "done":
+            self.progress.setValue(1)
+            self.progress.setFormat("done")
+            self.generator.set_idle_text(f"done: {msg}")
+            self.statusBar().showMessage(f"Done: {msg}", 8000)
+        elif status == "cancelled":
+            self.progress.setValue(0)
+            self.progress.setFormat("cancelled")
+            self.generator.set_idle_text(f"cancelled ({msg})")
+            self.statusBar().showMessage(f"Generation cancelled ({msg})", 8000)
+            self._restore_after_cancel()
+        else:
+            self.progress.setValue(0)
+            self.progress.setFormat("error")
+            self.generator.set_idle_text("failed")
+            self.generator.show_error(f"Generation failed: {msg}")
+            self.statusBar().showMessage(f"Generation failed: {msg}", 10000)
+            self._restore_after_cancel()
+        self._update_actions()
+        self.jobDone.emit(status, msg)
+
+    def _restore_after_cancel(self) -> None:
+        """A cancelled or failed run leaves its last preview: go back to the current document."""
+        if self.doc is not None:
+            self._display(self.doc, keep_view=True)
+        else:
+            self.view.set_image(None)
+            self.view.set_placeholder("Generation cancelled.\nNothing was saved from the unfinished run.")
+
+    # ================================================================== documents
+    def show_entry(self, entry: HistoryEntry, from_run: bool = False) -> None:
+        try:
+            data = entry.image()
+        except Exception as exc:  # noqa: BLE001
+            self.statusBar().showMessage(f"Cannot show this result: {exc}", 8000)
+            return
+        p = entry.params
+        doc = Document(data=data, bits=12, title=f"Generated - seed {entry.seed}", kind="generated",
+                       synthetic=True, params=dict(p), entry=entry, path=entry.image_path)
+        self.set_document(doc, keep_window=True, keep_view=from_run)
+        self.generator.set_seed_used(entry.seed)
+        self.generator.set_final_metrics(entry.metrics)
+        if not from_run:
+            self.generator.chart.set_points(entry.step_metrics, p.get("steps"))
+            self.history.select_entry(entry)
+        self.generator.set_attention_words(sorted(entry.attention_words, key=_prompt_order(entry.prompt)))
+
+    def reuse_entry(self, entry: HistoryEntry) -> None:
+        self.generator.set_params(entry.params, fixed_seed=True)
+        self.dock_generator.raise_()
+        self.statusBar().showMessage(f"Parameters of seed {entry.seed} copied to the Generator", 5000)
+
+    def set_document(self, doc: Document, keep_window: bool = False, keep_view: bool = False) -> None:
+        if self.doc is not None and (self.doc.entry is None or doc.entry is None or self.doc.entry.id != doc.entry.id):
+            self.prev_doc = self.doc
+        self.doc = doc
+        if self.enhance.preview_check.isChecked():
+            self.enhance.preview_check.setChecked(False)
+        self.viewer.show_single()
+        self._display(doc, keep_window=keep_window, keep_view=keep_view)
+        self.enhance.set_source(doc.source, doc.title, enhanced=doc.original is not None)
+        self._update_actions()
+        self.documentShown.emit()
+
+    def _display(self, doc: Document, keep_window: bool = False, keep_view: bool = False) -> None:
+        caption = doc.title
+        if doc.enhancement:
+            caption += f"  [enhanced: {doc.enhancement.get('preset', 'custom')}]"
+        self.view.set_image(doc.data, window=None if keep_window else doc.window, keep_window=keep_window,
+                            keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits)
+        self._update_overlay()
+
+    def _update_overlay(self, *_):
+        word = self.generator.current_highlight()
+        doc = self.doc
+        if word and doc is not None and doc.entry is not None and not self.viewer.is_compare():
+            maps = doc.entry.attention()
+            if word in maps and maps[word].shape == doc.data.shape:
+                self.view.set_overlay(maps[word], word)
+                return
+        self.view.clear_overlay()
+
+    def toggle_highlight(self) -> None:
+        self.generator.highlight_check.setChecked(not self.generator.highlight_check.isChecked())
+
+    # ------------------------------------------------------------------ files
+    def open_file_dialog(self) -> None:
+        start = str(self.settings.value("paths/open", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Open image or DICOM", start,
+                                              "Images and DICOM (*.png *.jpg *.jpeg *.dcm *.dicom *.tif *.tiff *.bmp);;"
+                                              "All files (*)")
+        if path:
+            self.settings.setValue("paths/open", str(Path(path).parent))
+            self.open_file(path)
+
+    def open_file(self, path: str, record=None, then=None) -> None:
+        """Load ``path`` in the background and show it; ``then(doc)`` instead of showing."""
+        self.statusBar().showMessage(f"Opening {Path(path).name} ...")
+
+        def done(img: LoadedImage):
+            doc = self._doc_from_loaded(img, record)
+            if then is not None:
+                then(doc)
+            else:
+                self.set_document(doc)
+                self.statusBar().showMessage(f"Opened {img.name}", 5000)
+
+        def failed(msg: str):
+            self.dataset.report_unreadable(path, msg)
+            if record is None:
+                self._error("Cannot open image", msg)
+            else:  # a dataset file: listed as skipped in the browser, no dialog
+                self.statusBar().showMessage(f"Cannot open: {msg}", 10000)
+
+        run_task(load_stored, path, done=done, error=failed)
+
+    def _doc_from_loaded(self, img: LoadedImage, record=None) -> Document:
+        title = img.name
+        if record is not None and record.labels:
+            title += "  -  " + ", ".join(record.labels)
+        if img.synthetic:
+            title = "Synthetic: " + title
+        return Document(data=img.data, bits=img.bits, title=title, kind="file", synthetic=img.synthetic,
+                        params=img.params, path=img.path, window=img.window)
+
+    def compare_with_generated(self, path: str, record=None) -> None:
+        gen = self.doc if (self.doc is not None and self.doc.kind == "generated") else None
+        if gen is None:
+            entries = self.history.entries()
+            if entries:
+                e = entries[-1]
+                gen = Document(data=e.image(), bits=12, title=f"Generated - seed {e.seed}", kind="generated",
+                               synthetic=True, params=dict(e.params), entry=e)
+        if gen is None:
+            self.statusBar().showMessage("Generate an image first, then compare it with a real one", 8000)
+            self.generator.show_error("Nothing to compare yet: generate an image first.")
+            return
+
+        def show(real: Document):
+            if self.doc is not gen:
+                self.set_document(gen, keep_window=True)
+            self.view_b_doc = real
+            self.viewer.view_b.set_image(real.data, window=real.window, synthetic=real.synthetic,
+                                         caption=real.title, bits=real.bits)
+            self.viewer.show_compare(f"{gen.title}  ({DISCLAIMER})", f"Real: {real.title}")
+            self.viewer._sync_window(self.view, self.viewer.view_b)
+            self.act_compare.setChecked(True)
+
+        self.open_file(path, record=record, then=show)
+
+    def toggle_compare(self, on: bool) -> None:
+        if on and not self.viewer.is_compare():
+            if self.doc is None or self.prev_doc is None:
+                self.statusBar().showMessage("Side-by-side needs two images: show another image first", 6000)
+                self.act_compare.setChecked(False)
+                return
+            other = self.prev_doc
+            self.viewer.view_b.set_image(other.data, window=other.window, synthetic=other.synthetic,
+                                         caption=other.title, bits=other.bits)
+            self.viewer.show_compare(self.doc.title, f"Previous: {other.title}")
+            self.viewer._sync_window(self.view, self.viewer.view_b)
+            self.view.clear_overlay()
+        elif not on and self.viewer.is_compare():
+            self.viewer.show_single()
+            if self.doc is not None:
+                self._display(self.doc, keep_window=True, keep_view=True)
+
+    def _compare_changed(self, on: bool) -> None:
+        if self.act_compare.isChecked() != on:
+            self.act_compare.blockSignals(True)
+            self.act_compare.setChecked(on)
+            self.act_compare.blockSignals(False)
+        if not on:
+            self._update_overlay()
+
+    def _use_prompt(self, text: str) -> None:
+        self.generator.set_prompt(text)
+        self.dock_generator.raise_()
+        self.statusBar().showMessage("Report copied into the prompt", 4000)
+
+    # ------------------------------------------------------------------ enhancement
+    def _on_enhance_preview(self, original, enhanced, desc: str) -> None:
+        if self.doc is None:
+            return
+        c, w = self.view.window()
+        if self.doc.original is not None:
+            self.view.set_image(original, keep_view=True, keep_window=True, synthetic=self.doc.synthetic,
+                                caption=self.doc.title, bits=self.doc.bits)
+        self.viewer.view_b.set_image(enhanced, keep_view=True, keep_window=True, synthetic=self.doc.synthetic,
+                                     caption=f"Enhanced: {desc}", bits=self.doc.bits)
+        self.viewer.view_b.set_window(c, w, emit=False)
+        if not self.viewer.is_compare():
+            self.view.clear_overlay()
+            self.viewer.show_compare("Original", "Enhanced (preview)")
+
+    def _on_enhance_preview_stopped(self) -> None:
+        self.viewer.show_single()
+        if self.doc is not None:
+            self._display(self.doc, keep_window=True, keep_view=True)
+
+    def _on_enhance_apply(self, enhanced, params: dict) -> None:
+        if self.doc is None:
+            return
+        if self.doc.original is None:
+            self.doc.original = self.doc.data
+        self.doc.data = enhanced
+        self.doc.enhancement = params
+        if self.viewer.is_compare():
+            self.enhance.preview_check.setChecked(False)
+        self._display(self.doc, keep_window=True, keep_view=True)
+        self.enhance.set_source(self.doc.source, self.doc.title, enhanced=True)
+        self.statusBar().showMessage(f"Enhancement applied ({params.get('preset')}); Revert restores the original", 6000)
+
+    def _on_enhance_revert(self) -> None:
+        if self.doc is None or self.doc.original is None:
+            return
+        self.doc.data = self.doc.original
+        self.doc.original = None
+        self.doc.enhancement = None
+        if self.viewer.is_compare():
+            self.enhance.preview_check.setChecked(False)
+        self._display(self.doc, keep_window=True, keep_view=True)
+        self.enhance.set_source(self.doc.source, self.doc.title, enhanced=False)
+
+    # ------------------------------------------------------------------ view
+    def apply_window_preset(self, name: str) -> None:
+        if self.view.has_image():
+            self.view.apply_preset(name)
+            self.statusBar().showMessage(f"Window preset: {name}", 3000)
+
+    def toggle_invert(self) -> None:
+        self.view.set_inverted(not self.view.inverted())
+
+    def reset_window(self) -> None:
+        self.view.reset_window()
+        if self.viewer.is_compare():
+            self.viewer.view_b.reset_window()
+
+    def view_fit(self) -> None:
+        self.view.zoom_to_fit()
+
+    def view_1to1(self) -> None:
+        self.view.zoom_1to1()
+
+    def _on_pixel(self, info) -> None:
+        if info is None:
+            self.pixel_label.setText("")
+        else:
+            x, y, v = info
+            self.pixel_label.setText(f"x {x} y {y}: {v}")
+
+    # ------------------------------------------------------------------ export
+    def _export_metadata(self) -> dict:
+        doc = self.doc
+        meta = dict(doc.params)
+        if doc.enhancement:
+            meta["enhancement"] = doc.enhancement
+        return meta
+
+    def _check_exportable(self, what: str) -> bool:
+        if self.doc is None:
+            self.statusBar().showMessage("Nothing to export: generate or open an image first", 6000)
+            return False
+        return True
+
+    def export_png_dialog(self) -> None:
+        if not self._check_exportable("PNG"):
+            return
+        doc = self.doc
+        opts = {"bits": 8, "apply_window": True, "burn_mark": False}
+        if doc.exportable:
+            dlg = ExportDialog("PNG", self.settings, self)
+            if dlg.exec() != QDialog.Accepted:
+                return
+            opts = dlg.values()
+        start = Path(str(self.settings.value("paths/export", str(Path.home()))))
+        name = (f"cxr_seed{doc.params.get('seed')}.png" if doc.kind == "generated" else Path(doc.path).stem + "_view.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Export PNG", str(start / name), "PNG image (*.png)")
+        if not path:
+            return
+        if not path.lower().endswith(".png"):
+            path += ".png"
+        self.settings.setValue("paths/export", str(Path(path).parent))
+        self.export_png(path, **opts)
+
+    def export_png(self, path: str, bits: int = 16, apply_window: bool = False, burn_mark: bool = False) -> str | None:
+        """Export the current image. Synthetic 12-bit images: ``pngio.write_png`` with the parameters
+        and the current window; other images: the displayed (windowed) 8-bit picture."""
+        doc = self.doc
+        if doc is None:
+            return None
+        try:
+            if doc.exportable:
+                from ..core.pngio import write_png
+
+                out = write_png(path, doc.data, self._export_metadata(), bits=bits, window=self.view.window(),
+                                apply_window=apply_window, burn_mark=burn_mark)
+            else:
+                c, w = self.view.window()
+                u8 = np.ascontiguousarray(imaging.window_to_u8(doc.data, c, w, self.view.inverted()))
+                h, wd = u8.shape
+                if not QImage(u8.data, wd, h, wd, QImage.Format_Grayscale8).save(path, "PNG"):
+                    raise OSError(f"cannot write {path}")
+                out = path
+        except Exception as exc:  # noqa: BLE001
+            self._error("Export PNG failed", str(exc))
+            return None
+        self.statusBar().showMessage(f"Exported {out}", 8000)
+        return str(out)
+
+    def export_dicom_dialog(self) -> None:
+        if not self._check_exportable("DICOM"):
+            return
+        if not self.doc.exportable:
+            self._error("Export DICOM", "DICOM export is for generated (synthetic) images: a real image would "
+                        "be mislabelled as synthetic. Use Export PNG for a picture of the view.")
+            return
+        dlg = ExportDialog("DICOM", self.settings, self)
+        if dlg.exec() != QDialog.Accepted:
+            return
+        opts = dlg.values()
+        start = Path(str(self.settings.value("paths/export", str(Path.home()))))
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM", str(start / f"cxr_seed{self.doc.params.get('seed')}.dcm"),
+                                              "DICOM file (*.dcm)")
+        if not path:
+            return
+        if not path.lower().endswith(".dcm"):
+            path += ".dcm"
+        self.settings.setValue("paths/export", str(Path(path).parent))
+        self.export_dicom(path, bits=opts["bits"], burn_mark=opts["burn_mark"])
+
+    def _series_context(self):
+        from ..core.dicom import SeriesContext
+
+        if self._series is None:
+            self._series = SeriesContext.new()
+        return self._series
+
+    def export_dicom(self, path: str, bits: int = 12, burn_mark: bool = False) -> str | None:
+        """DICOM Secondary Capture of the current synthetic image with the view's window."""
+        doc = self.doc
+        if doc is None or not doc.exportable:
+            return None
+        try:
+            from ..core.dicom import write_dicom
+        except ImportError as exc:
+            self._error("Export DICOM", f"DICOM export is not available: {exc}")
+            return None
+        try:
+            out = write_dicom(path, doc.data, self._export_metadata(), window=self.view.window(),
+                              context=self._series_context(), bits=bits, burn_mark=burn_mark)
+        except Exception as exc:  # noqa: BLE001
+            self._error("Export DICOM failed", str(exc))
+            return None
+        self.statusBar().showMessage(f"Exported {out}", 8000)
+        return str(out)
+
+    def send_to_pacs(self) -> None:
+        if importlib.util.find_spec("cxrdesk.core.pacs") is None:
+            self._error("Send to PACS", "Sending to a PACS is not available in this build "
+                        "(the cxrdesk.core.pacs module is missing). Export DICOM and import the file instead.")
+            return
+        if self.doc is None or not self.doc.exportable:
+            self._error("Send to PACS", "Only generated (synthetic) images can be sent to a PACS.")
+            return
+        from .pacs_dialog import PacsDialog
+
+        dlg = PacsDialog(self.settings, self)
+        dlg.set_payload(self.doc.data, self._export_metadata(), self.view.window(), self._series_context())
+        dlg.exec()
+
+    def open_data_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(data_dir())))
+
+    def load_earlier_results(self) -> None:
+        known = {e.id for e in self.history.entries()}
+        earlier = [e for e in self.store.recent(60) if e.id not in known]
+        for e in reversed(earlier):
+            self.history.add(e, select=False, front=True)
+        self.statusBar().showMessage(f"{len(earlier)} earlier result(s) added to the history strip", 5000)
+
+    # ------------------------------------------------------------------ help
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About cxrdesk",
+                          f"<h3>cxrdesk {__version__}</h3>"
+                          "<p>Synthetic chest X-rays from radiology text, for teaching.</p>"
+                          f"<p><b>{DISCLAIMER}.</b> Generated images are produced by a model trained on "
+                          "public data; they are not images of any patient and must not be used to make "
+                          "clinical decisions.</p>"
+                          f"<p>Results, settings and logs: {data_dir()}</p>"
+                          "<p>Runs offline. Apache-2.0.</p>")
+
+    def show_model_card(self) -> None:
+        self.dock_model.show()
+        self.dock_model.raise_()
+        if self.model_state == "not loaded":
+            self.load_model()
+
+    def show_shortcuts(self) -> None:
+        rows = []
+        for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
+                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_open,
+                  self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_quit]:
+            keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
+            rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
+        rows.append("<tr><td><b>Wheel</b></td><td>Zoom about the cursor</td></tr>")
+        rows.append("<tr><td><b>Left drag</b></td><td>Pan</td></tr>")
+        rows.append("<tr><td><b>Right drag</b></td><td>Window/level: horizontal = width, vertical = center</td></tr>")
+        QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(rows) + "</table>")
+
+    def _error(self, title: str, msg: str) -> None:
+        self.statusBar().showMessage(f"{title}: {msg}", 10000)
+        if self.isVisible() and not os.environ.get("CXRDESK_NO_DIALOGS"):
+            QMessageBox.warning(self, title, msg)
+
+    # ------------------------------------------------------------------ state
+    def _update_actions(self) -> None:
+        doc = self.doc
+        has = doc is not None
+        self.act_export_png.setEnabled(has)
+        self.act_export_dicom.setEnabled(has and doc.exportable)
+        self.act_pacs.setEnabled(has and doc.exportable)
+        tip = "" if (has and doc.exportable) else " (generated images only)"
+        self.act_export_dicom.setStatusTip("Export as DICOM Secondary Capture" + tip)
+        self.act_cancel.setEnabled(self.running_job is not None)
+
+    def _save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        self.generator.save_settings(s)
+        self.enhance.save_settings(s)
+        self.dataset.save_settings(s)
+        if self.model_info and self.model_info.get("folder") and self.host.worker.model_path:
+            s.setValue("model/folder", self.host.worker.model_path)
+        s.sync()
+
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geo = s.value("window/geometry")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        st = s.value("window/state")
+        if isinstance(st, QByteArray) and not st.isEmpty():
+            self.restoreState(st)
+        self.generator.restore_settings(s)
+        self.enhance.restore_settings(s)
+        self.dataset.restore_settings(s)
+        if self.model_arg is None:
+            folder = s.value("model/folder")
+            if folder and Path(str(folder)).is_dir():
+                self.host.worker.model_path = str(folder)
+
+    def closeEvent(self, ev) -> None:
+        self._save_settings()
+        if self.running_job is not None:
+            self.host.worker.cancel(self.running_job)
+        self.host.shutdown()
+        self.dataset.model.loader.reset()
+        self.dataset.model.loader.wait(3000)
+        super().closeEvent(ev)
+
+
+def _prompt_order(prompt: str):
+    low = prompt.lower()
+
+    def key(w: str):
+        i = low.find(w)
+        return i if i >= 0 else 10 ** 6
+
+    return key

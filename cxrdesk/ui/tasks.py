@@ -1,0 +1,65 @@
+"""Short background jobs on a QThreadPool, results delivered in the GUI thread.
+
+``run_task(fn, *args, done=cb, error=cb)``: ``fn`` runs in a pool thread (pure Python/numpy, no
+Qt widgets); ``done(result)`` or ``error(message)`` is called in the thread that called
+``run_task`` (the GUI thread), via a queued signal.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+
+log = logging.getLogger("cxrdesk.ui.tasks")
+_live: set = set()
+
+
+def pool() -> QThreadPool:
+    return QThreadPool.globalInstance()
+
+
+class _Relay(QObject):
+    finished = Signal(object, object)  # result, error message (one of them None)
+
+    def __init__(self, done, error):
+        super().__init__()
+        self._done, self._error = done, error
+        self.finished.connect(self._deliver)
+
+    @Slot(object, object)
+    def _deliver(self, result, err) -> None:
+        _live.discard(self)
+        try:
+            if err is not None:
+                if self._error is not None:
+                    self._error(err)
+                else:
+                    log.warning("background task failed: %s", err)
+            elif self._done is not None:
+                self._done(result)
+        finally:
+            self.deleteLater()
+
+
+class _Task(QRunnable):
+    def __init__(self, relay: _Relay, fn, args, kwargs):
+        super().__init__()
+        self.relay, self.fn, self.args, self.kwargs = relay, fn, args, kwargs
+        self.setAutoDelete(True)
+
+    def run(self) -> None:
+        try:
+            res = self.fn(*self.args, **self.kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported to the GUI as a message
+            log.debug("task failed\n%s", traceback.format_exc())
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            self.relay.finished.emit(None, msg)
+            return
+        self.relay.finished.emit(res, None)
+
+
+def run_task(fn, *args, done=None, error=None, target_pool: QThreadPool | None = None, **kwargs) -> None:
+    relay = _Relay(done, error)
+    _live.add(relay)
+    (target_pool or pool()).start(_Task(relay, fn, args, kwargs))

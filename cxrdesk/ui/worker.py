@@ -1,0 +1,211 @@
+"""The generation worker: one QObject living in one QThread, owning the model stack.
+
+The GUI talks to it with signals only (queued across threads). The model is loaded once, lazily
+(the first ``load_model`` or ``generate`` request), and torch/diffusers are imported in this
+thread only. Cancellation is a ``threading.Event`` that the GUI sets directly; the pipeline checks
+it before every denoising step, so a cancel takes effect within one step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+log = logging.getLogger("cxrdesk.ui.worker")
+
+# torch is imported later, in the worker thread. OpenMP's default spin-waiting makes every
+# intra-op thread burn a core while idle; on a machine where anything else runs (a browser, a
+# training job) that made a 4-step tiny-model run take 7 s instead of 0.15 s here. Passive
+# waiting costs nothing measurable when the machine is idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    s = " ".join(str(exc).split()) or type(exc).__name__
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+class GenerationWorker(QObject):
+    """Owns the Pipeline. Lives in its own QThread; every slot runs there."""
+
+    loadingStarted = Signal(str)              # description of what is loading
+    modelLoaded = Signal(dict)                # pipe.info + "model_card" text
+    modelFailed = Signal(str)                 # one readable line
+    jobStarted = Signal(int, int, int)        # job id, batch count, steps
+    progress = Signal(int, int, int, int, int, float)  # job, index, count, step, total, eta s
+    preview = Signal(int, object, int, int)   # job, uint16 12-bit image, step, total
+    stepMetrics = Signal(int, int, dict)      # job, batch index, metrics incl. "step"
+    resultReady = Signal(int, object)         # job, HistoryEntry
+    jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
+
+    def __init__(self, store, model_path: str | None = None, device: str = "auto"):
+        super().__init__()
+        self.store = store
+        self.model_path = model_path
+        self.device = device
+        self.pipe = None
+        self._cancel = threading.Event()
+        self._cancelled_upto = -1  # every job id <= this is cancelled (set from the GUI thread)
+        self._busy = threading.Event()
+
+    # -- called from the GUI thread ---------------------------------------------------------
+    def cancel(self, job: int | None = None) -> None:
+        """Thread-safe: the running job (and queued ones up to ``job``) stop before the next step."""
+        if job is not None:
+            self._cancelled_upto = max(self._cancelled_upto, int(job))
+        self._cancel.set()
+
+    def is_busy(self) -> bool:
+        return self._busy.is_set()
+
+    # -- slots (worker thread) --------------------------------------------------------------
+    @Slot(object)
+    def load_model(self, path=None) -> None:
+        """Load (or replace) the model. ``path`` None = the path given at start / the default."""
+        if path:
+            self.model_path = str(path)
+            self.pipe = None
+        self._ensure_model()
+
+    def _ensure_model(self) -> bool:
+        if self.pipe is not None:
+            return True
+        what = self.model_path or "the embedded default model"
+        self.loadingStarted.emit(str(what))
+        try:
+            from ..core.pipeline import Pipeline
+
+            pipe = Pipeline.load(self.model_path, device=self.device)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            from ..core.pipeline import PipelineError
+
+            if not isinstance(exc, PipelineError):
+                log.error("model load failed\n%s", traceback.format_exc())
+            self.modelFailed.emit(_one_line(exc))
+            return False
+        self.pipe = pipe
+        info = dict(pipe.info)
+        card = ""
+        folder = info.get("folder")
+        if folder and (Path(folder) / "model_card.md").is_file():
+            try:
+                card = (Path(folder) / "model_card.md").read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                card = ""
+        info["model_card"] = card
+        try:
+            import torch
+
+            info["torch_threads"] = torch.get_num_threads()
+            if str(info.get("device", "")).startswith("cuda"):
+                info["device_name"] = torch.cuda.get_device_name(0)
+        except Exception:  # noqa: BLE001
+            pass
+        self.modelLoaded.emit(info)
+        return True
+
+    @Slot(dict)
+    def generate(self, job: dict) -> None:
+        """Run one job: ``batch`` images with consecutive seeds. Never raises."""
+        jid = int(job.get("job", 0))
+        self._cancel.clear()
+        if jid <= self._cancelled_upto:  # cancelled while queued (e.g. during model loading)
+            self._cancel.set()
+        self._busy.set()
+        status, message = "done", ""
+        try:
+            if not self._ensure_model():
+                status, message = "error", "the model is not loaded (see Model info)"
+                return
+            status, message = self._run(jid, job)
+        except Exception as exc:  # noqa: BLE001
+            log.error("generation failed\n%s", traceback.format_exc())
+            status, message = "error", f"unexpected error: {_one_line(exc)}"
+        finally:
+            self._busy.clear()
+            self.jobFinished.emit(jid, status, message)
+
+    def _run(self, jid: int, job: dict) -> tuple[str, str]:
+        from ..core import imaging
+        from ..core.pipeline import GenerationCancelled, PipelineError
+
+        batch = max(1, int(job.get("batch", 1)))
+        steps = int(job.get("steps", 20))
+        seed = job.get("seed")
+        if seed is None or int(seed) < 0:
+            seed = random.SystemRandom().randrange(0, 2 ** 31 - 1 - batch)
+        seed = int(seed)
+        preview_every = max(1, int(job.get("preview_every", 1)))
+        words = list(job.get("attention_words") or []) or None
+        self.jobStarted.emit(jid, batch, steps)
+        t_start = time.perf_counter()
+        done_steps = 0
+        total_steps = batch * steps
+        for k in range(batch):
+            metrics_log: list[dict] = []
+
+            def on_step(i, total, preview, k=k, metrics_log=metrics_log):
+                nonlocal done_steps
+                done_steps += 1
+                elapsed = time.perf_counter() - t_start
+                eta = elapsed / done_steps * (total_steps - done_steps)
+                self.progress.emit(jid, k, batch, i, total, float(eta))
+                if preview is not None:
+                    u16 = np.round(np.clip(preview, 0, 1) * 4095).astype(np.uint16)
+                    m = imaging.image_metrics(preview)
+                    m["step"] = int(i)
+                    metrics_log.append(m)
+                    self.stepMetrics.emit(jid, k, m)
+                    self.preview.emit(jid, u16, int(i), int(total))
+
+            try:
+                res = self.pipe.generate(
+                    job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
+                    guidance_scale=float(job.get("guidance_scale", 4.0)), seed=seed + k,
+                    width=int(job.get("size", 256)), height=int(job.get("size", 256)),
+                    sampler=job.get("sampler", "dpm++"), on_step=on_step, cancel=self._cancel,
+                    preview_every=preview_every, attention_words=words)
+            except GenerationCancelled:
+                return "cancelled", f"cancelled after {k} of {batch} image(s)"
+            except PipelineError as exc:
+                return "error", _one_line(exc)
+            image_u16 = res.image_u16
+            final = imaging.image_metrics(image_u16)
+            params = dict(res.params)
+            params["batch_index"] = k
+            params["batch_count"] = batch
+            params["random_seed"] = bool(job.get("random_seed", False))
+            entry = self.store.save(image_u16, params, metrics=final, step_metrics=metrics_log,
+                                    attention=res.attention, timings=res.timings)
+            self.resultReady.emit(jid, entry)
+        return "done", f"{batch} image(s) in {time.perf_counter() - t_start:.1f} s"
+
+
+class WorkerHost(QObject):
+    """Starts the worker in its QThread and relays requests to it as queued signals."""
+
+    requestLoad = Signal(object)
+    requestGenerate = Signal(dict)
+
+    def __init__(self, store, model_path: str | None = None, parent=None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("cxrdesk-generation")
+        self.worker = GenerationWorker(store, model_path)
+        self.worker.moveToThread(self.thread)
+        self.requestLoad.connect(self.worker.load_model)
+        self.requestGenerate.connect(self.worker.generate)
+        self.thread.start()
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        self.worker.cancel()
+        self.thread.quit()
+        if not self.thread.wait(timeout_ms):
+            log.warning("generation thread did not stop within %d ms", timeout_ms)

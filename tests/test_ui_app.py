@@ -1,0 +1,286 @@
+"""The real main window, offscreen: generation with a tiny model, cancel, errors, settings, export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit,  # noqa: E402
+                               QPlainTextEdit, QSlider)
+
+from cxrdesk.ui.mainwindow import MainWindow  # noqa: E402
+
+GEN_TIMEOUT = 120_000  # ms; generous for a loaded 2-core machine, never a timing assertion
+
+
+@pytest.fixture
+def make_window(qtbot):
+    made = []
+
+    def make(model=None, **kw):
+        w = MainWindow(model=None if model is None else str(model), preload=False, **kw)
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitExposed(w)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+@pytest.fixture
+def window(make_window, tiny_model_dir):
+    return make_window(tiny_model_dir)
+
+
+def _set_quick(w, steps=3, seed=7, prompt="Small left pleural effusion. Heart size normal."):
+    g = w.generator
+    g.prompt_edit.setPlainText(prompt)
+    g.steps_spin.setValue(steps)
+    g.random_seed_check.setChecked(seed is None)
+    if seed is not None:
+        g.seed_spin.setValue(seed)
+    g.batch_spin.setValue(1)
+    g.preview_spin.setValue(1)
+
+
+def _generate(qtbot, w):
+    with qtbot.waitSignal(w.jobDone, timeout=GEN_TIMEOUT) as blocker:
+        qtbot.mouseClick(w.generator.generate_button, Qt.LeftButton)
+    return blocker.args
+
+
+def test_window_starts_with_panels_menus_and_status(window):
+    w = window
+    titles = {d.windowTitle() for d in (w.dock_generator, w.dock_enhance, w.dock_dataset, w.dock_model,
+                                         w.dock_history)}
+    assert titles == {"Generator", "Enhancement", "Dataset browser", "Model info", "History"}
+    menus = [a.text().replace("&", "") for a in w.menuBar().actions()]
+    assert menus[0] == "File" and "View" in menus and menus[-1] == "Help"
+    assert w.model_label.text() == "Model: not loaded"
+    assert w.device_label.text().startswith("Device")
+    # no model import at start-up: torch is loaded by the worker thread on first use
+    assert w.model_state == "not loaded"
+    keys = {a.text(): [s.toString() for s in a.shortcuts()] for a in w.actions()}
+    assert "Ctrl+Return" in keys["&Generate"]
+    assert keys["&Cancel generation"] == ["Esc"]
+    assert keys["Zoom to &fit"] == ["F"] and keys["Zoom &1:1"] == ["1"]
+    assert keys["&Invert"] == ["I"] and keys["&Reset window/level"] == ["R"]
+    # the generator starts with a usable example prompt
+    assert w.generator.prompt_edit.toPlainText().strip()
+
+
+def test_every_control_has_a_tooltip(window):
+    missing = []
+    for cls in (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QPlainTextEdit, QSlider):
+        for wid in window.findChildren(cls):
+            if not wid.isVisibleTo(window) or wid.objectName().startswith("qt_"):
+                continue
+            if type(wid).__name__ in ("QDockWidgetTitleButton", "QToolButton") and not wid.text():
+                continue  # Qt's own dock/scroll buttons
+            if isinstance(wid, QLineEdit) and isinstance(wid.parent(), (QComboBox, QAbstractSpinBox)):
+                continue
+            w, tip = wid, ""
+            while w is not None and not tip:
+                tip = w.toolTip()
+                w = w.parentWidget() if not tip and w.parentWidget() is not window else None
+            if not tip:
+                missing.append(f"{type(wid).__name__} {getattr(wid, 'text', lambda: '')()!r}")
+    assert not missing, missing
+
+
+def test_generate_shows_previews_then_final_image(qtbot, window):
+    w = window
+    _set_quick(w, steps=3, seed=7)
+    previews = []
+    w.previewShown.connect(lambda s, t: previews.append((s, t)))
+    status, msg = _generate(qtbot, w)
+    assert status == "done", msg
+    assert previews, "no live preview reached the view"
+    assert all(t == 3 for _, t in previews)
+    assert w.model_state == "loaded"
+    assert w.model_label.text().startswith("Model: tiny-random")
+    assert "CPU" in w.device_label.text()
+    entries = w.history.entries()
+    assert len(entries) == 1
+    e = entries[0]
+    assert e.seed == 7 and e.params["steps"] == 3
+    # the final image is what the view shows, in 12-bit data units, marked synthetic
+    assert w.view.image() is not None and w.view.image().dtype == np.uint16
+    np.testing.assert_array_equal(w.view.image(), e.image())
+    assert w.view.is_synthetic()
+    assert w.generator.seed_used_label.text() == "7"
+    assert len(w.generator.chart.points) == 3
+    assert "contrast" in w.generator.final_label.text()
+    # persisted in the data folder (PNG + JSON), reloadable
+    from cxrdesk.ui.history import HistoryStore
+    from cxrdesk.ui.paths import results_dir
+
+    saved = HistoryStore(results_dir()).recent()
+    assert [s.id for s in saved] == [e.id]
+    np.testing.assert_array_equal(saved[0].image(), e.image())
+    # model info panel filled
+    assert w.model_panel.fields["unet"].text() != "-"
+    assert w.model_panel.fields["latent"].text() == "4 x 32 x 32"
+    assert "Random test model" in w.model_panel.card.toPlainText()
+    # attention highlighting: words from the prompt, overlay drawn on demand
+    words = [w.generator.word_box.itemText(i) for i in range(w.generator.word_box.count())]
+    assert "effusion" in words
+    assert w.generator.word_box.currentText() == "effusion"
+    assert not w.view.has_overlay()
+    w.generator.highlight_check.setChecked(True)
+    assert w.view.has_overlay()
+    w.act_highlight.trigger()
+    assert not w.view.has_overlay()
+
+
+def test_cancel_mid_run(qtbot, window):
+    w = window
+    _set_quick(w, steps=200, seed=3)
+    with qtbot.waitSignal(w.previewShown, timeout=GEN_TIMEOUT):
+        w.generator.request_generate()
+    assert w.generator.cancel_button.isEnabled()
+    with qtbot.waitSignal(w.jobDone, timeout=GEN_TIMEOUT) as blocker:
+        qtbot.mouseClick(w.generator.cancel_button, Qt.LeftButton)
+    status, msg = blocker.args
+    assert status == "cancelled"
+    assert w.generator.generate_button.isEnabled() and not w.generator.cancel_button.isEnabled()
+    assert w.history.entries() == []
+    assert "cancelled" in w.progress.format()
+    assert not w.view.has_image()  # the unfinished preview is not left on screen as if it were a result
+
+
+def test_escape_cancels(qtbot, window):
+    w = window
+    _set_quick(w, steps=200, seed=4)
+    with qtbot.waitSignal(w.previewShown, timeout=GEN_TIMEOUT):
+        w.generator.request_generate()
+    with qtbot.waitSignal(w.jobDone, timeout=GEN_TIMEOUT) as blocker:
+        w.view.setFocus()
+        qtbot.keyClick(w.view, Qt.Key_Escape)
+    assert blocker.args[0] == "cancelled"
+
+
+def test_batch_and_reuse_parameters(qtbot, window):
+    w = window
+    _set_quick(w, steps=2, seed=11)
+    w.generator.batch_spin.setValue(2)
+    status, msg = _generate(qtbot, w)
+    assert status == "done", msg
+    seeds = [e.seed for e in w.history.entries()]
+    assert seeds == [11, 12]
+    # change the form, then reuse the first result's parameters
+    w.generator.prompt_edit.setPlainText("something else")
+    w.generator.steps_spin.setValue(30)
+    w.generator.random_seed_check.setChecked(True)
+    first = w.history.entries()[0]
+    w.history.list.setCurrentRow(0)
+    qtbot.mouseClick(w.history.reuse_button, Qt.LeftButton)
+    p = w.generator.job_params()
+    assert p["prompt"] == first.prompt and p["steps"] == 2 and p["seed"] == 11
+    # clicking a history item shows it again
+    w.history.showRequested.emit(first)
+    np.testing.assert_array_equal(w.view.image(), first.image())
+
+
+def test_empty_prompt_is_a_message_not_a_request(qtbot, window):
+    w = window
+    w.generator.prompt_edit.setPlainText("   ")
+    with qtbot.assertNotEmitted(w.host.requestGenerate):
+        w.generator.request_generate()
+    assert w.generator.error_label.isVisibleTo(w) and "empty" in w.generator.error_label.text()
+
+
+def test_bad_model_folder_is_reported_not_fatal(qtbot, make_window, tmp_path):
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    w = make_window(bad)
+    _set_quick(w, steps=2)
+    status, msg = _generate(qtbot, w)
+    assert status == "error"
+    assert w.model_state == "failed"
+    assert "not a model folder" in w.model_panel.state_label.text()
+    assert w.generator.error_label.isVisibleTo(w)
+    assert w.generator.generate_button.isEnabled()
+    # the user can then load a working folder from the Model info panel
+    assert w.model_panel.load_button.isEnabled()
+
+
+def test_load_model_folder_action(qtbot, make_window, tiny_model_dir, tmp_path):
+    w = make_window(tmp_path / "missing")
+    w.model_panel.loadFolderRequested.emit(str(tiny_model_dir))
+    qtbot.waitUntil(lambda: w.model_state == "loaded", timeout=GEN_TIMEOUT)
+    assert w.model_panel.fields["folder"].text() == str(tiny_model_dir)
+
+
+def test_settings_persist_between_runs(qtbot, make_window, tiny_model_dir):
+    w = make_window(tiny_model_dir)
+    w.generator.prompt_edit.setPlainText("Cardiomegaly. No effusion.")
+    w.generator.steps_spin.setValue(17)
+    w.generator.guidance_spin.setValue(6.5)
+    w.generator.sampler_box.setCurrentIndex(w.generator.sampler_box.findData("euler"))
+    w.generator.random_seed_check.setChecked(False)
+    w.generator.seed_spin.setValue(1234)
+    w.enhance.select_preset("Sharp Detail")
+    w.resize(720, 560)  # about the offscreen screen's size (800 x 600)
+    qtbot.wait(50)
+    size = (w.width(), w.height())
+    assert size != (1440, 900)
+    w.dock_history.hide()
+    w.close()
+    w2 = make_window(tiny_model_dir)
+    p = w2.generator.job_params()
+    assert p["prompt"] == "Cardiomegaly. No effusion."
+    assert p["steps"] == 17 and p["guidance_scale"] == 6.5 and p["sampler"] == "euler"
+    assert p["seed"] == 1234 and p["random_seed"] is False
+    assert w2.enhance.preset_box.currentText() == "Sharp Detail"
+    # geometry and dock layout come back (the offscreen platform adds its own frame
+    # adjustments to the height, so only the width is compared exactly)
+    assert w2.width() == size[0] and abs(w2.height() - size[1]) <= 64
+    assert not w2.dock_history.isVisible() and w2.dock_generator.isVisible()
+
+
+def test_export_png_and_dicom_carry_the_window(qtbot, window, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    w = window
+    _set_quick(w, steps=2, seed=5)
+    assert _generate(qtbot, w)[0] == "done"
+    w.act_presets["Lung"].trigger()
+    c, wd = w.view.window()
+    stored = w.view.image().copy()
+    dcm = w.export_dicom(str(tmp_path / "a.dcm"))
+    ds = pydicom.dcmread(dcm)
+    centers = ds.WindowCenter if ds["WindowCenter"].VM > 1 else [ds.WindowCenter]
+    widths = ds.WindowWidth if ds["WindowWidth"].VM > 1 else [ds.WindowWidth]
+    assert float(centers[0]) == pytest.approx(c) and float(widths[0]) == pytest.approx(wd)
+    assert ds.SyntheticData == "YES"
+    np.testing.assert_array_equal(ds.pixel_array, stored)  # W/L is not baked into the pixels
+    from cxrdesk.core.pngio import read_png
+
+    png = read_png(w.export_png(str(tmp_path / "a.png"), bits=16))
+    np.testing.assert_array_equal(png.pixels, stored)
+    assert png.window == pytest.approx((c, wd))
+    assert png.metadata["seed"] == 5
+    # re-open the exported DICOM: the file's window comes back as the view's window
+    with qtbot.waitSignal(w.documentShown, timeout=20000):
+        w.open_file(dcm)
+    assert w.view.window() == pytest.approx((c, wd))
+    assert w.view.is_synthetic()
+
+
+def test_dicom_export_refused_for_real_images(qtbot, window, dataset_dir, tmp_path):
+    w = window
+    with qtbot.waitSignal(w.documentShown, timeout=20000):
+        w.open_file(str(dataset_dir / "images" / "img01.png"))
+    assert not w.doc.exportable
+    assert not w.act_export_dicom.isEnabled()
+    assert w.export_dicom(str(tmp_path / "x.dcm")) is None
+    # a PNG of the view is still possible (plain 8-bit picture, no synthetic claim)
+    out = w.export_png(str(tmp_path / "view.png"))
+    from PIL import Image
+
+    assert Image.open(out).mode == "L"
