@@ -212,9 +212,13 @@ class DatasetFilter(QSortFilterProxyModel):
         self.text = ""
 
     def set_filter(self, label: str, text: str) -> None:
-        self.label = label
-        self.text = text.strip().lower()
-        self.invalidateFilter() if hasattr(self, "invalidateFilter") else self.invalidate()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9
+            self.beginFilterChange()
+            self.label, self.text = label, text.strip().lower()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.label, self.text = label, text.strip().lower()
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent) -> bool:
         recs = self.sourceModel().records
@@ -357,7 +361,7 @@ class DatasetPanel(QWidget):
         seq = self._scan_seq
         self.folder_label.setText(f"Scanning {folder} ...")
         self.open_button.setEnabled(False)
-        run_task(_scan, folder, done=lambda r: self._scanned(seq, folder, r),
+        run_task(_scan, folder, owner=self, done=lambda r: self._scanned(seq, folder, r),
                  error=lambda msg: self._scan_failed(seq, folder, msg))
 
     def _scan_failed(self, seq: int, folder: str, msg: str) -> None:

@@ -286,7 +286,7 @@ class EnhancePanel(QWidget):
         src = self._source
         params = self.params()
         self.metrics_label.setText("computing...")
-        run_task(_enhance_job, src, params,
+        run_task(_enhance_job, src, params, owner=self,
                  done=lambda r, seq=seq, src=src, params=params: self._computed(seq, src, params, r),
                  error=lambda msg: self.metrics_label.setText(f"Enhancement failed: {msg}"))
 
@@ -438,7 +438,7 @@ class PresetGrid(QDialog):
         for name in ENHANCEMENT_PRESETS:
             self.tiles[name].image.setText("computing...")
             self.tiles[name].text.setText("")
-        run_task(_grid_job, img, done=lambda r, seq=seq: self._done(seq, r),
+        run_task(_grid_job, img, owner=self, done=lambda r, seq=seq: self._done(seq, r),
                  error=lambda msg: self.info.setText(f"Comparison failed: {msg}"))
 
     def _done(self, seq: int, res: dict) -> None:

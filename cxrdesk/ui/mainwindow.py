@@ -566,7 +566,7 @@ class MainWindow(QMainWindow):
             else:  # a dataset file: listed as skipped in the browser, no dialog
                 self.statusBar().showMessage(f"Cannot open: {msg}", 10000)
 
-        run_task(load_stored, path, done=done, error=failed)
+        run_task(load_stored, path, owner=self, done=done, error=failed)
 
     def _doc_from_loaded(self, img: LoadedImage, record=None) -> Document:
         title = img.name

@@ -2,13 +2,16 @@
 
 ``run_task(fn, *args, done=cb, error=cb)``: ``fn`` runs in a pool thread (pure Python/numpy, no
 Qt widgets); ``done(result)`` or ``error(message)`` is called in the thread that called
-``run_task`` (the GUI thread), via a queued signal.
+``run_task`` (the GUI thread), via a queued signal. Pass ``owner`` (a QObject, usually the
+widget that asked): when it has been deleted by the time the result arrives (window closed), the
+result is dropped instead of touching dead widgets.
 """
 from __future__ import annotations
 
 import logging
 import traceback
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 log = logging.getLogger("cxrdesk.ui.tasks")
@@ -22,14 +25,17 @@ def pool() -> QThreadPool:
 class _Relay(QObject):
     finished = Signal(object, object)  # result, error message (one of them None)
 
-    def __init__(self, done, error):
+    def __init__(self, done, error, owner=None):
         super().__init__()
-        self._done, self._error = done, error
+        self._done, self._error, self._owner = done, error, owner
         self.finished.connect(self._deliver)
 
     @Slot(object, object)
     def _deliver(self, result, err) -> None:
         _live.discard(self)
+        if self._owner is not None and not shiboken6.isValid(self._owner):
+            self.deleteLater()
+            return
         try:
             if err is not None:
                 if self._error is not None:
@@ -59,7 +65,10 @@ class _Task(QRunnable):
         self.relay.finished.emit(res, None)
 
 
-def run_task(fn, *args, done=None, error=None, target_pool: QThreadPool | None = None, **kwargs) -> None:
-    relay = _Relay(done, error)
+def run_task(fn, *args, done=None, error=None, owner: QObject | None = None,
+             target_pool: QThreadPool | None = None, **kwargs) -> None:
+    if owner is None:
+        owner = getattr(done, "__self__", None) if isinstance(getattr(done, "__self__", None), QObject) else None
+    relay = _Relay(done, error, owner)
     _live.add(relay)
     (target_pool or pool()).start(_Task(relay, fn, args, kwargs))

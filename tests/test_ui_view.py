@@ -1,0 +1,248 @@
+"""Image view (W/L drag, zoom, pan, readout), presets, compare linking, enhancement panel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from cxrdesk.core import imaging  # noqa: E402
+from cxrdesk.ui.imageview import ImageView  # noqa: E402
+from cxrdesk.ui.mainwindow import Document, MainWindow  # noqa: E402
+
+
+def ramp(h=200, w=240, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 4095, w)[None, :] * np.ones((h, 1))
+    x = x + rng.normal(0, 60, (h, w))
+    return np.clip(x, 0, 4095).astype(np.uint16)
+
+
+def drag(view, button, start: QPoint, end: QPoint, steps: int = 5) -> None:
+    s, e = QPointF(start), QPointF(end)
+    QApplication.sendEvent(view, QMouseEvent(QEvent.MouseButtonPress, s, view.mapToGlobal(s), button, button,
+                                             Qt.NoModifier))
+    for k in range(1, steps + 1):
+        p = s + (e - s) * (k / steps)
+        QApplication.sendEvent(view, QMouseEvent(QEvent.MouseMove, p, view.mapToGlobal(p), Qt.NoButton, button,
+                                                 Qt.NoModifier))
+    QApplication.sendEvent(view, QMouseEvent(QEvent.MouseButtonRelease, e, view.mapToGlobal(e), button,
+                                             Qt.NoButton, Qt.NoModifier))
+
+
+def wheel(view, pos: QPoint, clicks: int = 1) -> None:
+    p = QPointF(pos)
+    ev = QWheelEvent(p, view.mapToGlobal(p), QPoint(0, 0), QPoint(0, 120 * clicks), Qt.NoButton, Qt.NoModifier,
+                     Qt.NoScrollPhase, False)
+    QApplication.sendEvent(view, ev)
+
+
+@pytest.fixture
+def view(qtbot):
+    v = ImageView()
+    qtbot.addWidget(v)
+    v.resize(480, 400)
+    v.show()
+    qtbot.waitExposed(v)
+    return v
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow(model=None, preload=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()
+
+
+def show_doc(w, data, title="test", synthetic=True, **kw):
+    w.set_document(Document(data=data, bits=12, title=title, kind="generated" if synthetic else "file",
+                            synthetic=synthetic, **kw))
+
+
+def test_right_drag_changes_window_in_data_units(view):
+    img = ramp()
+    keep = img.copy()
+    view.set_image(img, synthetic=True)
+    assert view.window() == imaging.full_window(12)
+    before = view.grab().toImage()
+    changes = []
+    view.windowChanged.connect(lambda c, w: changes.append((c, w)))
+    c0, w0 = view.window()
+    drag(view, Qt.RightButton, QPoint(200, 200), QPoint(100, 260))  # left: narrower; down: higher center
+    c1, w1 = view.window()
+    sens = imaging.drag_sensitivity(12, 512.0)
+    assert w1 == pytest.approx(w0 - 100 * sens)
+    assert c1 == pytest.approx(c0 + 60 * sens)
+    assert changes and changes[-1] == (c1, w1)
+    np.testing.assert_array_equal(view.image(), keep)  # display transform only
+    assert view.grab().toImage() != before  # and the displayed pixels did change
+    # the overlay text shows the current values
+    assert f"W {w1:.0f}" in _overlay_text(view)
+
+
+def _overlay_text(view) -> str:
+    c, w = view.window()
+    return f"W {w:.0f}  C {c:.0f}"
+
+
+def test_left_drag_pans_and_wheel_zooms(view):
+    view.set_image(ramp())
+    assert view.is_fit()
+    s0 = view.scale()
+    wheel(view, QPoint(240, 200), 2)
+    assert view.scale() == pytest.approx(s0 * 1.25 ** 2)
+    assert not view.is_fit()
+    p0 = view.widget_to_image(QPointF(240, 200))
+    drag(view, Qt.LeftButton, QPoint(240, 200), QPoint(200, 180))
+    p1 = view.widget_to_image(QPointF(240, 200))
+    assert p1.x() - p0.x() == pytest.approx(40 / view.scale())
+    assert p1.y() - p0.y() == pytest.approx(20 / view.scale())
+    view.zoom_1to1()
+    assert view.scale() == 1.0
+    view.zoom_to_fit()
+    assert view.is_fit() and view.scale() == pytest.approx(s0)
+
+
+def test_pixel_readout_in_data_units(view, qtbot):
+    img = ramp()
+    view.set_image(img)
+    seen = []
+    view.pixelHovered.connect(seen.append)
+    target = view.image_to_widget(QPointF(120.5, 50.5))
+    QApplication.sendEvent(view, QMouseEvent(QEvent.MouseMove, target, view.mapToGlobal(target), Qt.NoButton,
+                                             Qt.NoButton, Qt.NoModifier))
+    assert seen and seen[-1] == (120, 50, int(img[50, 120]))
+
+
+def test_presets_invert_reset_and_shortcuts(window, qtbot):
+    w = window
+    show_doc(w, ramp())
+    presets = imaging.window_presets(12)
+    for name, act in w.act_presets.items():
+        act.trigger()
+        assert w.view.window() == presets[name]
+    w.view.setFocus()
+    qtbot.keyClick(w.view, Qt.Key_I)
+    assert w.view.inverted()
+    qtbot.keyClick(w.view, Qt.Key_R)
+    assert w.view.window() == imaging.full_window(12)
+    w.view.zoom_by(2.0)
+    qtbot.keyClick(w.view, Qt.Key_F)
+    assert w.view.is_fit()
+    qtbot.keyClick(w.view, Qt.Key_1)
+    assert w.view.scale() == 1.0
+    # status bar shows the window
+    assert w.wl_label.text() == "W 4096  C 2048"
+
+
+def test_single_key_shortcuts_do_not_fire_while_typing(window, qtbot):
+    w = window
+    show_doc(w, ramp())
+    w.generator.prompt_edit.setPlainText("")
+    w.generator.prompt_edit.setFocus()
+    qtbot.keyClicks(w.generator.prompt_edit, "fir")
+    assert w.generator.prompt_edit.toPlainText() == "fir"
+    assert not w.view.inverted() and w.view.window() == imaging.full_window(12)
+
+
+def test_synthetic_marker_drawn_on_generated_images(window):
+    w = window
+    show_doc(w, np.full((64, 64), 1000, np.uint16), synthetic=True)
+    img = w.view.grab().toImage()
+    # a red label in the top-right corner
+    reds = 0
+    for x in range(img.width() - 200, img.width() - 10, 4):
+        c = img.pixelColor(x, 18)
+        reds += c.red() > 150 and c.green() < 90
+    assert reds > 10
+    show_doc(w, np.full((64, 64), 1000, np.uint16), synthetic=False)
+    img = w.view.grab().toImage()
+    reds = sum(img.pixelColor(x, 18).red() > 150 and img.pixelColor(x, 18).green() < 90
+               for x in range(img.width() - 200, img.width() - 10, 4))
+    assert reds == 0
+
+
+def test_side_by_side_compare_links_zoom_pan_and_window(window, qtbot):
+    w = window
+    a = ramp(200, 200, 1)
+    b = ramp(400, 400, 2)  # a different size: linked in relative terms
+    show_doc(w, b, title="first", synthetic=False)
+    show_doc(w, a, title="second")
+    w.act_compare.setChecked(True)
+    assert w.viewer.is_compare()
+    va, vb = w.viewer.view, w.viewer.view_b
+    np.testing.assert_array_equal(vb.image(), b)
+    drag(va, Qt.RightButton, QPoint(100, 100), QPoint(160, 70))
+    assert vb.window() == pytest.approx(va.window())
+    wheel(va, QPoint(80, 80), 2)
+    st_a, st_b = va.view_state(), vb.view_state()
+    assert st_b["rel"] == pytest.approx(st_a["rel"])
+    assert (st_b["px"], st_b["py"]) == pytest.approx((st_a["px"], st_a["py"]))
+    drag(vb, Qt.LeftButton, QPoint(100, 100), QPoint(60, 90))
+    assert va.view_state()["px"] == pytest.approx(vb.view_state()["px"])
+    w.act_invert.trigger()
+    assert va.inverted() and vb.inverted()
+    w.act_compare.setChecked(False)
+    assert not w.viewer.is_compare()
+
+
+def test_enhancement_presets_preview_apply_revert(window, qtbot):
+    w = window
+    img = ramp(128, 128, 3)
+    show_doc(w, img)
+    e = w.enhance
+    for name, params in imaging.ENHANCEMENT_PRESETS.items():
+        e.select_preset(name)
+        assert e.params() == params, name
+    e.select_preset("High Contrast")
+    # moving a slider makes it Custom and is reflected in the parameters
+    e.sliders["unsharp_amount"].slider.setValue(e.sliders["unsharp_amount"].slider.value() + 4)
+    assert e.preset_box.currentText() == "Custom"
+    assert e.params().unsharp_amount == pytest.approx(imaging.ENHANCEMENT_PRESETS["High Contrast"].unsharp_amount + 0.2)
+    e.select_preset("Sharp Detail")
+    with qtbot.waitSignal(e.previewReady, timeout=20000) as blk:
+        e.preview_check.setChecked(True)
+    orig, enh, desc = blk.args
+    np.testing.assert_array_equal(orig, img)
+    np.testing.assert_array_equal(enh, imaging.enhance(img, "Sharp Detail"))
+    assert w.viewer.is_compare()
+    np.testing.assert_array_equal(w.viewer.view_b.image(), enh)
+    assert "SSIM" in e.metrics_label.text() and "%" in e.metrics_label.text()
+    # live: a slider change recomputes
+    with qtbot.waitSignal(e.previewReady, timeout=20000) as blk:
+        e.sliders["gamma"].slider.setValue(e.sliders["gamma"].slider.value() + 30)
+    assert not np.array_equal(blk.args[1], enh)
+    e.preview_check.setChecked(False)
+    assert not w.viewer.is_compare()
+    qtbot.mouseClick(e.apply_button, Qt.LeftButton)
+    assert w.doc.enhancement is not None and w.doc.original is not None
+    assert not np.array_equal(w.view.image(), img)
+    np.testing.assert_array_equal(w.doc.original, img)
+    qtbot.mouseClick(e.revert_button, Qt.LeftButton)
+    np.testing.assert_array_equal(w.view.image(), img)
+    assert w.doc.enhancement is None
+
+
+def test_preset_compare_grid_shows_metric_changes(window, qtbot):
+    w = window
+    img = ramp(96, 96, 4)
+    show_doc(w, img)
+    w.enhance.show_grid()
+    grid = w.enhance._grid
+    qtbot.waitUntil(lambda: hasattr(grid, "results"), timeout=20000)
+    assert set(grid.results) == set(imaging.ENHANCEMENT_PRESETS)
+    for name in imaging.ENHANCEMENT_PRESETS:
+        text = grid.tiles[name].text.text()
+        assert "contrast" in text and "%" in text and "SSIM" in text and "PSNR" in text
+        expected = imaging.compare(img, imaging.enhance(img, name))
+        assert grid.results[name][1]["ssim"] == pytest.approx(expected["ssim"])
+    grid.tiles["Radiographic Film"].clicked.emit("Radiographic Film")
+    assert w.enhance.preset_box.currentText() == "Radiographic Film"
+    grid.close()
