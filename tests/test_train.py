@@ -100,7 +100,7 @@ def test_torchrun_two_process_gloo_unet_training(tmp_path):
     train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
     encode_dataset(str(data), run, threads=1, progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "cxrdesk", "train", "unet", "--run-dir", str(run), "--steps", "3", "--batch", "4",
            "--preset", "tiny", "--threads", "1", "--device", "cpu", "--quiet", "--sample-every", "3"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

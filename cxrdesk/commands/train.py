@@ -5,6 +5,7 @@ the vae and unet stages run data-parallel (gloo on CPU, nccl on CUDA) with no ot
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import CliError
@@ -63,7 +64,8 @@ def cmd_train(args) -> int:
             _apply(cfg, args)
             out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                export_to=args.out)
-            print(f"model folder: {out}")
+            if os.environ.get("RANK", "0") == "0":
+                print(f"model folder: {out}")
         elif stage == "export":
             out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name)
             print(f"model folder: {out}")

@@ -12,7 +12,7 @@ TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
 PRESETS = {
     "default": dict(
         vae=dict(block_out_channels=(16, 32, 64, 128), layers_per_block=1, latent_channels=4),
-        unet=dict(block_out_channels=(96, 192, 288), layers_per_block=1, attention_head_dim=32,
+        unet=dict(block_out_channels=(64, 128, 192), layers_per_block=1, attention_head_dim=32,
                   down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
     ),

@@ -255,8 +255,10 @@ class Pipeline:
             sched_cfg = scheduler_config()
         use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and _cpu_has_bf16())
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        vae.to(device, dtype).eval().requires_grad_(False)
-        unet.to(device, dtype).eval().requires_grad_(False)
+        for m in (vae, unet):
+            m.to(device).eval().requires_grad_(False)
+            if dtype != torch.float32:
+                m.to(dtype)
         if device == "cpu":
             unet.to(memory_format=torch.channels_last)
             vae.to(memory_format=torch.channels_last)

@@ -33,6 +33,9 @@ class TextEncoder:
                  device="cpu"):
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self.kind = kind
         path = path or packaged_encoder_path()
