@@ -182,3 +182,18 @@ def test_standard_rgb_stable_diffusion_folder_loads_as_grayscale(tmp_path):
     assert p.info["image_channels"] == 3 and "CLIP" in p.info["text_encoder"]
     r = p.generate("normal chest x ray", steps=2, seed=0)
     assert r.image.ndim == 2 and r.image.shape == (256, 256)
+
+
+def test_previews_mix_fast_and_full_decodes(pipe):
+    """Every step gets a preview; full decodes every `preview_every` steps; 0 turns them off."""
+    got = []
+    r = pipe.generate("normal", steps=6, seed=2, preview_every=3, on_step=lambda i, n, p: got.append(p))
+    assert len(got) == 6 and all(p is not None and p.shape == (256, 256) for p in got)
+    assert np.allclose(got[-1], got[-1].clip(0, 1))
+    off = []
+    pipe.generate("normal", steps=3, seed=2, preview_every=0, on_step=lambda i, n, p: off.append(p))
+    assert off == [None, None, None]
+    # a fast preview is a real (linear) function of the latents: it changes with the seed
+    a = pipe.fast_preview(__import__("torch").randn(1, 4, 32, 32))
+    b = pipe.fast_preview(__import__("torch").randn(1, 4, 32, 32))
+    assert a.shape == (256, 256) and not np.array_equal(a, b)

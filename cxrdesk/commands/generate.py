@@ -125,7 +125,7 @@ def cmd_generate(args) -> int:
             res = pipe.generate(args.prompt, negative_prompt=args.negative, steps=args.steps,
                                 guidance_scale=args.guidance, seed=s, width=args.size, height=args.size,
                                 sampler=args.sampler, on_step=lambda i, n, p: bar.update(1),
-                                preview_every=10 ** 9)
+                                preview_every=0)
             if k == 0 and res.params["prompt_truncated"]:
                 print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
                       f"{res.params['max_tokens']} tokens", file=sys.stderr)

@@ -280,6 +280,7 @@ class Pipeline:
             "text_encoder": te_kind,
             "prediction_type": sched_cfg.get("prediction_type", "epsilon"),
             "training": extra.get("training", {}),
+            "preview_map": extra.get("preview_map"),
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
@@ -327,6 +328,34 @@ class Pipeline:
             arr = arr[0]
         return arr.astype(np.float32)
 
+    def _fit_preview_map(self):
+        """Least-squares linear map latent channels -> gray, fitted on decoded random latents."""
+        import torch
+
+        if self.info.get("preview_map"):
+            return self.info["preview_map"]
+        c, h, w = self.info["latent_shape"]
+        gen = torch.Generator("cpu").manual_seed(0)
+        z = torch.randn((1, c, h, w), generator=gen).to(self.device, next(self.vae.parameters()).dtype)
+        img = self.decode(z * self.vae.config.scaling_factor)
+        import cv2
+
+        small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).reshape(-1)
+        a = np.concatenate([z[0].float().cpu().numpy().reshape(c, -1).T, np.ones((h * w, 1))], axis=1)
+        coef, *_ = np.linalg.lstsq(a, small, rcond=None)
+        self.info["preview_map"] = [float(v) for v in coef]
+        return self.info["preview_map"]
+
+    def fast_preview(self, latents) -> np.ndarray:
+        """A blurry but near-free preview: a linear map of the (scaled) latents, upsampled."""
+        import cv2
+
+        coef = np.asarray(self._fit_preview_map(), np.float32)
+        z = (latents[0] / self.vae.config.scaling_factor).float().cpu().numpy()
+        small = np.tensordot(coef[:-1], z, axes=(0, 0)) + coef[-1]
+        size = self.info["native_size"]
+        return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1).astype(np.float32)
+
     def _precision(self):
         import contextlib
 
@@ -372,7 +401,12 @@ class Pipeline:
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
                  step_metrics: bool = False) -> GenerationResult:
-        """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel."""
+        """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel.
+
+        ``on_step(i, total, preview)`` is called after every step. The preview is the current
+        denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
+        near-free linear approximation on the other steps; ``preview_every=0`` gives no previews.
+        """
         import torch
 
         self.validate(prompt, steps, guidance_scale, width, height, sampler)
@@ -409,7 +443,7 @@ class Pipeline:
                              for name, proc in saved.items()}
                     self.unet.set_attn_processor(procs)
             if preview_every is None:
-                preview_every = 1
+                preview_every = 5
             metrics = []
             t1 = time.perf_counter()
             try:
@@ -424,12 +458,16 @@ class Pipeline:
                     if use_cfg:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)
-                    want_preview = on_step is not None and (i % preview_every == 0 or i == total - 1)
-                    x0 = self._x0(sched, latents, model_in, out, t) if (want_preview or step_metrics) else None
+                    last = i == total - 1
+                    full = preview_every > 0 and ((i + 1) % preview_every == 0 or last)
+                    wants = on_step is not None and preview_every > 0
+                    x0 = self._x0(sched, latents, model_in, out, t) if (wants or step_metrics) else None
                     latents = sched.step(out, t, latents).prev_sample
                     preview = None
                     if x0 is not None:
-                        preview = self.decode(x0)
+                        # A full VAE decode every `preview_every` steps; a near-free linear
+                        # latent-to-gray approximation on the others.
+                        preview = self.decode(x0) if (full or step_metrics) else self.fast_preview(x0)
                         if step_metrics:
                             from . import imaging
 
@@ -437,7 +475,7 @@ class Pipeline:
                             m["step"] = i + 1
                             metrics.append(m)
                     if on_step is not None:
-                        on_step(i + 1, total, preview if want_preview else None)
+                        on_step(i + 1, total, preview)
                 timings["denoise"] = time.perf_counter() - t1
                 t2 = time.perf_counter()
                 image = self.decode(latents)
@@ -488,7 +526,8 @@ def _n(module) -> int:
 
 # ---------------------------------------------------------------------- writing folders
 def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
-                       random_weights: bool = False, scheduler: dict | None = None) -> Path:
+                       random_weights: bool = False, scheduler: dict | None = None,
+                       preview_map: list[float] | None = None) -> Path:
     """Write vae + unet + scheduler + text encoder reference as a diffusers model folder."""
     from .models import scheduler_config
 
@@ -513,6 +552,7 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
     (dest / "model_index.json").write_text(json.dumps(index, indent=2))
     (dest / "cxrdesk.json").write_text(json.dumps({
         "name": name or dest.name, "random_weights": random_weights, "training": training or {},
+        "preview_map": preview_map,
     }, indent=2))
     if not (dest / "model_card.md").exists():
         text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights

@@ -474,7 +474,8 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     if (run / "unet" / "params.json").exists():
         params = json.loads((run / "unet" / "params.json").read_text())
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name,
-                       training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]})
+                       training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]},
+                       preview_map=fit_preview_map(run))
     if card.exists():
         shutil.copy(card, tmp / "model_card.md")
     for extra in ("eval.json", "eval_grid.png"):
@@ -484,6 +485,28 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
+
+
+def fit_preview_map(run: Path, n: int = 512) -> list[float] | None:
+    """Linear map from latent channels to gray (plus bias), fitted on the cached dataset latents."""
+    import cv2
+
+    lat_file, img_file = run / "cache" / "latents.npy", run / "images_256.npy"
+    if not lat_file.exists() or not img_file.exists():
+        return None
+    lat = np.load(lat_file, mmap_mode="r")
+    imgs = np.load(img_file, mmap_mode="r")
+    n = min(n, len(lat), len(imgs))
+    c, h, w = lat.shape[1:]
+    xs, ys = [], []
+    for i in range(n):
+        xs.append(np.asarray(lat[i], np.float32).reshape(c, -1).T)
+        small = cv2.resize(np.asarray(imgs[i], np.float32) / 255.0, (w, h), interpolation=cv2.INTER_AREA)
+        ys.append(small.reshape(-1))
+    a = np.concatenate(xs)
+    a = np.concatenate([a, np.ones((len(a), 1), np.float32)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, np.concatenate(ys), rcond=None)
+    return [float(v) for v in coef]
 
 
 def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | None = None) -> Path:
