@@ -6,9 +6,9 @@ from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 SERIES = (
-    ("contrast", "Contrast (RMS)", QColor(90, 170, 255)),
-    ("sharpness", "Sharpness (Laplacian var.)", QColor(255, 150, 70)),
-    ("entropy", "Entropy (bits)", QColor(120, 210, 120)),
+    ("contrast", "Contrast", QColor(90, 170, 255)),
+    ("sharpness", "Sharpness", QColor(255, 150, 70)),
+    ("entropy", "Entropy", QColor(120, 210, 120)),
 )
 
 
@@ -76,6 +76,7 @@ class MetricsChart(QWidget):
             lo, hi = min(vals), max(vals)
             if hi - lo < 1e-12:
                 lo, hi = lo - 0.5 * abs(lo or 1), hi + 0.5 * abs(hi or 1)
+            p.setBrush(Qt.NoBrush)
             p.setPen(QPen(dim, 1))
             p.drawRect(r)
             plot = r.adjusted(2, fm.height() + 2, -2, -2)
@@ -96,12 +97,14 @@ class MetricsChart(QWidget):
             p.setBrush(color)
             last = xy(steps[-1], vals[-1])
             p.drawEllipse(last, 2.5, 2.5)
+            p.setBrush(Qt.NoBrush)
+            head = f"{label} {_fmt(vals[-1])}"
             p.setPen(color)
-            p.drawText(QRectF(r.left() + 4, r.top() + 1, r.width() - 8, fm.height()), Qt.AlignLeft,
-                       f"{label}: {_fmt(vals[-1])}")
-            p.setPen(dim)
-            p.drawText(QRectF(r.left() + 4, r.top() + 1, r.width() - 8, fm.height()), Qt.AlignRight,
-                       f"{_fmt(lo)} - {_fmt(hi)}")
+            p.drawText(QRectF(r.left() + 4, r.top() + 1, r.width() - 8, fm.height()), Qt.AlignLeft, head)
+            rng = f"{_fmt(lo)} .. {_fmt(hi)}"
+            if fm.horizontalAdvance(head) + fm.horizontalAdvance(rng) + 24 < r.width():
+                p.setPen(dim)
+                p.drawText(QRectF(r.left() + 4, r.top() + 1, r.width() - 8, fm.height()), Qt.AlignRight, rng)
         p.setPen(dim)
         p.drawText(QRectF(left, H - bottom + 2, W - left - right, fm.height()), Qt.AlignLeft, "step 1")
         p.drawText(QRectF(left, H - bottom + 2, W - left - right, fm.height()), Qt.AlignRight, f"step {xmax}")

@@ -40,8 +40,9 @@ def _fmt_pct(v: float) -> str:
 def metrics_text(m: dict) -> str:
     psnr = m.get("psnr", float("nan"))
     psnr_s = "inf" if math.isinf(psnr) else f"{psnr:.1f} dB"
-    return (f"contrast {_fmt_pct(m.get('contrast_pct'))}, sharpness {_fmt_pct(m.get('sharpness_pct'))}, "
-            f"entropy {_fmt_pct(m.get('entropy_pct'))}\nSSIM {m.get('ssim', float('nan')):.3f}, PSNR {psnr_s}")
+    return (f"contrast {_fmt_pct(m.get('contrast_pct'))}, entropy {_fmt_pct(m.get('entropy_pct'))}\n"
+            f"sharpness {_fmt_pct(m.get('sharpness_pct'))}\n"
+            f"SSIM {m.get('ssim', float('nan')):.3f}, PSNR {psnr_s}")
 
 
 def _enhance_job(image: np.ndarray, params: EnhanceParams) -> tuple[np.ndarray, dict]:
@@ -377,10 +378,10 @@ class _Tile(QFrame):
         self.title.setAlignment(Qt.AlignCenter)
         self.image = QLabel("computing...")
         self.image.setAlignment(Qt.AlignCenter)
-        self.image.setMinimumSize(220, 220)
+        self.image.setFixedSize(224, 224)
         self.text = QLabel("")
         self.text.setAlignment(Qt.AlignCenter)
-        self.text.setWordWrap(True)
+        self.text.setMinimumHeight(self.text.fontMetrics().lineSpacing() * 3 + 6)
         lay.addWidget(self.title)
         lay.addWidget(self.image, 1)
         lay.addWidget(self.text)
@@ -424,7 +425,7 @@ class PresetGrid(QDialog):
         bb = QDialogButtonBox(QDialogButtonBox.Close)
         bb.rejected.connect(self.close)
         lay.addWidget(bb)
-        self.resize(820, 640)
+        lay.setSizeConstraint(QVBoxLayout.SetMinimumSize)
 
     def _chosen(self, name: str) -> None:
         self.presetChosen.emit(name)

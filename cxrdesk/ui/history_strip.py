@@ -51,11 +51,12 @@ class HistoryStrip(QWidget):
         self.list.setFlow(QListWidget.LeftToRight)
         self.list.setWrapping(False)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setGridSize(QSize(THUMB + 30, THUMB + 24))
+        self.list.setGridSize(QSize(THUMB + 44, THUMB + 40))
+        self.list.setWordWrap(True)
         self.list.setMovement(QListWidget.Static)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.list.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.list.setFixedHeight(THUMB + 44)
+        self.list.setFixedHeight(THUMB + 60)
         self.list.setToolTip("This session's results (saved in the data folder). Click to show; "
                              "right click for more.")
         self.list.itemClicked.connect(lambda it: self.showRequested.emit(it.data(EntryRole)))
@@ -85,7 +86,10 @@ class HistoryStrip(QWidget):
         for i in range(self.list.count()):
             if self.list.item(i).data(EntryRole).id == entry.id:
                 return self.list.item(i)
-        it = QListWidgetItem(QIcon(thumbnail(entry.image())), f"seed {entry.seed}")
+        pm = thumbnail(entry.image())
+        icon = QIcon(pm)
+        icon.addPixmap(pm, QIcon.Selected)  # no blue tint on the selected (grey-scale) thumbnail
+        it = QListWidgetItem(icon, f"seed {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")
         it.setData(EntryRole, entry)
         it.setToolTip(entry_tooltip(entry))
         if front:

@@ -59,16 +59,21 @@ def load_stored(path: str) -> LoadedImage:
         if _is_dicom(p):
             return _load_dicom(p)
         if p.suffix.lower() == ".png":
-            from ..core.pngio import read_png
+            from ..core.pngio import TEXT_KEY, read_png
 
             img = read_png(p)
-            meta = dict(img.metadata or {})
-            return LoadedImage(str(p), img.pixels, 12, window=img.window, synthetic=bool(meta.get("synthetic")),
-                               params=meta, kind="png")
+            if TEXT_KEY in (img.text or {}):  # written by cxrdesk: exact 12-bit values + window
+                meta = dict(img.metadata or {})
+                return LoadedImage(str(p), img.pixels, 12, window=img.window,
+                                   synthetic=bool(meta.get("synthetic")), params=meta, kind="png")
         from ..core.datasets import load_gray
 
+        # any other image keeps its own data units: 8-bit files read 0..255, 16-bit 0..65535
         x = load_gray(p)
-        return LoadedImage(str(p), imaging.from_unit(x, np.uint16, bits=12), 12, kind="image")
+        v8 = x * 255.0
+        if np.all(np.abs(v8 - np.rint(v8)) < 1e-3):
+            return LoadedImage(str(p), np.rint(v8).astype(np.uint8), 8, kind="image")
+        return LoadedImage(str(p), imaging.from_unit(x, np.uint16), 16, kind="image")
     except ImageOpenError:
         raise
     except MemoryError:

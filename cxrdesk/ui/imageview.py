@@ -23,12 +23,13 @@ MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 
 
 def _heat_lut() -> np.ndarray:
-    """256 x RGBA colour map for attention overlays (transparent blue -> opaque yellow/white)."""
+    """256 x RGBA "hot" colour map for attention overlays: the lower third is fully transparent
+    (the image stays readable), then red -> orange -> yellow with rising opacity."""
     t = np.linspace(0, 1, 256)
-    r = np.clip(1.8 * t - 0.2, 0, 1)
-    g = np.clip(1.8 * t - 0.8, 0, 1) * 0.9 + np.clip(t - 0.6, 0, 1) * 0.25
-    b = np.clip(0.9 - 2.5 * np.abs(t - 0.25), 0, 1) * 0.8
-    a = np.clip((t - 0.15) / 0.85, 0, 1) ** 0.8 * 0.72
+    r = np.ones_like(t)
+    g = np.clip((t - 0.35) / 0.65, 0, 1) ** 0.9
+    b = np.clip((t - 0.85) / 0.15, 0, 1) * 0.6
+    a = np.clip((t - 0.35) / 0.65, 0, 1) ** 0.7 * 0.7
     return (np.stack([r, g, b, a], 1) * 255).round().astype(np.uint8)
 
 
@@ -407,12 +408,15 @@ class ImageView(QWidget):
         p.end()
 
     def _text_box(self, p: QPainter, text: str, anchor: str, fg=QColor(235, 235, 235),
-                  bg=QColor(0, 0, 0, 150), bold=False, margin=8) -> QRectF:
+                  bg=QColor(0, 0, 0, 150), bold=False, margin=8, max_width: float | None = None) -> QRectF:
         f = QFont(self.font())
         f.setBold(bold)
         p.setFont(f)
         fm = QFontMetrics(f)
         lines = text.split("\n")
+        if max_width is not None:
+            lines = [fm.elidedText(s, Qt.ElideRight, int(max(20, max_width - 10))) for s in lines]
+            text = "\n".join(lines)
         tw = max(fm.horizontalAdvance(s) for s in lines) + 10
         th = fm.height() * len(lines) + 6
         W, H = self.width(), self.height()
@@ -427,11 +431,13 @@ class ImageView(QWidget):
         return r
 
     def _paint_text(self, p: QPainter) -> None:
-        if self._caption:
-            self._text_box(p, self._caption, "top-left")
+        room = self.width() - 16
         if self._synthetic:
-            self._text_box(p, SYNTHETIC_MARK, "top-right", fg=QColor(255, 255, 255),
-                           bg=QColor(190, 40, 30, 220), bold=True)
+            mark = self._text_box(p, SYNTHETIC_MARK, "top-right", fg=QColor(255, 255, 255),
+                                  bg=QColor(190, 40, 30, 220), bold=True)
+            room = mark.left() - 16
+        if self._caption and room > 40:
+            self._text_box(p, self._caption, "top-left", max_width=room)
         zoom = f"{self._scale * 100:.0f}%" + (" (fit)" if self._fit else "")
         inv = "  INV" if self._invert else ""
         self._text_box(p, f"W {self._width:.0f}  C {self._center:.0f}{inv}\nZoom {zoom}", "bottom-left")
@@ -441,8 +447,8 @@ class ImageView(QWidget):
             self._text_box(p, f"x {x}  y {y}\nvalue {val}", "bottom-right")
         if self._overlay_image is not None:
             label = self._overlay_label or "attention"
-            self._text_box(p, f"Model attention for '{label}' - not a diagnosis", "bottom-center",
-                           fg=QColor(255, 225, 140))
+            self._text_box(p, f"Model attention for '{label}' (yellow = strongest) - not a diagnosis",
+                           "bottom-center", fg=QColor(255, 225, 140))
         if self._synthetic:
             # a thin frame marks synthetic images even when the label is scrolled away
             p.setPen(QPen(QColor(190, 40, 30, 200), 2))

@@ -150,18 +150,15 @@ class MainWindow(QMainWindow):
         self.dataset = DatasetPanel()
         self.model_panel = ModelPanel()
         self.history = HistoryStrip()
+        # side panels take the full height; the history strip sits under the image only
+        self.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.dock_generator = self._dock("Generator", self.generator, Qt.LeftDockWidgetArea)
         self.dock_enhance = self._dock("Enhancement", self.enhance, Qt.LeftDockWidgetArea)
         self.dock_dataset = self._dock("Dataset browser", self.dataset, Qt.RightDockWidgetArea)
         self.dock_model = self._dock("Model info", self.model_panel, Qt.RightDockWidgetArea)
         self.dock_history = self._dock("History", self.history, Qt.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.dock_generator, self.dock_enhance)
-        self.tabifyDockWidget(self.dock_dataset, self.dock_model)
-        self.dock_generator.raise_()
-        self.dock_dataset.raise_()
-        # side panels take the full height; the history strip sits under the image only
-        self.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
-        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
+        self._layout_done = False  # docks are tabified on first show (see showEvent)
         self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
 
         self._build_status()
@@ -599,6 +596,8 @@ class MainWindow(QMainWindow):
             self.viewer.show_compare(f"{gen.title}  ({DISCLAIMER})", f"Real: {real.title}")
             self.viewer._sync_window(self.view, self.viewer.view_b)
             self.act_compare.setChecked(True)
+            self.statusBar().showMessage("Comparing: zoom, pan and window/level are linked; C returns to one image",
+                                         8000)
 
         self.open_file(path, record=record, then=show)
 
@@ -895,8 +894,7 @@ class MainWindow(QMainWindow):
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
         st = s.value("window/state")
-        if isinstance(st, QByteArray) and not st.isEmpty():
-            self.restoreState(st)
+        self._state_restored = bool(isinstance(st, QByteArray) and not st.isEmpty() and self.restoreState(st))
         self.generator.restore_settings(s)
         self.enhance.restore_settings(s)
         self.dataset.restore_settings(s)
@@ -904,6 +902,20 @@ class MainWindow(QMainWindow):
             folder = s.value("model/folder")
             if folder and Path(str(folder)).is_dir():
                 self.host.worker.model_path = str(folder)
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        if not self._layout_done:
+            # Tabifying docks of two areas before the window is shown leaves a stray, visible
+            # QTabBar in the middle of the window (Qt 6.12); doing it once shown does not.
+            self._layout_done = True
+            if not self._state_restored:
+                self.tabifyDockWidget(self.dock_generator, self.dock_enhance)
+                self.tabifyDockWidget(self.dock_dataset, self.dock_model)
+                self.dock_generator.raise_()
+                self.dock_dataset.raise_()
+                side = max(340, min(440, self.width() // 4))
+                self.resizeDocks([self.dock_generator, self.dock_dataset], [side, side + 20], Qt.Horizontal)
 
     def closeEvent(self, ev) -> None:
         self._save_settings()
