@@ -204,6 +204,7 @@ def test_bad_model_folder_is_reported_not_fatal(qtbot, make_window, tmp_path):
     assert status == "error"
     assert w.model_state == "failed"
     assert "not a model folder" in w.model_panel.state_label.text()
+    assert "Load model folder" in w.model_panel.state_label.text()
     assert w.generator.error_label.isVisibleTo(w)
     assert w.generator.generate_button.isEnabled()
     # the user can then load a working folder from the Model info panel
@@ -284,3 +285,27 @@ def test_dicom_export_refused_for_real_images(qtbot, window, dataset_dir, tmp_pa
     from PIL import Image
 
     assert Image.open(out).mode == "L"
+
+
+def test_unexpected_exception_in_a_slot_is_logged_not_fatal(qtbot, window, cxrdesk_data_dir):
+    import sys
+
+    from cxrdesk.ui.app import install_excepthook, setup_logging
+
+    setup_logging()
+    old = sys.excepthook
+    install_excepthook(lambda: window)
+    try:
+        try:
+            raise RuntimeError("boom in a slot")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = old
+    import logging
+
+    for h in logging.getLogger("cxrdesk").handlers:
+        h.flush()
+    log = (cxrdesk_data_dir / "logs" / "cxrdesk.log").read_text()
+    assert "boom in a slot" in log
+    assert window.isVisible()

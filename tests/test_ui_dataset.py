@@ -155,3 +155,27 @@ def test_large_folder_loads_only_visible_thumbnails(qtbot, window, tmp_path):
     # filtering 15,000 rows stays quick enough to be interactive (no timing assertion here)
     panel.label_box.setCurrentIndex(panel.label_box.findData("No Finding"))
     assert panel.proxy.rowCount() == 5000
+
+
+def test_indiana_university_layout(qtbot, window, tmp_path):
+    from PIL import Image
+
+    from .conftest import _chest_like
+
+    d = tmp_path / "iu"
+    (d / "images" / "sub").mkdir(parents=True)
+    Image.fromarray(_chest_like(40, 1)).save(d / "images" / "sub" / "1_IM-0001-4001.dcm.png")
+    Image.fromarray(_chest_like(40, 2)).save(d / "images" / "sub" / "1_IM-0001-3001.dcm.png")
+    (d / "indiana_reports.csv").write_text(
+        "uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
+        "1,x,Cardiomegaly;Pleural Effusion,x,x,x,The heart is enlarged. XXXX,Small effusion.\n", encoding="utf-8")
+    (d / "indiana_projections.csv").write_text(
+        "uid,filename,projection\n1,1_IM-0001-4001.dcm.png,Frontal\n1,1_IM-0001-3001.dcm.png,Lateral\n",
+        encoding="utf-8")
+    w = window
+    open_folder(qtbot, w.dataset, d)
+    assert "Indiana University" in w.dataset.folder_label.text()
+    assert w.dataset.model.rowCount() == 1  # frontal only
+    w.dataset.select_row(0)
+    text = w.dataset.details.toPlainText()
+    assert "Cardiomegaly" in text and "Effusion" in text and "The heart is enlarged." in text

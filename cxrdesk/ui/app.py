@@ -20,10 +20,14 @@ def setup_logging() -> None:
 
     global _fault_file
     root = logging.getLogger("cxrdesk")
-    if any(getattr(h, "_cxrdesk", False) for h in root.handlers):
-        return
+    target = logs_dir() / "cxrdesk.log"
+    for old in [h for h in root.handlers if getattr(h, "_cxrdesk", False)]:
+        if old.baseFilename == str(target):
+            return
+        root.removeHandler(old)  # the data folder changed (tests): log to the new one
+        old.close()
     try:
-        h = logging.handlers.RotatingFileHandler(logs_dir() / "cxrdesk.log", maxBytes=1_000_000, backupCount=3,
+        h = logging.handlers.RotatingFileHandler(target, maxBytes=1_000_000, backupCount=3,
                                                  encoding="utf-8")
     except OSError:
         return

@@ -349,6 +349,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Model loaded in {info.get('load_seconds', 0):.1f} s", 5000)
 
     def _on_load_failed(self, msg: str) -> None:
+        if "no default model is installed" in msg:
+            msg = "no model is installed with this copy of cxrdesk; choose a model folder"
         self.model_state = "failed"
         self.model_label.setText("Model: not loaded")
         self.model_panel.set_failed(msg)

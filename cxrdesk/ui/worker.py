@@ -205,7 +205,13 @@ class WorkerHost(QObject):
         self.thread.start()
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
+        """Cancel, stop the thread's event loop and wait. A model load cannot be interrupted: if it
+        outlasts ``timeout_ms`` the thread is kept referenced (never destroyed while running)."""
         self.worker.cancel()
         self.thread.quit()
         if not self.thread.wait(timeout_ms):
             log.warning("generation thread did not stop within %d ms", timeout_ms)
+            _orphans.append((self.thread, self.worker))
+
+
+_orphans: list = []
