@@ -1,0 +1,93 @@
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from cxrdesk.core.pipeline import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("cli") / "tiny")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cxrdesk", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_generate_batch_writes_pngs_with_parameters_and_dicom(tiny, tmp_path):
+    r = run("generate", "small right pleural effusion", "-o", str(tmp_path / "cxr.png"), "--n", "2",
+            "--steps", "3", "--seed", "5", "--model", str(tiny), "--dicom", str(tmp_path / "dcm"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    files = sorted(tmp_path.glob("cxr_*.png"))
+    assert [f.name for f in files] == ["cxr_001.png", "cxr_002.png"]
+    assert "seed=5" in r.stdout and "seed=6" in r.stdout
+    text = Image.open(files[0]).text
+    blob = " ".join(text.values())
+    for key in ("small right pleural effusion", "dpm++"):
+        assert key in blob
+    assert "random weights" in r.stderr  # a test model is never passed off as a real one
+    dcms = sorted((tmp_path / "dcm").glob("*.dcm"))
+    assert len(dcms) == 2
+    import pydicom
+
+    a, b = (pydicom.dcmread(d) for d in dcms)
+    assert a.SeriesInstanceUID == b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
+
+
+def test_same_seed_same_file_pixels(tiny, tmp_path):
+    for name in ("a.png", "b.png"):
+        assert run("generate", "normal", "-o", str(tmp_path / name), "--steps", "2", "--seed", "9",
+                   "--model", str(tiny), "--quiet").returncode == 0
+    import numpy as np
+
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+
+
+def test_info(tiny):
+    r = run("info", "--model", str(tiny))
+    assert r.returncode == 0
+    for word in ("unet", "vae", "text encoder", "device", "random weights"):
+        assert word in r.stdout.lower()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["   "], "prompt is empty"),
+    (["x", "--steps", "abc"], "steps must be a whole number"),
+    (["x", "--steps", "0"], "steps must be"),
+    (["x", "--guidance", "nan"], "guidance must be a number"),
+    (["x", "--guidance", "99"], "guidance must be between"),
+    (["x", "--size", "300"], "size must be one of"),
+    (["x", "--sampler", "plms"], "sampler"),
+    (["x", "--n", "0"], "--n must be"),
+    (["x", "-o", "/nonexistent-dir/x.png"], "does not exist"),
+    (["x", "-o", "out.jpg"], "must be a .png"),
+])
+def test_bad_input_one_line_error_no_traceback_no_file(tiny, tmp_path, args, msg):
+    r = run("generate", *args, "--model", str(tiny), "--quiet", cwd=tmp_path)
+    assert r.returncode != 0
+    assert msg in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_models_are_refused_in_one_line(tmp_path):
+    ck = tmp_path / "model.ckpt"
+    ck.write_bytes(b"\x80\x04junk")
+    for model, msg in ((ck, "pickle"), (tmp_path / "missing", "not found"), (tmp_path, "not a model folder")):
+        r = run("generate", "normal", "-o", str(tmp_path / "x.png"), "--model", str(model))
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unwritable_output_leaves_no_partial_file(tiny, tmp_path):
+    r = run("generate", "normal", "-o", "/proc/cxr.png", "--steps", "1", "--model", str(tiny), "--quiet")
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_version_is_fast_path():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("cxrdesk ")
