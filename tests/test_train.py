@@ -114,3 +114,23 @@ def test_torchrun_two_process_gloo_unet_training(tmp_path):
                                           "--quiet"]
     r = subprocess.run(cmd_vae, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
+    import torch
+    from diffusers import AutoencoderKL
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=2, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    before = AutoencoderKL.from_pretrained(run / "vae" / "final").state_dict()
+    train_vae(str(data), run, VAEConfig(steps=3, batch=2, crop=64, preset="tiny", decoder_only=True, lr=1e-2),
+              threads=1, progress=False)
+    after = AutoencoderKL.from_pretrained(run / "vae" / "final").state_dict()
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and dec
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in dec)
+    rows = list(csv.DictReader(open(run / "decoder" / "loss.csv")))
+    assert rows[-1]["step"] == "3"

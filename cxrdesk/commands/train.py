@@ -10,13 +10,13 @@ from pathlib import Path
 
 from . import CliError
 
-STAGES = ("vae", "encode", "unet", "export", "classifier", "all")
+STAGES = ("vae", "encode", "unet", "decoder", "export", "classifier", "all")
 
 
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a model on a local dataset folder (resumable)",
                        description=__doc__)
-    t.add_argument("stage", choices=STAGES, help="vae, encode, unet, export, classifier, or all")
+    t.add_argument("stage", choices=STAGES, help="vae, encode, unet, decoder (decoder-only fine-tune, latents unchanged), export, classifier, or all")
     t.add_argument("--data", help="dataset folder (metadata.csv layout, Indiana layout, or images)")
     t.add_argument("--run-dir", dest="run", required=True, help="run folder for checkpoints, caches, logs and samples")
     t.add_argument("--out", help="model folder to write (default RUN/model)")
@@ -49,8 +49,10 @@ def cmd_train(args) -> int:
     progress = not args.quiet
     stages = ["vae", "encode", "unet"] if args.stage == "all" else [args.stage]
     for stage in stages:
-        if stage == "vae":
-            cfg = T.VAEConfig(preset=args.preset)
+        if stage in ("vae", "decoder"):
+            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder")
+            if stage == "decoder" and not (run / "vae" / "final").is_dir():
+                raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
             _apply(cfg, args)
             T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
         elif stage == "encode":

@@ -168,6 +168,9 @@ class VAEConfig:
     ckpt_every: int = 200
     sample_every: int = 500
     seed: int = 0
+    # Decoder-only fine-tuning: the encoder (and so every cached latent and any UNet trained on
+    # them) stays exactly as it is; only the decoder learns to draw sharper images.
+    decoder_only: bool = False
 
 
 def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +178,13 @@ def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def vae_loss(vae, x: torch.Tensor, cfg: VAEConfig) -> tuple[torch.Tensor, dict]:
-    post = vae.encode(x).latent_dist
-    z = post.sample()
+    if cfg.decoder_only:
+        with torch.no_grad():
+            post = vae.encode(x).latent_dist
+        z = post.mode()
+    else:
+        post = vae.encode(x).latent_dist
+        z = post.sample()
     rec = vae.decode(z).sample
     l1 = (rec - x).abs().mean()
     gy, gx = _edges(rec)
@@ -193,15 +201,30 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
     cpu_setup(threads)
     dist = init_dist(device)
     run = Path(run_dir)
-    out = run / "vae"
+    out = run / ("decoder" if cfg.decoder_only else "vae")
     out.mkdir(parents=True, exist_ok=True)
     records, images = load_image_cache(data_dir, run, cfg.image_size, dist)
     train_idx = np.array([i for i, r in enumerate(records) if r.split != "val"] or list(range(len(records))))
     val_idx = [i for i, r in enumerate(records) if r.split == "val"][:4] or list(range(min(4, len(records))))
 
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg.preset, cfg.image_size).to(dist.device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.decoder_only:
+        from diffusers import AutoencoderKL
+
+        base = run / "vae" / "final"
+        if not base.is_dir():
+            raise FileNotFoundError(f"decoder fine-tuning needs a trained VAE in {base}")
+        vae = AutoencoderKL.from_pretrained(base, local_files_only=True).to(dist.device)
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        if not (out / "encoder_reference.safetensors").exists() and dist.main:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))},
+                      str(out / "encoder_reference.safetensors"))
+    else:
+        vae = build_vae(cfg.preset, cfg.image_size).to(dist.device)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     step = 0
     ckpt = out / "ckpt.pt"
     if ckpt.exists():
@@ -236,7 +259,7 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= dist.world
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
         if bar:
@@ -255,10 +278,19 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             _vae_samples(vae, images, val_idx, out / f"recon_{step:06d}.png", dist.device)
     if bar:
         bar.close()
+    final = run / "vae" / "final"
     if dist.main:
-        vae.save_pretrained(out / "final", safe_serialization=True)
+        if cfg.decoder_only:
+            # Same encoder, new decoder: replace the VAE that export_model() ships.
+            tmp = run / "vae" / "final.tmp"
+            vae.save_pretrained(tmp, safe_serialization=True)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            vae.save_pretrained(final, safe_serialization=True)
     _barrier(dist)
-    return out / "final"
+    return final
 
 
 @torch.no_grad()
