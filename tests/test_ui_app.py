@@ -309,3 +309,14 @@ def test_unexpected_exception_in_a_slot_is_logged_not_fatal(qtbot, window, cxrde
     log = (cxrdesk_data_dir / "logs" / "cxrdesk.log").read_text()
     assert "boom in a slot" in log
     assert window.isVisible()
+
+
+def test_ctrl_enter_in_the_prompt_box_generates(qtbot, window):
+    w = window
+    _set_quick(w, steps=2, seed=9)
+    w.generator.prompt_edit.setFocus()
+    with qtbot.waitSignal(w.jobDone, timeout=GEN_TIMEOUT) as blocker:
+        with qtbot.waitSignal(w.generator.generateRequested, timeout=5000):
+            qtbot.keyClick(w.generator.prompt_edit, Qt.Key_Return, Qt.ControlModifier)
+    assert blocker.args[0] == "done"
+    assert "\n" not in w.generator.prompt_edit.toPlainText().strip()  # no newline typed
