@@ -93,6 +93,21 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
 
 
+def _run_group(cmd, env, timeout=300):
+    """Run a command in its own process group; on time-out kill the whole group (no orphans)."""
+    import signal
+
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"torchrun timed out: {err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def test_torchrun_two_process_gloo_unet_training(tmp_path):
     """DistributedDataParallel on CPU with the gloo backend, launched by torchrun."""
     data = make_dataset(tmp_path / "data", n=8)
@@ -103,7 +118,7 @@ def test_torchrun_two_process_gloo_unet_training(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "cxrdesk", "train", "unet", "--run-dir", str(run), "--steps", "3", "--batch", "4",
            "--preset", "tiny", "--threads", "1", "--device", "cpu", "--quiet", "--sample-every", "3"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = _run_group(cmd, env)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = list(csv.DictReader(open(run / "unet" / "loss.csv")))
     assert rows[-1]["step"] == "3"
@@ -112,7 +127,7 @@ def test_torchrun_two_process_gloo_unet_training(tmp_path):
     cmd_vae = cmd[:cmd.index("train")] + ["train", "vae", "--data", str(data), "--run-dir", str(run), "--steps", "2",
                                           "--batch", "2", "--preset", "tiny", "--threads", "1", "--device", "cpu",
                                           "--quiet"]
-    r = subprocess.run(cmd_vae, env=env, capture_output=True, text=True, timeout=300)
+    r = _run_group(cmd_vae, env)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
