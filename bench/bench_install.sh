@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Offline-install benchmark (prints figures, asserts only that each step works):
+#
+#   bench/bench_install.sh [--model DIR] [--frozen] [--keep] [--work DIR]
+#
+# 1. installer/build.sh makes a bundle (needs the package index: run on a connected machine);
+# 2. the bundle's install.sh installs it into a fresh PREFIX with the network cut off
+#    (`unshare -n`; as root also a private mount namespace that hides this machine's local wheel
+#    folders and pip cache, so that only the bundle can be used);
+# 3. `cxrdesk generate` and `cxrdesk info` run from that PREFIX, still offline;
+# 4. with --frozen: installer/freeze.sh makes the PyInstaller one-folder build, whose --version and a
+#    headless generate are timed offline.
+# Without --model, the repository's models/cxrdesk-cxr256 is used, else a tiny random model
+# (make_tiny_model) so that the install path is measured before the real model exists.
+# Run it niced on a shared machine: nice -n 10 bench/bench_install.sh
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+die() { echo "bench_install: error: $*" >&2; exit 2; }
+say() { echo "bench_install: $*"; }
+
+MODEL="" FROZEN=0 KEEP=0 WORK=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model) MODEL=$2; shift 2 ;;
+        --frozen) FROZEN=1; shift ;;
+        --keep) KEEP=1; shift ;;
+        --work) WORK=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/cxrdesk-bench-install.XXXXXX")}
+mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd)
+[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+mb() { du -sb "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
+
+# --- the model ------------------------------------------------------------------------------------
+if [ -z "$MODEL" ]; then
+    if [ -f "$REPO/models/cxrdesk-cxr256/model_index.json" ]; then
+        MODEL="$REPO/models/cxrdesk-cxr256"
+    else
+        DEVPY=${DEVPY:-$REPO/.venv/bin/python}
+        [ -x "$DEVPY" ] || DEVPY=python3
+        say "no models/cxrdesk-cxr256 yet: bundling a tiny random model (it draws noise)"
+        "$DEVPY" -c "from cxrdesk.core.pipeline import make_tiny_model; make_tiny_model('$WORK/tiny-model')" \
+            || die "could not make a tiny model (set DEVPY to a Python with cxrdesk installed, or pass --model)"
+        MODEL="$WORK/tiny-model"
+    fi
+fi
+
+# --- isolation: no network, and (as root) none of this machine's local wheel folders ---------------
+ISO=()
+if unshare -n true 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && unshare -n -m true 2>/dev/null; then
+        hide=""
+        for d in /opt/wheels /opt/pypi /opt/pypi-more "$HOME/.cache/pip" "${PIP_FIND_LINKS:-}"; do
+            [ -n "$d" ] && [ -d "$d" ] && hide="$hide mount -t tmpfs none '$d';"
+        done
+        ISO=(unshare -n -m --propagation private sh -c "$hide exec \"\$0\" \"\$@\"")
+    else
+        ISO=(unshare -n)
+    fi
+else
+    say "WARNING: unshare -n is not available here; the install runs WITH network access"
+fi
+offline() { "${ISO[@]}" "$@"; }
+if [ ${#ISO[@]} -gt 0 ]; then
+    if offline python3 -c "import socket; socket.create_connection(('pypi.org', 443), timeout=5)" 2>/dev/null; then
+        die "the network is still reachable inside the isolation"
+    fi
+    say "isolation: ${ISO[*]:0:4} ...  (pypi.org unreachable inside: checked)"
+fi
+
+# --- 1. build ---------------------------------------------------------------------------------------
+t0=$(now)
+"$REPO/installer/build.sh" "$WORK/bundle" --model "$MODEL" > "$WORK/build.log" 2>&1 \
+    || { tail -30 "$WORK/build.log"; die "build.sh failed (log above)"; }
+t1=$(now)
+BUILD_S=$(secs "$t0" "$t1")
+grep -E "^build.sh: (bundle ready|cxrdesk )" "$WORK/build.log" || true
+
+# --- 2. offline install -------------------------------------------------------------------------------
+t0=$(now)
+offline env HOME="$WORK/home" "$WORK/bundle/install.sh" "$WORK/prefix" \
+    --desktop-dir "$WORK/home/applications" --bin-dir "$WORK/home/bin" > "$WORK/install.log" 2>&1 \
+    || { tail -30 "$WORK/install.log"; die "install.sh failed offline (log above)"; }
+t1=$(now)
+INSTALL_S=$(secs "$t0" "$t1")
+tail -2 "$WORK/install.log"
+test -x "$WORK/prefix/bin/cxrdesk" || die "no PREFIX/bin/cxrdesk"
+test -f "$WORK/prefix/share/cxrdesk/models/cxrdesk-cxr256/model_index.json" || die "the model was not installed"
+test -f "$WORK/home/applications/cxrdesk.desktop" || die "no desktop entry"
+if command -v desktop-file-validate >/dev/null; then
+    desktop-file-validate "$WORK/home/applications/cxrdesk.desktop" || die "invalid desktop entry"
+fi
+
+# --- 3. generate + info, offline, from a clean environment (default model lookup, no CXRDESK_MODEL) ---
+runenv=(env -i PATH=/usr/bin:/bin HOME="$WORK/home" LANG=C.UTF-8)
+t0=$(now)
+offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" generate "Normal chest radiograph" -o "$WORK/x.png" \
+    --steps 20 --seed 1 --quiet > "$WORK/generate.log" 2>&1 || { cat "$WORK/generate.log"; die "generate failed"; }
+t1=$(now)
+GEN_S=$(secs "$t0" "$t1")
+test -s "$WORK/x.png" || die "generate wrote no image"
+offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" info > "$WORK/info.log" 2>&1 || { cat "$WORK/info.log"; die "info failed"; }
+grep -E "^(cxrdesk |model:|folder:|device:)" "$WORK/info.log" || head -5 "$WORK/info.log"
+grep -q "share/cxrdesk/models/cxrdesk-cxr256" "$WORK/info.log" || die "info does not show the installed model folder"
+t0=$(now); offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" --version >/dev/null; t1=$(now)
+VER_S=$(secs "$t0" "$t1")
+
+# --- 4. frozen build ------------------------------------------------------------------------------------
+if [ "$FROZEN" = 1 ]; then
+    t0=$(now)
+    "$REPO/installer/freeze.sh" "$WORK/bundle" "$WORK/frozen" --work "$WORK/freeze-work" > "$WORK/freeze.log" 2>&1 \
+        || { tail -30 "$WORK/freeze.log"; die "freeze.sh failed (log above)"; }
+    t1=$(now)
+    FREEZE_S=$(secs "$t0" "$t1")
+    rm -rf "$WORK/freeze-work"
+    FX="$WORK/frozen/cxrdesk/cxrdesk"
+    t0=$(now); offline "${runenv[@]}" "$FX" --version; t1=$(now)
+    FVER_S=$(secs "$t0" "$t1")
+    t0=$(now)
+    offline "${runenv[@]}" QT_QPA_PLATFORM=offscreen "$FX" generate "Normal chest radiograph" -o "$WORK/f.png" \
+        --steps 20 --seed 1 --quiet > "$WORK/fgenerate.log" 2>&1 || { cat "$WORK/fgenerate.log"; die "frozen generate failed"; }
+    t1=$(now)
+    FGEN_S=$(secs "$t0" "$t1")
+    test -s "$WORK/f.png" || die "frozen generate wrote no image"
+    offline "${runenv[@]}" "$FX" info > "$WORK/finfo.log" 2>&1 || { cat "$WORK/finfo.log"; die "frozen info failed"; }
+    grep -q "_internal/models/cxrdesk-cxr256" "$WORK/finfo.log" || { cat "$WORK/finfo.log"; die "frozen info does not show the bundled model"; }
+fi
+
+# --- figures -------------------------------------------------------------------------------------------
+echo
+echo "cxrdesk offline install ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); model: $(basename "$MODEL"))"
+printf '  %-44s %s\n' "bundle size (wheelhouse + model + scripts)" "$(mb "$WORK/bundle")  ($(ls "$WORK/bundle/wheelhouse" | wc -l) wheels; wheelhouse $(mb "$WORK/bundle/wheelhouse"))"
+printf '  %-44s %s s\n' "build.sh (wheel + downloads/cache + lock)" "$BUILD_S"
+printf '  %-44s %s s\n' "install.sh, offline" "$INSTALL_S"
+printf '  %-44s %s\n' "installed size (PREFIX)" "$(mb "$WORK/prefix")"
+printf '  %-44s %s s\n' "cxrdesk --version (installed)" "$VER_S"
+printf '  %-44s %s s\n' "cxrdesk generate, 20 steps, offline" "$GEN_S"
+if [ "$FROZEN" = 1 ]; then
+    printf '  %-44s %s s\n' "freeze.sh (PyInstaller one-folder)" "$FREEZE_S"
+    printf '  %-44s %s  (%s files)\n' "frozen build size" "$(mb "$WORK/frozen/cxrdesk")" "$(find "$WORK/frozen/cxrdesk" -type f | wc -l)"
+    printf '  %-44s %s s\n' "frozen --version, offline" "$FVER_S"
+    printf '  %-44s %s s\n' "frozen generate, 20 steps, offline" "$FGEN_S"
+fi
+[ "$KEEP" = 1 ] && echo "  (kept in $WORK)"
+exit 0
