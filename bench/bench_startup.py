@@ -55,7 +55,6 @@ if want_preview:
     g.steps_spin.setValue(steps)
     g.random_seed_check.setChecked(False)
     g.seed_spin.setValue(1)
-    g.preview_spin.setValue(1)
     for key in ("cold", "warm"):
         loop = QEventLoop()
         w.previewShown.connect(loop.quit)

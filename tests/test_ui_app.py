@@ -320,3 +320,17 @@ def test_ctrl_enter_in_the_prompt_box_generates(qtbot, window):
             qtbot.keyClick(w.generator.prompt_edit, Qt.Key_Return, Qt.ControlModifier)
     assert blocker.args[0] == "done"
     assert "\n" not in w.generator.prompt_edit.toPlainText().strip()  # no newline typed
+
+
+def test_fast_previews_every_step_sharp_ones_feed_the_chart(qtbot, window):
+    w = window
+    _set_quick(w, steps=6, seed=21)
+    w.generator.preview_spin.setValue(3)
+    seen = []
+    w.host.worker.preview.connect(lambda job, img, step, total, full: seen.append((step, full)))
+    status, msg = _generate(qtbot, w)
+    assert status == "done", msg
+    qtbot.waitUntil(lambda: len(seen) == 6, timeout=5000)
+    assert seen == [(1, False), (2, False), (3, True), (4, False), (5, False), (6, True)]
+    assert [p["step"] for p in w.generator.chart.points] == [3, 6]
+    assert [m["step"] for m in w.history.entries()[0].step_metrics] == [3, 6]

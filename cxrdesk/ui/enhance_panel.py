@@ -198,6 +198,8 @@ class EnhancePanel(QWidget):
         self.grid_button.clicked.connect(self.show_grid)
         lay.addWidget(self.grid_button)
         lay.addStretch(1)
+        # the dock may not be narrower than the form (no horizontal scroll bar, nothing clipped)
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
         self._preset_chosen(self.preset_box.currentText())
         self._update_enabled()
 

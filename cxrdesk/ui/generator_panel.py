@@ -155,10 +155,12 @@ class GeneratorPanel(QWidget):
         form.addRow("Batch count", self.batch_spin)
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 50)
-        self.preview_spin.setValue(1)
-        self.preview_spin.setToolTip("Decode a live preview every N steps. Each preview costs one VAE decode: "
-                                     "raise this on slow machines for faster generation.")
-        form.addRow("Preview every", self.preview_spin)
+        self.preview_spin.setValue(2)
+        self.preview_spin.setSuffix(" steps")
+        self.preview_spin.setToolTip("A quick approximate preview appears after every step; a sharp preview "
+                                     "(one VAE decode) every N steps, and the quality chart uses those. "
+                                     "1 = sharp every step (slower); raise it on slow machines.")
+        form.addRow("Sharp preview every", self.preview_spin)
         self.attention_check = QCheckBox("Record attention maps")
         self.attention_check.setChecked(True)
         self.attention_check.setToolTip("Record the model's cross-attention for the prompt's words, for the "
@@ -226,6 +228,8 @@ class GeneratorPanel(QWidget):
         self.set_attention_words([])
         lay.addWidget(g)
         lay.addStretch(1)
+        # the dock may not be narrower than the form (no horizontal scroll bar, nothing clipped)
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
 
     # ------------------------------------------------------------------ prompt helpers
     def _example_chosen(self, index: int) -> None:
@@ -408,7 +412,7 @@ class GeneratorPanel(QWidget):
             "size": get("generator/size", 256, int), "steps": get("generator/steps", 20, int),
             "guidance_scale": get("generator/guidance", 4.0, float),
             "sampler": get("generator/sampler", "dpm++", str), "seed": get("generator/seed", 42, int),
-            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 1, int),
+            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 2, int),
         }, fixed_seed=False)
         self.random_seed_check.setChecked(get("generator/random_seed", True, bool))
         self.attention_check.setChecked(get("generator/attention", True, bool))

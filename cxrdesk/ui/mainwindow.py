@@ -371,6 +371,8 @@ class MainWindow(QMainWindow):
         job["job"] = self.job_id
         self.running_job = self.job_id
         self.preview_count = 0
+        self._last_preview_step = 0
+        self._had_full_preview = False
         self._job_entries = []
         self._job_total = int(params.get("steps", 20))
         self.generator.set_running(True)
@@ -411,11 +413,18 @@ class MainWindow(QMainWindow):
         self.progress.setValue(index * total + step)
         self.progress.setFormat(f"{step}/{total}" + (f" ({index + 1}/{count})" if count > 1 else ""))
 
-    def _on_preview(self, job, image, step, total) -> None:
+    def _on_preview(self, job, image, step, total, full=True) -> None:
         if job != self.running_job:
             return
+        if step <= self._last_preview_step:  # the next image of a batch
+            self._had_full_preview = False
+        self._last_preview_step = step
+        if full:
+            self._had_full_preview = True
+        elif self._had_full_preview:
+            return  # once a sharp decode is on screen, don't flick back to a blurry fast preview
         first = self._pending_preview is None
-        self._pending_preview = (image, step, total)
+        self._pending_preview = (image, step, total, full)
         if first:
             QTimer.singleShot(0, self._flush_preview)  # coalesce: only the newest preview is drawn
 
@@ -423,12 +432,13 @@ class MainWindow(QMainWindow):
         pending, self._pending_preview = self._pending_preview, None
         if pending is None or self.running_job is None:
             return
-        image, step, total = pending
+        image, step, total, full = pending
         if self.t_first_preview is None:
             self.t_first_preview = time.perf_counter() - self.t_generate
         self.preview_count += 1
+        kind = "" if full else " (fast approximation)"
         self.view.set_image(image, keep_view=True, keep_window=True, synthetic=True,
-                            caption=f"Preview - step {step}/{total}")
+                            caption=f"Preview - step {step}/{total}{kind}")
         self.previewShown.emit(step, total)
 
     def _on_step_metrics(self, job, index, m) -> None:

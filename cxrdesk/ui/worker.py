@@ -40,7 +40,7 @@ class GenerationWorker(QObject):
     modelFailed = Signal(str)                 # one readable line
     jobStarted = Signal(int, int, int)        # job id, batch count, steps
     progress = Signal(int, int, int, int, int, float)  # job, index, count, step, total, eta s
-    preview = Signal(int, object, int, int)   # job, uint16 12-bit image, step, total
+    preview = Signal(int, object, int, int, bool)  # job, uint16 12-bit image, step, total, full decode
     stepMetrics = Signal(int, int, dict)      # job, batch index, metrics incl. "step"
     resultReady = Signal(int, object)         # job, HistoryEntry
     jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
@@ -158,12 +158,17 @@ class GenerationWorker(QObject):
                 eta = elapsed / done_steps * (total_steps - done_steps)
                 self.progress.emit(jid, k, batch, i, total, float(eta))
                 if preview is not None:
+                    # The pipeline decodes with the VAE every `preview_every` steps and on the last
+                    # step; the other steps get a blurry linear latent preview. Metrics are only
+                    # meaningful on the full decodes.
+                    full = i % preview_every == 0 or i == total
                     u16 = np.round(np.clip(preview, 0, 1) * 4095).astype(np.uint16)
-                    m = imaging.image_metrics(preview)
-                    m["step"] = int(i)
-                    metrics_log.append(m)
-                    self.stepMetrics.emit(jid, k, m)
-                    self.preview.emit(jid, u16, int(i), int(total))
+                    if full:
+                        m = imaging.image_metrics(preview)
+                        m["step"] = int(i)
+                        metrics_log.append(m)
+                        self.stepMetrics.emit(jid, k, m)
+                    self.preview.emit(jid, u16, int(i), int(total), bool(full))
 
             try:
                 res = self.pipe.generate(
