@@ -197,3 +197,27 @@ def test_previews_mix_fast_and_full_decodes(pipe):
     a = pipe.fast_preview(__import__("torch").randn(1, 4, 32, 32))
     b = pipe.fast_preview(__import__("torch").randn(1, 4, 32, 32))
     assert a.shape == (256, 256) and not np.array_equal(a, b)
+
+
+def test_atomic_write_leaves_no_partial_file_and_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from cxrdesk.core.fsutil import atomic_write
+
+    target = tmp_path / "out.bin"
+
+    def boom(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, boom)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    old = os.umask(0o022)
+    try:
+        atomic_write(target, lambda fh: fh.write(b"ok"))
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"ok"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # readable by others, unlike mkstemp's 0600

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 
+from ..core.fsutil import atomic_write
 from . import CliError
 
 _READ_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm"}
@@ -89,26 +89,10 @@ def write_image_atomic(path: str | os.PathLike, img) -> None:
     ok, buf = cv2.imencode(ext, img)
     if not ok:
         raise CliError(f"cannot encode {p.name}")
-    # a name of our own rather than mkstemp, whose 0600 mode would stick to the result
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(buf.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        atomic_write(p, lambda fh: fh.write(buf.tobytes()))
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CliError(f"cannot write {p}: {exc.strerror or exc}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _fmt_pct(v: float) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fsutil import has_dicm_magic
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DICOM_EXT = {".dcm", ".dicom", ""}
 
@@ -138,20 +140,11 @@ def read_dicom_folder(folder: Path) -> list[Record]:
     for root, _dirs, names in os.walk(folder):
         for n in sorted(names):
             p = Path(root) / n
-            if p.suffix.lower() in DICOM_EXT or _has_dicm_magic(p):
+            if p.suffix.lower() in DICOM_EXT or has_dicm_magic(p):
                 if p.suffix.lower() in IMAGE_EXT or p.suffix.lower() in {".csv", ".txt", ".json"}:
                     continue
                 out.append(Record(path=str(p), labels=[], split=_split_for(n), uid=p.stem, kind="dicom"))
     return out
-
-
-def _has_dicm_magic(p: Path) -> bool:
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def read_dataset(folder: str | os.PathLike) -> list[Record]:

@@ -45,7 +45,7 @@ class CxrClassifier(nn.Module):
 
     def __init__(self, n_classes: int = len(CLASSES)):
         super().__init__()
-        chans = [1, 24, 48, 96, 128]
+        chans = [1, 16, 32, 64, 128]
         layers = []
         for a, b in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True),

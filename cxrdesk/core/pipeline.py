@@ -210,7 +210,7 @@ class Pipeline:
         if not index_path.is_file():
             raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
         try:
-            index = json.loads(index_path.read_text())
+            json.loads(index_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"model_index.json is corrupt: {exc}") from None
         device = pick_device(device)

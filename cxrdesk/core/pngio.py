@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from .fsutil import atomic_write  # noqa: F401  (re-exported for dicom/pacs)
 
 DISCLAIMER = "SYNTHETIC - NOT FOR DIAGNOSIS"
 MAX12 = 4095
@@ -141,33 +142,6 @@ def burn_synthetic_mark(stored: np.ndarray, max_value: int = MAX12, text: str = 
     region[...] = 0  # dark box so the mark reads on any background
     region[mm >= 128] = max_value
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# atomic file writing
-# --------------------------------------------------------------------------------------------
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None]) -> Path:
-    """Call ``writer(fileobj)`` on a temporary file beside ``path``, then rename it into place.
-
-    On any error the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------------

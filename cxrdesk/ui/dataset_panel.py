@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import (QAbstractListModel, QModelIndex, QObject, QRunnable, QSize,
                             QSortFilterProxyModel, Qt, QThreadPool, QTimer, Signal, Slot)
-from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListView,
                                QListWidget, QPushButton, QSplitter, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.fsutil import atomic_write
+
 
 @dataclass
 class HistoryEntry:
@@ -68,22 +70,6 @@ class HistoryEntry:
                 f"adherence {p.get('guidance_scale')}, {p.get('width')}x{p.get('height')}")
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _jsonable(v):
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -129,11 +115,11 @@ class HistoryStore:
                              attention_path=att_path, attention_words=sorted(attention or {}))
         entry._image = image_u16
         entry._attention = {k: np.asarray(v, np.float32) for k, v in (attention or {}).items()}
-        _atomic_text(folder / f"{eid}.json", json.dumps(_jsonable({
+        atomic_write(folder / f"{eid}.json", lambda fh, t=json.dumps(_jsonable({
             "id": eid, "created": entry.created, "params": entry.params, "metrics": entry.metrics,
             "step_metrics": entry.step_metrics, "timings": entry.timings, "image": img_path.name,
             "attention": Path(att_path).name if att_path else "", "attention_words": entry.attention_words,
-        }), indent=1))
+        }), indent=1): fh.write(t), mode="w")
         return entry
 
     def load(self, json_path: str | os.PathLike) -> HistoryEntry | None:

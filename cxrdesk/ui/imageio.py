@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import imaging
+from ..core.fsutil import has_dicm_magic
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 
@@ -42,12 +43,7 @@ def _is_dicom(p: Path) -> bool:
         return True
     if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
         return False
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    return has_dicm_magic(p)
 
 
 def load_stored(path: str) -> LoadedImage:

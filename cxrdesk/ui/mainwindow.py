@@ -12,9 +12,8 @@ import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
-                               QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow,
-                               QMessageBox, QProgressBar, QSpinBox, QTextBrowser, QVBoxLayout,
-                               QWidget)
+                               QFileDialog, QFormLayout, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QWidget)
 
 from .. import __version__
 from ..core import imaging
@@ -23,7 +22,7 @@ from .enhance_panel import EnhancePanel
 from .generator_panel import GeneratorPanel
 from .history import HistoryEntry, HistoryStore
 from .history_strip import HistoryStrip
-from .imageio import ImageOpenError, LoadedImage, load_stored
+from .imageio import LoadedImage, load_stored
 from .model_panel import ModelPanel
 from .paths import data_dir, resource_path, results_dir, settings_path
 from .tasks import run_task
