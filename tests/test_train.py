@@ -91,6 +91,19 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     out = export_from_checkpoint(run, tmp_path / "exported", name="my-model")
     p2 = Pipeline.load(out)
     assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
+    # a new run initialised from the exported model starts from its weights, not at random
+    import shutil
+
+    import torch
+
+    run2 = tmp_path / "run2"
+    shutil.copytree(run / "cache", run2 / "cache")
+    shutil.copytree(run / "vae", run2 / "vae")
+    m2 = train_unet(run2, UNetConfig(steps=1, batch=2, preset="tiny", lr=0.0, init_from=str(out),
+                                     export_every=1, sample_every=10), threads=1, progress=False)
+    a = Pipeline.load(out).unet.state_dict()
+    b = Pipeline.load(m2).unet.state_dict()
+    assert all(torch.allclose(a[k], b[k]) for k in a)
 
 
 def _run_group(cmd, env, timeout=300):

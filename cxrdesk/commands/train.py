@@ -29,6 +29,8 @@ def register(sub) -> None:
     t.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
     t.add_argument("--sample-every", type=int, help="sample grid every N steps")
     t.add_argument("--name", help="model name written into the folder")
+    t.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="unet: start from this model folder's UNet (needs the same VAE latents)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -62,7 +64,7 @@ def cmd_train(args) -> int:
         elif stage == "unet":
             if not (run / "cache" / "done.json").is_file():
                 raise CliError(f"no encoded dataset in {run}/cache: run 'cxrdesk train encode' first")
-            cfg = T.UNetConfig(preset=args.preset)
+            cfg = T.UNetConfig(preset=args.preset, init_from=args.init_from)
             _apply(cfg, args)
             out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                export_to=args.out)

@@ -378,6 +378,9 @@ class UNetConfig:
     sample_every: int = 2000
     export_every: int = 2000
     seed: int = 0
+    # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
+    # the run has no checkpoint of its own yet.
+    init_from: str | None = None
 
 
 SAMPLE_PROMPTS = [
@@ -423,6 +426,16 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
             e.copy_(v)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
+    elif cfg.init_from:
+        from safetensors.torch import load_file
+
+        weights = sorted((Path(cfg.init_from) / "unet").glob("*.safetensors"))
+        if not weights:
+            raise FileNotFoundError(f"no UNet safetensors in {cfg.init_from}/unet")
+        unet.load_state_dict(load_file(str(weights[0])))
+        with torch.no_grad():
+            for e, p in zip(ema, unet.parameters()):
+                e.copy_(p)
     model = _wrap(unet, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
