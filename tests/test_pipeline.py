@@ -221,3 +221,18 @@ def test_atomic_write_leaves_no_partial_file_and_normal_permissions(tmp_path):
         os.umask(old)
     assert target.read_bytes() == b"ok"
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # readable by others, unlike mkstemp's 0600
+
+
+def test_model_folder_is_fp16_on_disk_readable_by_all_and_loads_as_fp32(tmp_path):
+    import stat
+
+    import torch
+    from safetensors.torch import load_file
+
+    f = make_tiny_model(tmp_path / "tiny")
+    w = load_file(str(next((f / "unet").glob("*.safetensors"))))
+    assert {t.dtype for t in w.values()} == {torch.float16}
+    for p in f.rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) & 0o004, p  # other users can read it
+    pipe = Pipeline.load(f, device="cpu")
+    assert next(pipe.unet.parameters()).dtype == torch.float32

@@ -531,10 +531,13 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
     """Write vae + unet + scheduler + text encoder reference as a diffusers model folder."""
     from .models import scheduler_config
 
+    import copy
+
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    vae.save_pretrained(dest / "vae", safe_serialization=True)
-    unet.save_pretrained(dest / "unet", safe_serialization=True)
+    # Weights are stored in float16 (half the download and disk); they load back as float32.
+    copy.deepcopy(vae).half().save_pretrained(dest / "vae", safe_serialization=True)
+    copy.deepcopy(unet).half().save_pretrained(dest / "unet", safe_serialization=True)
     (dest / "scheduler").mkdir(exist_ok=True)
     sched = {"_class_name": "DDPMScheduler", **(scheduler or scheduler_config())}
     (dest / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
@@ -558,6 +561,9 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
         text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights
                 else "# cxrdesk model\n\nSynthetic images for education, not for diagnosis.\n")
         (dest / "model_card.md").write_text(text)
+    # safetensors writes 0600 files; an installed model must be readable by every user.
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
     return dest
 
 
