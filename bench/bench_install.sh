@@ -9,7 +9,9 @@
 #    folders and pip cache, so that only the bundle can be used);
 # 3. `cxrdesk generate` and `cxrdesk info` run from that PREFIX, still offline;
 # 4. with --frozen: installer/freeze.sh makes the PyInstaller one-folder build, whose --version and a
-#    headless generate are timed offline.
+#    headless generate are timed offline;
+# 5. where Xvfb and xwininfo exist: seconds until the main window is viewable (installed and frozen),
+#    offline, on a private X display (warm file cache: the figures of a second start).
 # Without --model, the repository's models/cxrdesk-cxr256 is used, else a tiny random model
 # (make_tiny_model) so that the install path is measured before the real model exists.
 # Run it niced on a shared machine: nice -n 10 bench/bench_install.sh
@@ -31,7 +33,13 @@ while [ $# -gt 0 ]; do
 done
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/cxrdesk-bench-install.XXXXXX")}
 mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd)
-[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+XPID="" GUIPID=""
+cleanup() {
+    [ -z "$GUIPID" ] || kill "$GUIPID" 2>/dev/null || true
+    [ -z "$XPID" ] || kill "$XPID" 2>/dev/null || true
+    [ "$KEEP" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 mb() { du -sb "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
@@ -131,6 +139,45 @@ if [ "$FROZEN" = 1 ]; then
     grep -q "_internal/models/cxrdesk-cxr256" "$WORK/finfo.log" || { cat "$WORK/finfo.log"; die "frozen info does not show the bundled model"; }
 fi
 
+# --- 5. time to a viewable main window (needs Xvfb + xwininfo) ----------------------------------------
+window_s() {  # CMD -> seconds until the main window is viewable, or "n/a"
+    local t0 t1 pid id i
+    t0=$(now)
+    # a simple command, not the offline() function: $! is then the app itself (unshare, sh and env
+    # exec into it), so that kill reaches it
+    "${ISO[@]}" "${runenv[@]}" DISPLAY=":$XDISP" CXRDESK_DATA_DIR="$WORK/gui-data" "$@" > "$WORK/gui.log" 2>&1 &
+    pid=$!; GUIPID=$pid
+    for i in $(seq 1 600); do
+        id=$(DISPLAY=":$XDISP" xwininfo -root -tree 2>/dev/null | grep '"cxrdesk - ' | awk '{print $1}' | head -1 || true)
+        if [ -n "$id" ]; then
+            case "$(DISPLAY=":$XDISP" xwininfo -id "$id" 2>/dev/null || true)" in
+                *IsViewable*) t1=$(now); break ;;
+            esac
+        fi
+        sleep 0.05
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    GUIPID=""
+    if [ -n "${t1:-}" ]; then secs "$t0" "$t1"; else echo "n/a"; fi
+}
+WIN_S="" FWIN_S=""
+if command -v Xvfb >/dev/null && command -v xwininfo >/dev/null; then
+    XDISP=$((70 + RANDOM % 20))
+    Xvfb ":$XDISP" -screen 0 1400x900x24 -nolisten tcp > "$WORK/xvfb.log" 2>&1 &
+    XPID=$!
+    sleep 1
+    window_s "$WORK/prefix/bin/cxrdesk" >/dev/null   # first start fills the file cache
+    WIN_S=$(window_s "$WORK/prefix/bin/cxrdesk")
+    if [ "$FROZEN" = 1 ]; then
+        window_s "$WORK/frozen/cxrdesk/cxrdesk" >/dev/null
+        FWIN_S=$(window_s "$WORK/frozen/cxrdesk/cxrdesk")
+    fi
+    kill "$XPID" 2>/dev/null || true
+    wait "$XPID" 2>/dev/null || true
+    XPID=""
+fi
+
 # --- figures -------------------------------------------------------------------------------------------
 echo
 echo "cxrdesk offline install ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); model: $(basename "$MODEL"))"
@@ -140,11 +187,13 @@ printf '  %-44s %s s\n' "install.sh, offline" "$INSTALL_S"
 printf '  %-44s %s\n' "installed size (PREFIX)" "$(mb "$WORK/prefix")"
 printf '  %-44s %s s\n' "cxrdesk --version (installed)" "$VER_S"
 printf '  %-44s %s s\n' "cxrdesk generate, 20 steps, offline" "$GEN_S"
+[ -z "$WIN_S" ] || printf '  %-44s %s s\n' "cxrdesk (GUI): main window viewable" "$WIN_S"
 if [ "$FROZEN" = 1 ]; then
     printf '  %-44s %s s\n' "freeze.sh (PyInstaller one-folder)" "$FREEZE_S"
     printf '  %-44s %s  (%s files)\n' "frozen build size" "$(mb "$WORK/frozen/cxrdesk")" "$(find "$WORK/frozen/cxrdesk" -type f | wc -l)"
     printf '  %-44s %s s\n' "frozen --version, offline" "$FVER_S"
     printf '  %-44s %s s\n' "frozen generate, 20 steps, offline" "$FGEN_S"
+    [ -z "$FWIN_S" ] || printf '  %-44s %s s\n' "frozen GUI: main window viewable" "$FWIN_S"
 fi
 [ "$KEEP" = 1 ] && echo "  (kept in $WORK)"
 exit 0

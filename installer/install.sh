@@ -128,13 +128,19 @@ T0=$(date +%s)
 pipenv=(env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT
         -u PIP_REQUIRE_VIRTUALENV -u PIP_TARGET -u PIP_PREFIX -u PIP_USER -u PYTHONPATH -u PYTHONHOME
         PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)
+# What was in PREFIX before the first install (only with --force): uninstall.sh leaves it alone.
 if [ -f "$MARK" ]; then
+    FOREIGN=$(cat "$PREFIX/.cxrdesk-foreign" 2>/dev/null || true)
     note "replacing the earlier install in $PREFIX"
-    "${pipenv[@]}" "$PY" -m venv --clear "$PREFIX"
+    if [ -x "$PREFIX/uninstall.sh" ]; then "$PREFIX/uninstall.sh" >/dev/null
+    else "${pipenv[@]}" "$PY" -m venv --clear "$PREFIX"; fi
+    mkdir -p "$PREFIX"
 else
-    note "creating the environment $PREFIX (Python $GOT_PY)"
-    "${pipenv[@]}" "$PY" -m venv "$PREFIX"
+    FOREIGN=$(cd "$PREFIX" && ls -A)
 fi
+printf '%s\n' "$FOREIGN" > "$PREFIX/.cxrdesk-foreign"
+note "creating the environment $PREFIX (Python $GOT_PY)"
+"${pipenv[@]}" "$PY" -m venv "$PREFIX" || die "could not create a virtual environment in $PREFIX"
 echo "cxrdesk $(info CXRDESK_VERSION) installed from $BUNDLE on $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$MARK"
 
 note "installing $(grep -c -- '--hash=' "$BUNDLE/requirements.txt") wheels (no network)"
@@ -197,7 +203,8 @@ if [ "$LAUNCHER" = 1 ]; then
 fi
 cat > "$PREFIX/uninstall.sh" <<'EOF'
 #!/usr/bin/env bash
-# Remove this cxrdesk install: its menu entry, its command link and the whole install folder.
+# Remove this cxrdesk install: its menu entry, its command link and what install.sh put in PREFIX
+# (the folder itself goes when nothing else is left in it).
 set -euo pipefail
 PREFIX=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ -f "$PREFIX/.cxrdesk-install" ] || { echo "uninstall.sh: $PREFIX is not a cxrdesk install" >&2; exit 2; }
@@ -205,8 +212,21 @@ while IFS= read -r f; do
     [ -n "$f" ] || continue
     if [ -L "$f" ] || grep -qs "$PREFIX/bin/cxrdesk" "$f"; then rm -f "$f"; fi
 done < "$PREFIX/.cxrdesk-links"
-rm -rf "$PREFIX"
-echo "uninstall.sh: removed $PREFIX"
+# Every top-level entry that install.sh created; entries that were there before (install.sh --force
+# into a non-empty folder, listed in .cxrdesk-foreign) lose only cxrdesk's own files.
+for e in "$PREFIX"/* "$PREFIX"/.[!.]*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    name=$(basename "$e")
+    if grep -qxF -- "$name" "$PREFIX/.cxrdesk-foreign" 2>/dev/null; then
+        rm -rf "$e/share/cxrdesk" "$e/cxrdesk" "$e/hicolor/256x256/apps/cxrdesk.png" \
+               "$e/hicolor/scalable/apps/cxrdesk.svg" "$e/applications/cxrdesk.desktop"
+    elif [ "$name" != uninstall.sh ]; then
+        rm -rf "$e"
+    fi
+done
+rm -f "$PREFIX/uninstall.sh"
+if rmdir "$PREFIX" 2>/dev/null; then echo "uninstall.sh: removed $PREFIX"
+else echo "uninstall.sh: removed cxrdesk from $PREFIX (other files there were left alone)"; fi
 EOF
 chmod +x "$PREFIX/uninstall.sh"
 

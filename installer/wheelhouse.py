@@ -1,7 +1,15 @@
-"""Trim and lock a downloaded wheelhouse (used by installer/build.sh at build time only).
+"""Fetch, trim and lock a wheelhouse (used by installer/build.sh at build time only).
 
     python wheelhouse.py lock WHEELHOUSE --root cxrdesk --root torch [--skip-dep A:B ...]
                               [--platform TAG] [--python-version 3.11] --out requirements.txt
+    python wheelhouse.py fetch WHEELHOUSE --root cxrdesk --root torch==2.13.0 [--skip-dep A:B ...]
+                              --platform win_amd64 --python-version 3.11 [-- PIP DOWNLOAD OPTIONS]
+
+`fetch` is for another platform than the running one: `pip download --platform` picks wheels for
+the target but evaluates dependency markers for the running machine (pypa/pip#11664), so a Linux
+host asks for torch's Linux-only nvidia-* wheels when it downloads for Windows. `fetch` walks the
+dependency graph itself with the target's markers and calls `pip download --no-deps` level by
+level (no backtracking: a conflict it cannot settle stops it with a message).
 
 Reads each wheel's METADATA, walks Requires-Dist from the roots (markers evaluated for the
 target platform), deletes wheels nothing reachable needs and writes a fully pinned requirements
@@ -18,6 +26,7 @@ import argparse
 import email.parser
 import hashlib
 import re
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -25,10 +34,12 @@ from pathlib import Path
 try:
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
 except ImportError:  # pragma: no cover - a bare interpreter with pip only
     from pip._vendor.packaging.markers import default_environment
     from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.specifiers import SpecifierSet
     from pip._vendor.packaging.utils import canonicalize_name
 
 
@@ -67,14 +78,29 @@ def read_wheels(wheelhouse: Path) -> dict:
     return dists
 
 
-def walk(dists: dict, roots: list[str], env: dict, skip: set[tuple[str, str]]) -> dict:
-    """canonical name -> set of parents that brought it in (roots have '<root>')"""
+def walk(dists: dict, roots: list[str], env: dict, skip: set[tuple[str, str]],
+         specs: dict | None = None) -> dict:
+    """canonical name -> set of parents that brought it in (roots have '<root>').
+
+    Roots are requirement strings ("cxrdesk", "torch==2.13.0"). With `specs` (a dict), missing
+    wheels are not an error: `specs` collects, for every package met, the combined specifier and
+    extras asked for it, and the walk stops at missing packages."""
     needed: dict[str, set] = {}
-    queue = [(canonicalize_name(r), frozenset(), "<root>") for r in roots]
+    queue = []
+    for r in roots:
+        req = Requirement(r)
+        queue.append((canonicalize_name(req.name), frozenset(req.extras), "<root>", req.specifier))
     seen_extras: dict[str, set] = {}
     while queue:
-        name, extras, parent = queue.pop()
+        name, extras, parent, spec = queue.pop()
+        if specs is not None:
+            entry = specs.setdefault(name, [SpecifierSet(), set(), set()])
+            entry[0] &= spec
+            entry[1] |= set(extras)
+            entry[2].add(parent)
         if name not in dists:
+            if specs is not None:
+                continue
             raise SystemExit(f"wheelhouse: {name} (needed by {parent}) has no wheel in the wheelhouse")
         first = name not in needed
         needed.setdefault(name, set()).add(parent)
@@ -91,8 +117,18 @@ def walk(dists: dict, roots: list[str], env: dict, skip: set[tuple[str, str]]) -
                 contexts = [""] + sorted(seen_extras[name])
                 if not any(req.marker.evaluate({**env, "extra": e}) for e in contexts):
                     continue
-            queue.append((child, frozenset(canonicalize_name(e) for e in req.extras), name))
+            queue.append((child, frozenset(canonicalize_name(e) for e in req.extras), name, req.specifier))
     return needed
+
+
+def unsatisfied(dists: dict, specs: dict) -> list[str]:
+    """Wheels present whose version does not satisfy every requirement met for them."""
+    bad = []
+    for name, (spec, _extras, parents) in specs.items():
+        if name in dists and not spec.contains(dists[name]["version"], prereleases=True):
+            bad.append(f"{name} {dists[name]['version']} does not satisfy '{spec}' "
+                       f"(asked by {', '.join(sorted(parents))})")
+    return bad
 
 
 def sha256(path: Path) -> str:
@@ -111,6 +147,14 @@ def cmd_lock(args) -> int:
         a, _, b = s.partition(":")
         skip.add((canonicalize_name(a), canonicalize_name(b)))
     env = target_environment(args.platform, args.python_version)
+    specs: dict = {}
+    walk(dists, args.root, env, skip, specs)
+    missing = sorted(n for n in specs if n not in dists)
+    if missing:
+        raise SystemExit(f"wheelhouse: no wheel for {', '.join(missing)}")
+    bad = unsatisfied(dists, specs)
+    if bad:
+        raise SystemExit("wheelhouse: version conflict: " + "; ".join(bad))
     needed = walk(dists, args.root, env, skip)
     dropped = sorted(set(dists) - set(needed))
     freed = 0
@@ -132,6 +176,42 @@ def cmd_lock(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    wh = Path(args.wheelhouse)
+    wh.mkdir(parents=True, exist_ok=True)
+    skip = {(canonicalize_name(a), canonicalize_name(b))
+            for a, _, b in (s.partition(":") for s in args.skip_dep)}
+    env = target_environment(args.platform, args.python_version)
+    target = ["--only-binary=:all:"]
+    if args.platform:
+        target += ["--platform", args.platform, "--implementation", "cp"]
+    if args.python_version:
+        target += ["--python-version", args.python_version,
+                   "--abi", "cp" + "".join(args.python_version.split(".")[:2])]
+    pip_extra = list(args.pip_args)
+    for round_ in range(1, 40):
+        dists = read_wheels(wh)
+        specs: dict = {}
+        walk(dists, args.root, env, skip, specs)
+        for problem in unsatisfied(dists, specs):   # a later parent narrowed the range: fetch again
+            name = canonicalize_name(problem.split()[0])
+            print(f"wheelhouse: refetching: {problem}")
+            dists[name]["path"].unlink()
+            del dists[name]
+        todo = sorted(n for n in specs if n not in dists)
+        if not todo:
+            print(f"wheelhouse: {len(specs)} packages fetched for {args.platform or 'this platform'}, "
+                  f"Python {args.python_version or 'this'} ({round_ - 1} rounds)")
+            return 0
+        reqs = [f"{n}{specs[n][0]}" for n in todo]
+        print(f"wheelhouse: round {round_}: {' '.join(reqs)}")
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wh),
+               *target, *pip_extra, *reqs]
+        if subprocess.call(cmd) != 0:
+            raise SystemExit(f"wheelhouse: pip download failed for {' '.join(reqs)}")
+    raise SystemExit("wheelhouse: the dependency walk does not settle (conflicting requirements?)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="wheelhouse.py")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -143,7 +223,18 @@ def main(argv=None) -> int:
     lk.add_argument("--python-version")
     lk.add_argument("--out", required=True)
     lk.set_defaults(func=cmd_lock)
+    ft = sub.add_parser("fetch")
+    ft.add_argument("wheelhouse")
+    ft.add_argument("--root", action="append", required=True)
+    ft.add_argument("--skip-dep", action="append", default=[])
+    ft.add_argument("--platform")
+    ft.add_argument("--python-version")
+    ft.set_defaults(func=cmd_fetch)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pip_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = p.parse_args(argv)
+    args.pip_args = pip_args
     return args.func(args)
 
 

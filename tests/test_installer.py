@@ -126,6 +126,74 @@ def test_install_refuses_foreign_nonempty_prefix(tmp_path):
     assert sorted(p.name for p in prefix.iterdir()) == ["thesis.tex"]
 
 
+def make_app_wheel(wheelhouse: Path) -> Path:
+    """A stand-in cxrdesk wheel (stdlib only) whose `cxrdesk` command prints a version."""
+    whl = wheelhouse / "cxrdesk-0.0.1-py3-none-any.whl"
+    files = {
+        "cxrdesk/__init__.py": "",
+        "cxrdesk/cli.py": "import sys\ndef main():\n    print('cxrdesk 0.0.1 (stand-in)', sys.prefix)\n",
+        "cxrdesk-0.0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: cxrdesk\nVersion: 0.0.1\n",
+        "cxrdesk-0.0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "cxrdesk-0.0.1.dist-info/entry_points.txt": "[console_scripts]\ncxrdesk = cxrdesk.cli:main\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "cxrdesk-0.0.1.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+        zf.writestr("cxrdesk-0.0.1.dist-info/RECORD", record)
+    return whl
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="install.sh is for Linux")
+def test_install_reinstall_uninstall_with_a_stand_in_wheel(tmp_path):
+    """The whole install.sh path in seconds: a one-file wheel instead of the real wheelhouse."""
+    import hashlib
+
+    b = tmp_path / "bundle"
+    (b / "wheelhouse").mkdir(parents=True)
+    (b / "share").mkdir()
+    shutil.copy(INSTALLER / "install.sh", b / "install.sh")
+    shutil.copy(INSTALLER / "cxrdesk.desktop.in", b / "share")
+    shutil.copy(REPO / "resources" / "cxrdesk.png", b / "share")
+    whl = make_app_wheel(b / "wheelhouse")
+    digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+    (b / "requirements.txt").write_text(f"cxrdesk==0.0.1 --hash=sha256:{digest}\n")
+    (b / "model" / "cxrdesk-cxr256").mkdir(parents=True)
+    (b / "model" / "cxrdesk-cxr256" / "model_index.json").write_text("{}")
+    (b / "bundle.info").write_text(f"CXRDESK_VERSION=0.0.1\nPYTHON={sys.version_info[0]}.{sys.version_info[1]}\n"
+                                   "PLATFORM=linux_x86_64\nMODEL=cxrdesk-cxr256\n")
+    sums = []
+    for f in sorted(p for p in b.rglob("*") if p.is_file()):
+        sums.append(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  ./{f.relative_to(b)}")
+    (b / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+
+    prefix, apps, bins = tmp_path / "my prefix", tmp_path / "apps", tmp_path / "bin"
+    prefix.mkdir()
+    (prefix / "notes.txt").write_text("mine")   # a foreign file: needs --force, survives uninstall
+    args = [b / "install.sh", prefix, "--python", sys.executable, "--desktop-dir", apps, "--bin-dir", bins]
+    r = run(["bash", *args])
+    assert r.returncode == 2 and "not empty" in r.stderr
+    r = run(["bash", *args, "--force"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cxrdesk 0.0.1 (stand-in)" in r.stdout and "installed in" in r.stdout
+    out = subprocess.run([prefix / "bin" / "cxrdesk"], capture_output=True, text=True).stdout
+    assert out.strip() == f"cxrdesk 0.0.1 (stand-in) {prefix}"   # the venv is PREFIX itself
+    assert (prefix / "share/cxrdesk/models/cxrdesk-cxr256/model_index.json").is_file()
+    assert (prefix / "share/icons/hicolor/256x256/apps/cxrdesk.png").is_file()
+    assert os.path.realpath(bins / "cxrdesk") == str(prefix / "bin" / "cxrdesk")
+    entry = (apps / "cxrdesk.desktop").read_text()
+    assert f'Exec="{prefix}/bin/cxrdesk" gui' in entry
+    assert f"Icon={prefix}/share/icons/hicolor/256x256/apps/cxrdesk.png" in entry
+
+    r = run(["bash", *args])                    # again: replaces the earlier install
+    assert r.returncode == 0 and "replacing the earlier install" in r.stdout, r.stdout + r.stderr
+
+    r = run([prefix / "uninstall.sh"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in prefix.iterdir()) == ["notes.txt"]
+    assert not (apps / "cxrdesk.desktop").exists() and not os.path.lexists(bins / "cxrdesk")
+
+
 def test_build_refuses_bad_model_before_downloading(tmp_path):
     r = run(["bash", INSTALLER / "build.sh"])
     assert r.returncode == 2 and "missing OUTDIR" in r.stderr
