@@ -107,6 +107,7 @@ def make_app(argv=None):
     if app is None:
         app = QApplication(list(argv) if argv is not None else [sys.argv[0]])
     app.setApplicationName("cxrdesk")
+    app.setDesktopFileName("cxrdesk")  # lets Wayland match the window to cxrdesk.desktop
     app.setOrganizationName("cxrdesk")
     app.setApplicationDisplayName("cxrdesk")
     apply_style(app)
