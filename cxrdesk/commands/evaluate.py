@@ -50,11 +50,14 @@ def cmd_evaluate(args) -> int:
     res["classifier"] = json.loads((cls_dir / "classifier.json").read_text())
     (out / "eval.json").write_text(json.dumps(res, indent=2))
     f, a, d = res["frechet"], res["adherence"], res["diversity"]
+    def r(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
     print(f"Frechet distance: generated {f['generated_vs_train']:.3f} vs real baseline "
-          f"{f['real_val_vs_train']:.3f}  (ratio {f['ratio']:.2f}, target <= 2.0)")
+          f"{f['real_val_vs_train']:.3f}  (ratio {r(f['ratio'])}, target <= 2.0)")
     print(f"adherence: {a['generated']:.1%} vs classifier accuracy on real {a['classifier_real_accuracy']:.1%}  "
-          f"(ratio {a['ratio']:.2f}, target >= 0.8)")
+          f"(ratio {r(a['ratio'])}, target >= 0.8)")
     print(f"diversity (mean pairwise SSIM): generated {d['generated_ssim']:.3f} vs real {d['real_ssim']:.3f}  "
-          f"(ratio {d['ratio']:.2f}, target <= 1.2)")
+          f"(ratio {r(d['ratio'])}, target <= 1.2)")
     print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
     return 0

@@ -183,7 +183,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
         pool = val[y[val] == k]
         chosen += list(rng.choice(pool, min(per_class, len(pool)), replace=False))
     rest = np.setdiff1d(val, chosen)
-    chosen += list(rng.choice(rest, n - len(chosen), replace=False))
+    chosen += list(rng.choice(rest, min(len(rest), n - len(chosen)), replace=False))
     chosen = np.array(chosen)
     prng = __import__("random").Random(cfg.seed)
     prompts = [cap.make_caption(records[i].labels, "", prng) for i in chosen]
@@ -228,14 +228,17 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
                               seed=cfg.seed * 1000 + s, sampler=cfg.sampler).image
                 for s in range(cfg.diversity_k)]
         pool = train[y[train] == k]
+        kk = min(cfg.diversity_k, len(pool))  # same count on both sides where a class is small
         real_scores = [mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
-                                           for i in rng.choice(pool, cfg.diversity_k, replace=False)])
-                       for _ in range(5)]
-        diversity[c] = {"generated_ssim": float(mean_pairwise_ssim(imgs)),
-                        "real_ssim": float(np.mean(real_scores)), "prompt": CLASS_PROMPTS[c]}
+                                           for i in rng.choice(pool, kk, replace=False)])
+                       for _ in range(5)] if kk >= 2 else []
+        diversity[c] = {"generated_ssim": float(mean_pairwise_ssim(imgs[:max(kk, 2)])),
+                        "real_ssim": float(np.mean(real_scores)) if real_scores else None,
+                        "k": kk, "prompt": CLASS_PROMPTS[c]}
         grid_rows.append(np.concatenate(imgs[:6], axis=1))
-    gen_ssim = float(np.mean([d["generated_ssim"] for d in diversity.values()]))
-    real_ssim = float(np.mean([d["real_ssim"] for d in diversity.values()]))
+    paired = [d for d in diversity.values() if d["real_ssim"] is not None]
+    gen_ssim = float(np.mean([d["generated_ssim"] for d in paired])) if paired else float("nan")
+    real_ssim = float(np.mean([d["real_ssim"] for d in paired])) if paired else float("nan")
 
     result = {
         "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n),

@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from cxrdesk.cli import main
+from cxrdesk.core.evaluate import CLASSES, frechet_distance, record_class
+
+from .fixtures import make_dataset
+
+
+def test_frechet_distance_properties():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 8))
+    b = rng.normal(size=(400, 8))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    near = frechet_distance(a, b)
+    far = frechet_distance(a, b + 3.0)
+    assert 0 < near < far
+    assert far == pytest.approx(near + 8 * 9, rel=0.05)  # a mean shift of 3 in 8 dims adds 72
+    assert frechet_distance(a, b * 2) > near  # a wider spread is farther too
+
+
+def test_record_class():
+    assert record_class(["No Finding"]) == "normal"
+    assert record_class(["COVID-19", "ARDS"]) == "covid"
+    assert record_class(["Effusion"]) == "other"
+    assert CLASSES == ("normal", "covid", "other")
+
+
+def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys):
+    data = make_dataset(tmp_path / "data", n=24)
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+               "--n", "6", "--steps", "2", "--quiet"])
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["n"] == 6 and res["model_hash"]
+    for key in ("frechet", "adherence", "diversity"):
+        assert res[key]["ratio"] is None or res[key]["ratio"] >= 0
+    assert res["frechet"]["real_val_vs_train"] >= 0 and res["frechet"]["generated_vs_train"] > 0
+    assert 0 <= res["adherence"]["generated"] <= 1
+    assert 0 <= res["classifier"]["val_accuracy"] <= 1
+    assert (out / "eval_grid.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "Frechet distance" in printed and "adherence" in printed and "diversity" in printed
+
+
+def test_evaluate_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
+    data = make_dataset(tmp_path / "data", n=4)
+    csv_path = data / "metadata.csv"
+    csv_path.write_text(csv_path.read_text().replace(",val,", ",train,"))
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out",
+                 str(tmp_path / "e"), "--quiet"]) == 2
+    assert "validation split" in capsys.readouterr().err
