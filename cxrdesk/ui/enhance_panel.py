@@ -9,8 +9,9 @@ from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                                QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QScrollArea, QSlider, QVBoxLayout, QWidget)
+                               QSlider, QVBoxLayout, QWidget)
 
+from .layout import fit_scroll_width, scrolling_body
 from ..core import imaging
 from ..core.imaging import ENHANCEMENT_PRESETS, EnhanceParams
 from .tasks import run_task
@@ -115,17 +116,7 @@ class EnhancePanel(QWidget):
         self._timer.setInterval(120)
         self._timer.timeout.connect(self._compute)
 
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        body = QWidget()
-        scroll.setWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay = scrolling_body(self)
 
         self.source_label = QLabel("No image: generate one or open a file")
         self.source_label.setWordWrap(True)
@@ -198,8 +189,7 @@ class EnhancePanel(QWidget):
         self.grid_button.clicked.connect(self.show_grid)
         lay.addWidget(self.grid_button)
         lay.addStretch(1)
-        # the dock may not be narrower than the form (no horizontal scroll bar, nothing clipped)
-        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
+        fit_scroll_width(lay)
         self._preset_chosen(self.preset_box.currentText())
         self._update_enabled()
 

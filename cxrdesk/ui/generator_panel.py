@@ -8,8 +8,9 @@ import re
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
-                               QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from .layout import fit_scroll_width, scrolling_body
 from ..core.pipeline import MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
 from .chart import MetricsChart
 from .paths import resource_path
@@ -58,17 +59,7 @@ class GeneratorPanel(QWidget):
         super().__init__(parent)
         self.examples = load_examples()
         self._rng = random.Random()
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        body = QWidget()
-        scroll.setWidget(body)
-        lay = QVBoxLayout(body)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay = scrolling_body(self)
 
         # --- prompt ------------------------------------------------------------------------
         g = QGroupBox("Prompt")
@@ -228,8 +219,7 @@ class GeneratorPanel(QWidget):
         self.set_attention_words([])
         lay.addWidget(g)
         lay.addStretch(1)
-        # the dock may not be narrower than the form (no horizontal scroll bar, nothing clipped)
-        scroll.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
+        fit_scroll_width(lay)
 
     # ------------------------------------------------------------------ prompt helpers
     def _example_chosen(self, index: int) -> None:
