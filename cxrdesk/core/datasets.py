@@ -34,10 +34,6 @@ class Record:
     uid: str = ""
     kind: str = "image"  # "image" or "dicom"
 
-    @property
-    def caption_source(self) -> str:
-        return self.text
-
 
 class DatasetError(Exception):
     pass

@@ -188,7 +188,6 @@ class Pipeline:
         self.folder = folder
         self.device = device
         self.info = info
-        self.dtype = info.get("dtype", "float32")
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -239,7 +238,7 @@ class Pipeline:
                 _component_weights(te_dir)
                 text = TextEncoder(str(te_dir), kind="clip", device=device)
                 te_kind = type(text.model).__name__
-        except PipelineError:
+        except PipelineError:  # our own messages (e.g. pickle-only weights) pass through as they are
             raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
@@ -301,7 +300,7 @@ class Pipeline:
             return EulerDiscreteScheduler.from_config(cfg, timestep_spacing="trailing")
         raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
-    def _x0(self, sched, latents, model_in, out, t):
+    def _x0(self, sched, latents, out, t):
         """Current denoised estimate from the model output (for previews)."""
         pred = self.scheduler_config.get("prediction_type", "epsilon")
         if hasattr(sched, "sigmas") and getattr(sched, "init_noise_sigma", 1.0) > 1.0 and hasattr(sched, "step_index"):
@@ -461,7 +460,7 @@ class Pipeline:
                     last = i == total - 1
                     full = preview_every > 0 and ((i + 1) % preview_every == 0 or last)
                     wants = on_step is not None and preview_every > 0
-                    x0 = self._x0(sched, latents, model_in, out, t) if (wants or step_metrics) else None
+                    x0 = self._x0(sched, latents, out, t) if (wants or step_metrics) else None
                     latents = sched.step(out, t, latents).prev_sample
                     preview = None
                     if x0 is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -232,7 +231,6 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
-    model = _wrap(vae, dist)
     rng = np.random.default_rng(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "l1", "edge", "kl", "lr", "sec"], dist.main)
     bar = _progress(cfg.steps, step, "vae", progress and dist.main)
@@ -248,10 +246,9 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
         lr = cfg.lr * min(1.0, (step + 1) / 200)
         for g in opt.param_groups:
             g["lr"] = lr
-        unwrapped = model.module if hasattr(model, "module") else model
-        # DDP needs the forward to go through the wrapper: vae_loss calls encode/decode, so
-        # gradients are all-reduced explicitly instead.
-        loss, parts = vae_loss(unwrapped, x, cfg)
+        # vae_loss calls encode/decode directly (no single forward for a DDP wrapper to hook),
+        # so with several processes the gradients are all-reduced explicitly below.
+        loss, parts = vae_loss(vae, x, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist.world > 1:
@@ -578,8 +575,3 @@ def _unet_samples(folder: Path, path: Path) -> None:
     tiles = [pipe.generate(p, steps=20, seed=i, guidance_scale=4.0).image_u8 for i, p in enumerate(SAMPLE_PROMPTS)]
     Image.fromarray(np.concatenate(tiles, axis=1)).save(path)
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
