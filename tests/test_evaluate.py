@@ -39,11 +39,15 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     for key in ("frechet", "adherence", "diversity"):
         assert res[key]["ratio"] is None or res[key]["ratio"] >= 0
     assert res["frechet"]["real_val_vs_train"] >= 0 and res["frechet"]["generated_vs_train"] > 0
+    assert res["frechet"]["real_val_blurred_1px_vs_train"] >= 0
     assert 0 <= res["adherence"]["generated"] <= 1
     assert 0 <= res["classifier"]["val_accuracy"] <= 1
+    rec = res["reconstruction"]  # the autoencoder's ceiling on the same real images
+    assert rec["frechet_vs_train"] > 0 and 0 <= rec["accuracy"] <= 1
     assert (out / "eval_grid.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "Frechet distance" in printed and "adherence" in printed and "diversity" in printed
+    assert "autoencoder ceiling" in printed
 
 
 def test_evaluate_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):

@@ -152,8 +152,13 @@ def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
     run = tmp_path / "run"
     train_vae(str(data), run, VAEConfig(steps=2, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
     before = AutoencoderKL.from_pretrained(run / "vae" / "final").state_dict()
-    train_vae(str(data), run, VAEConfig(steps=3, batch=2, crop=64, preset="tiny", decoder_only=True, lr=1e-2),
-              threads=1, progress=False)
+    # with the adversarial term on, interrupted after 2 steps and resumed (discriminator included)
+    cfg = VAEConfig(steps=2, batch=2, crop=64, preset="tiny", decoder_only=True, lr=1e-2, adv_weight=0.5,
+                    ckpt_every=1)
+    train_vae(str(data), run, cfg, threads=1, progress=False)
+    assert "disc" in torch.load(run / "decoder" / "ckpt.pt", weights_only=True)
+    cfg.steps = 3
+    train_vae(str(data), run, cfg, threads=1, progress=False)
     after = AutoencoderKL.from_pretrained(run / "vae" / "final").state_dict()
     enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
     dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
@@ -162,3 +167,4 @@ def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in dec)
     rows = list(csv.DictReader(open(run / "decoder" / "loss.csv")))
     assert rows[-1]["step"] == "3"
+    assert float(rows[-1]["d"]) >= 0 and float(rows[-1]["adv_w"]) >= 0

@@ -54,10 +54,15 @@ def cmd_evaluate(args) -> int:
         return "n/a" if v is None else f"{v:.2f}"
 
     print(f"Frechet distance: generated {f['generated_vs_train']:.3f} vs real baseline "
-          f"{f['real_val_vs_train']:.3f}  (ratio {r(f['ratio'])}, target <= 2.0)")
+          f"{f['real_val_vs_train']:.3f}  (ratio {r(f['ratio'])}, target <= 2.0); "
+          f"real images blurred by 1 px: {f['real_val_blurred_1px_vs_train']:.3f}")
     print(f"adherence: {a['generated']:.1%} vs classifier accuracy on real {a['classifier_real_accuracy']:.1%}  "
           f"(ratio {r(a['ratio'])}, target >= 0.8)")
     print(f"diversity (mean pairwise SSIM): generated {d['generated_ssim']:.3f} vs real {d['real_ssim']:.3f}  "
           f"(ratio {r(d['ratio'])}, target <= 1.2)")
+    ceiling = res.get("reconstruction")
+    if ceiling:
+        print(f"autoencoder ceiling (real images encoded and decoded): Frechet {ceiling['frechet_vs_train']:.3f}, "
+              f"classifier accuracy {ceiling['accuracy']:.1%}")
     print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
     return 0

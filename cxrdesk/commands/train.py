@@ -31,6 +31,9 @@ def register(sub) -> None:
     t.add_argument("--name", help="model name written into the folder")
     t.add_argument("--init-from", metavar="MODEL_DIR",
                    help="unet: start from this model folder's UNet (needs the same VAE latents)")
+    t.add_argument("--adv-weight", type=float,
+                   help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
+                        "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -52,7 +55,14 @@ def cmd_train(args) -> int:
     stages = ["vae", "encode", "unet"] if args.stage == "all" else [args.stage]
     for stage in stages:
         if stage in ("vae", "decoder"):
-            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder")
+            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder",
+                              adv_weight=0.1 if stage == "decoder" else 0.0, adv_start=500 if stage == "decoder" else 0)
+            if stage == "decoder":
+                cfg.lr = 1e-4
+            if args.adv_weight is not None:
+                if args.adv_weight < 0:
+                    raise CliError("--adv-weight must be 0 or more")
+                cfg.adv_weight = args.adv_weight
             if stage == "decoder" and not (run / "vae" / "final").is_dir():
                 raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
             _apply(cfg, args)
