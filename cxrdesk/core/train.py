@@ -289,7 +289,7 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             dopt.load_state_dict(state["disc_opt"])
     rng = np.random.default_rng(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "l1", "edge", "kl", "g", "d", "adv_w", "lr", "sec"], dist.main)
-    bar = _progress(cfg.steps, step, "vae", progress and dist.main)
+    bar = _progress(cfg.steps, step, "decoder" if cfg.decoder_only else "vae", progress and dist.main)
     per_rank = max(1, cfg.batch // dist.world)
     t0 = time.time()
     while step < cfg.steps:
