@@ -168,3 +168,18 @@ def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
     rows = list(csv.DictReader(open(run / "decoder" / "loss.csv")))
     assert rows[-1]["step"] == "3"
     assert float(rows[-1]["d"]) >= 0 and float(rows[-1]["adv_w"]) >= 0
+
+
+def test_csv_log_resume_keeps_existing_columns(tmp_path):
+    from cxrdesk.core.train import CsvLog
+
+    path = tmp_path / "loss.csv"
+    CsvLog(path, ["step", "loss"]).write({"step": 1, "loss": 0.5})
+    # a newer version logs more columns; an old run's file keeps its own header and stays rectangular
+    CsvLog(path, ["step", "loss", "d"]).write({"step": 2, "loss": 0.4, "d": 0.9})
+    rows = list(csv.reader(open(path)))
+    assert rows == [["step", "loss"], ["1", "0.5"], ["2", "0.4"]]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    CsvLog(empty, ["step"]).write({"step": 3})
+    assert list(csv.reader(open(empty))) == [["step"], ["3"]]

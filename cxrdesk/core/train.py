@@ -96,7 +96,13 @@ def load_ckpt(path: Path):
 class CsvLog:
     def __init__(self, path: Path, fields: list[str], enabled: bool = True):
         self.path, self.fields, self.enabled = path, fields, enabled
-        if enabled and not path.exists():
+        header = None
+        if enabled and path.exists():  # resuming: keep the columns the file already has
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+        if header:
+            self.fields = header
+        elif enabled:
             with open(path, "w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
 
@@ -180,7 +186,7 @@ class VAEConfig:
 
 
 class PatchDiscriminator(nn.Module):
-    """A small PatchGAN (receptive field ~34 px): real/fake logits per patch of a grey image."""
+    """A small PatchGAN (receptive field 70 px): real/fake logits per patch of a grey image."""
 
     def __init__(self, ch: int = 32):
         super().__init__()
@@ -199,7 +205,7 @@ class PatchDiscriminator(nn.Module):
 def _adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     gr = torch.autograd.grad(rec_loss, last, retain_graph=True)[0]
     gg = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
-    return (gr.norm() / (gg.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+    return (gr.norm() / (gg.norm() + 1e-4)).clamp(0.0, 1.0).detach()
 
 
 def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +233,7 @@ def vae_loss(vae, x: torch.Tensor, cfg: VAEConfig, disc: nn.Module | None = None
     parts = {"l1": l1.item(), "edge": edge.item(), "kl": kl.item()}
     if disc is not None and cfg.adv_weight > 0 and step >= cfg.adv_start:
         g_loss = -disc(rec).mean()
-        w = _adaptive_weight(rec_loss, g_loss, vae.decoder.conv_out.weight).clamp(max=1.0) * cfg.adv_weight
+        w = _adaptive_weight(rec_loss, g_loss, vae.decoder.conv_out.weight) * cfg.adv_weight
         loss = loss + w * g_loss
         parts.update(g=g_loss.item(), adv_w=w.item())
     return loss, parts, rec
