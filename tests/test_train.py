@@ -154,7 +154,7 @@ def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
     before = AutoencoderKL.from_pretrained(run / "vae" / "final").state_dict()
     # with the adversarial term on, interrupted after 2 steps and resumed (discriminator included)
     cfg = VAEConfig(steps=2, batch=2, crop=64, preset="tiny", decoder_only=True, lr=1e-2, adv_weight=0.5,
-                    ckpt_every=1)
+                    adv_start=0, ckpt_every=1)
     train_vae(str(data), run, cfg, threads=1, progress=False)
     assert "disc" in torch.load(run / "decoder" / "ckpt.pt", weights_only=True)
     cfg.steps = 3
@@ -183,3 +183,10 @@ def test_csv_log_resume_keeps_existing_columns(tmp_path):
     empty.write_text("")
     CsvLog(empty, ["step"]).write({"step": 3})
     assert list(csv.reader(open(empty))) == [["step"], ["3"]]
+
+
+def test_vae_config_defaults_depend_on_the_stage():
+    full, dec = VAEConfig(), VAEConfig(decoder_only=True)
+    assert (full.lr, full.adv_weight, full.adv_start) == (2e-4, 0.0, 0)
+    assert (dec.lr, dec.adv_weight, dec.adv_start) == (1e-4, 0.1, 500)
+    assert VAEConfig(decoder_only=True, adv_weight=0.0, lr=3e-4).adv_weight == 0.0

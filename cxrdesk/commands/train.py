@@ -55,14 +55,9 @@ def cmd_train(args) -> int:
     stages = ["vae", "encode", "unet"] if args.stage == "all" else [args.stage]
     for stage in stages:
         if stage in ("vae", "decoder"):
-            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder",
-                              adv_weight=0.1 if stage == "decoder" else 0.0, adv_start=500 if stage == "decoder" else 0)
-            if stage == "decoder":
-                cfg.lr = 1e-4
-            if args.adv_weight is not None:
-                if args.adv_weight < 0:
-                    raise CliError("--adv-weight must be 0 or more")
-                cfg.adv_weight = args.adv_weight
+            if args.adv_weight is not None and args.adv_weight < 0:
+                raise CliError("--adv-weight must be 0 or more")
+            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
             if stage == "decoder" and not (run / "vae" / "final").is_dir():
                 raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
             _apply(cfg, args)

@@ -222,7 +222,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
         gen.append(img)
     gen_secs = (time.time() - t0) / max(1, len(prompts))
     gen = np.stack(gen).astype(np.float32)
-    real_val = np.asarray(images[np.sort(chosen)]).astype(np.float32) / 255.0
+    real_idx = np.sort(chosen)  # the same validation films, in file order (labels: y[real_idx])
+    real_val = np.asarray(images[real_idx]).astype(np.float32) / 255.0
     ref = np.sort(rng.choice(train, n, replace=False))
     real_train = np.asarray(images[ref]).astype(np.float32) / 255.0
 
@@ -247,7 +248,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
                         "real_recall": float((pred_val[mv] == k).mean()) if mv.any() else None,
                         "n_prompts": int(m.sum())}
 
-    reconstruction = _reconstruction(pipe, real_val, f_ref, classifier, y[np.sort(chosen)])
+    reconstruction = _reconstruction(pipe, real_val, f_ref, classifier, y[real_idx])
 
     diversity = {}
     grid_rows = []

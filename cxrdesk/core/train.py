@@ -166,7 +166,7 @@ class VAEConfig:
     steps: int = 4000
     batch: int = 8
     crop: int = 128
-    lr: float = 2e-4
+    lr: float | None = None  # None: 2e-4 for a full VAE, 1e-4 for decoder-only fine-tuning
     kl_weight: float = 1e-5
     edge_weight: float = 0.5
     preset: str = "default"
@@ -179,10 +179,21 @@ class VAEConfig:
     decoder_only: bool = False
     # Adversarial term (hinge loss against a small PatchGAN, weighted adaptively against the
     # reconstruction gradient as in Esser et al. 2021). L1 alone draws the conditional median, which
-    # is soft: the film grain and fine trabecular/vascular texture of a radiograph are lost. 0 = off.
-    adv_weight: float = 0.0
-    adv_start: int = 0  # step from which the decoder uses the adversarial term (the critic trains from 0)
+    # is soft: the film grain and fine trabecular/vascular texture of a radiograph are lost. 0 = off;
+    # None: 0.1 for decoder-only fine-tuning, off for a full VAE.
+    adv_weight: float | None = None
+    # step from which the decoder uses the adversarial term (the critic trains from 0);
+    # None: 500 for decoder-only fine-tuning (the critic learns first), else 0
+    adv_start: int | None = None
     disc_lr: float = 2e-4
+
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = 1e-4 if self.decoder_only else 2e-4
+        if self.adv_weight is None:
+            self.adv_weight = 0.1 if self.decoder_only else 0.0
+        if self.adv_start is None:
+            self.adv_start = 500 if self.decoder_only else 0
 
 
 class PatchDiscriminator(nn.Module):
