@@ -57,3 +57,30 @@ def test_evaluate_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out",
                  str(tmp_path / "e"), "--quiet"]) == 2
     assert "validation split" in capsys.readouterr().err
+
+
+def test_tune_split_is_a_fixed_part_of_training_and_never_validation():
+    from cxrdesk.core.datasets import Record
+    from cxrdesk.core.evaluate import held_out_split
+
+    records = [Record(path=f"{i}.png", labels=[], split="val" if i % 7 == 0 else "train", uid=str(i))
+               for i in range(700)]
+    val, ref = held_out_split(records, "val")
+    assert all(records[i].split == "val" for i in val) and all(records[i].split == "train" for i in ref)
+    tune, rest = held_out_split(records, "tune")
+    assert all(records[i].split == "train" for i in np.concatenate([tune, rest]))
+    assert not set(tune) & set(rest) and len(tune) + len(rest) == len(ref)
+    assert 0.05 < len(tune) / len(ref) < 0.15
+    assert np.array_equal(tune, held_out_split(records, "tune")[0])  # the same films every time
+    with pytest.raises(ValueError):
+        held_out_split(records, "test")
+
+
+def test_evaluate_on_the_tune_split(tmp_path, tiny_model_dir, capsys):
+    data = make_dataset(tmp_path / "data", n=40)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                 "--n", "3", "--steps", "2", "--split", "tune", "--quiet"]) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["split"] == "tune" and 2 <= res["n"] <= 3
+    assert "do not report" in capsys.readouterr().out

@@ -19,12 +19,16 @@ def register(sub) -> None:
     e.add_argument("--steps", type=int, default=20)
     e.add_argument("--guidance", type=float, default=4.0)
     e.add_argument("--sampler", default="dpm++")
+    e.add_argument("--split", choices=("val", "tune"), default="val",
+                   help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "
+                        "training films, for choosing a checkpoint or sampling setting without looking at "
+                        "the validation films (optimistic figures: compare settings with it, do not report it)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
-    from ..core.evaluate import EvalConfig, evaluate, load_classifier, train_classifier
+    from ..core.evaluate import EvalConfig, evaluate, held_out_split, load_classifier, train_classifier
     from ..core.pipeline import Pipeline, PipelineError
     from ..core.train import load_image_cache
 
@@ -38,14 +42,17 @@ def cmd_evaluate(args) -> int:
     except PipelineError as exc:
         raise CliError(str(exc)) from None
     records, images = load_image_cache(args.data, run)
-    if not any(r.split == "val" for r in records):
+    if args.split == "val" and not any(r.split == "val" for r in records):
         raise CliError("the dataset has no validation split (split column 'val')")
+    if len(held_out_split(records, args.split)[0]) < 2:
+        raise CliError(f"too few images in the '{args.split}' split to evaluate")
     cls_dir = Path(args.classifier) if args.classifier else run / "classifier"
     if not (cls_dir / "classifier.safetensors").is_file():
         train_classifier(images, records, cls_dir, progress=not args.quiet)
     clf = load_classifier(cls_dir)
     res = evaluate(pipe, images, records, clf, out,
-                   EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler),
+                   EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                              split=args.split),
                    progress=not args.quiet)
     res["classifier"] = json.loads((cls_dir / "classifier.json").read_text())
     (out / "eval.json").write_text(json.dumps(res, indent=2))
@@ -64,5 +71,7 @@ def cmd_evaluate(args) -> int:
     if ceiling:
         print(f"autoencoder ceiling (real images encoded and decoded): Frechet {ceiling['frechet_vs_train']:.3f}, "
               f"classifier accuracy {ceiling['accuracy']:.1%}")
+    if args.split == "tune":
+        print("split 'tune': training films the model saw; compare settings with these figures, do not report them")
     print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
     return 0

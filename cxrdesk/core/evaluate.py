@@ -184,6 +184,28 @@ class EvalConfig:
     sampler: str = "dpm++"
     diversity_k: int = 8
     seed: int = 0
+    split: str = "val"  # "val", or "tune": a fixed tenth of the training split (see held_out_split)
+
+
+TUNE_FRACTION = 0.1
+
+
+def held_out_split(records: list[Record], split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """(held-out indices, reference indices) for an evaluation.
+
+    ``val`` is the dataset's validation split against all training images. ``tune`` is a fixed tenth
+    of the training split against the other nine tenths: it lets a trainer choose a checkpoint or a
+    sampling setting without looking at the validation films, which then stay an honest final test.
+    Its figures are optimistic in absolute terms (the model and the classifier saw those films), so
+    they are for comparing settings with each other, not for a model card."""
+    val = np.array([i for i, r in enumerate(records) if r.split == "val"], dtype=int)
+    train = np.array([i for i, r in enumerate(records) if r.split != "val"], dtype=int)
+    if split == "val":
+        return val, train
+    if split != "tune":
+        raise ValueError(f"unknown split {split!r}: use 'val' or 'tune'")
+    pick = np.random.default_rng(20261122).random(len(train)) < TUNE_FRACTION
+    return train[pick], train[~pick]
 
 
 def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrClassifier, out: Path,
@@ -197,8 +219,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     cfg = cfg or EvalConfig()
     rng = np.random.default_rng(cfg.seed)
     y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
-    val = np.array([i for i, r in enumerate(records) if r.split == "val"])
-    train = np.array([i for i, r in enumerate(records) if r.split != "val"])
+    val, train = held_out_split(records, cfg.split)
     n = min(cfg.n, len(val))
     # Prompts: balanced over the three classes where validation has enough of each.
     per_class = n // len(CLASSES)
@@ -270,7 +291,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     real_ssim = float(np.mean([d["real_ssim"] for d in paired])) if paired else float("nan")
 
     result = {
-        "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n),
+        "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler,
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
