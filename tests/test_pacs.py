@@ -207,6 +207,27 @@ def test_wrong_called_aet_is_rejected_and_queued_then_retried(orthanc, tmp_path,
     assert len(_instances_of_series(orthanc, ctx.series_uid)) == 3
 
 
+def test_rejection_is_still_recognised_when_the_peer_closes_first(orthanc, monkeypatch):
+    # On a busy CPU the PACS can send A-ASSOCIATE-RJ and close the socket before pynetdicom's
+    # requesting thread looks at it; pynetdicom then aborts instead of reporting the rejection.
+    # Make that ordering certain by delaying the requester right after it sends its request.
+    import time
+
+    from pynetdicom.acse import ACSE
+
+    send_request = ACSE.send_request
+
+    def slow_send_request(self):
+        send_request(self)
+        time.sleep(1.0)
+
+    monkeypatch.setattr(ACSE, "send_request", slow_send_request)
+    with pytest.raises(pacs.PacsError) as ei:
+        pacs.echo(_settings(orthanc, called_aet="NOTTHEPACS"))
+    assert ei.value.kind == "rejected"
+    assert "called AE title 'NOTTHEPACS' not recognised" in str(ei.value)
+
+
 def test_closed_port_message_and_queue(orthanc, tmp_path, queue):
     paths, _, _ = _batch(tmp_path / "out", n=2)
     closed = _settings(orthanc, port=_free_port())

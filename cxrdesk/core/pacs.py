@@ -332,7 +332,7 @@ def _probe(host: str, port: int, timeout: float) -> tuple[str, str] | None:
 
 def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
     """Open an association or raise :class:`PacsError` explaining why not."""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     ae = AE(ae_title=s.calling_aet)
     ae.acse_timeout = s.timeout
@@ -341,11 +341,22 @@ def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
     ae.network_timeout = max(60.0, s.timeout)
     for abstract, syntaxes in contexts:
         ae.add_requested_context(abstract, syntaxes)
+    # pynetdicom can report a rejection as an abort: when the peer answers with A-ASSOCIATE-RJ and
+    # closes the connection before the requesting thread checks the socket (a busy CPU), that
+    # thread aborts and the reject primitive is never read. The PDU itself is always decoded, so
+    # keep the last one seen and classify from it.
+    rejects: list = []
+
+    def on_pdu(event):
+        if type(event.pdu).__name__ == "A_ASSOCIATE_RJ":
+            rejects.append(event.pdu)
+
     t0 = time.monotonic()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            assoc = ae.associate(s.host, s.port, ae_title=s.called_aet)
+            assoc = ae.associate(s.host, s.port, ae_title=s.called_aet,
+                                 evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)])
     except socket.gaierror:
         raise PacsError(f"cannot connect: unknown host '{s.host}'", "unreachable") from None
     except (OSError, ValueError, RuntimeError) as exc:
@@ -358,9 +369,12 @@ def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
         return assoc
     elapsed = time.monotonic() - t0
     dest = s.describe()
-    if assoc.is_rejected:
-        rsp = getattr(assoc.acceptor, "primitive", None)
-        src, diag = getattr(rsp, "result_source", None), getattr(rsp, "diagnostic", None)
+    if assoc.is_rejected or rejects:
+        rsp = getattr(assoc.acceptor, "primitive", None) if assoc.is_rejected else rejects[-1]
+        if assoc.is_rejected:
+            src, diag = getattr(rsp, "result_source", None), getattr(rsp, "diagnostic", None)
+        else:
+            src, diag = rsp.source, rsp.reason_diagnostic
         if src == 1 and diag == 7:
             raise PacsError(f"association rejected by {s.host}:{s.port}: called AE title "
                             f"'{s.called_aet}' not recognised (check the remote AE title)", "rejected")
