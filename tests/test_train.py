@@ -105,6 +105,23 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     b = Pipeline.load(m2).unet.state_dict()
     assert all(torch.allclose(a[k], b[k]) for k in a)
 
+    # offset noise as a fine-tune: resuming with a new offset records where it started, resuming
+    # without one keeps it, and the exported folder makes generation use it
+    train_unet(run, UNetConfig(steps=7, batch=4, preset="tiny", noise_offset=0.1, sample_every=100,
+                               export_every=100), threads=1, progress=False)
+    params = json.loads((run / "unet" / "params.json").read_text())
+    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
+    train_unet(run, UNetConfig(steps=8, batch=4, preset="tiny", sample_every=100, export_every=100),
+               threads=1, progress=False)
+    params = json.loads((run / "unet" / "params.json").read_text())
+    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
+    p3 = Pipeline.load(export_from_checkpoint(run, tmp_path / "offset"))
+    assert p3.info["noise_offset"] == 0.1 and p2.info["noise_offset"] == 0.0
+    with_offset = p3.generate("normal chest radiograph", steps=2, seed=3).image
+    assert np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
+    p3.info["noise_offset"] = 0.0
+    assert not np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
+
 
 def _run_group(cmd, env, timeout=300):
     """Run a command in its own process group; on time-out kill the whole group (no orphans)."""

@@ -34,6 +34,10 @@ def register(sub) -> None:
     t.add_argument("--adv-weight", type=float,
                    help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
                         "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
+    t.add_argument("--noise-offset", type=float,
+                   help="unet: offset noise (per-channel constant added to the training noise) so the model "
+                        "learns each film's exposure; resuming with a new value fine-tunes from there (default: the "
+                        "checkpoint's value, else 0)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -71,6 +75,9 @@ def cmd_train(args) -> int:
                 raise CliError(f"no encoded dataset in {run}/cache: run 'cxrdesk train encode' first")
             cfg = T.UNetConfig(preset=args.preset, init_from=args.init_from)
             _apply(cfg, args)
+            if args.noise_offset is not None and not 0 <= args.noise_offset <= 1:
+                raise CliError("--noise-offset must be between 0 and 1")
+            cfg.noise_offset = args.noise_offset
             out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                export_to=args.out)
             if os.environ.get("RANK", "0") == "0":

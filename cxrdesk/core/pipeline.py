@@ -280,6 +280,8 @@ class Pipeline:
             "prediction_type": sched_cfg.get("prediction_type", "epsilon"),
             "training": extra.get("training", {}),
             "preview_map": extra.get("preview_map"),
+            # trained with offset noise: the starting noise gets the same per-channel offset
+            "noise_offset": float(extra.get("noise_offset") or 0.0),
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
@@ -427,8 +429,10 @@ class Pipeline:
             sched.set_timesteps(steps, device=self.device)
             c, h, w = self.info["latent_shape"]
             gen = torch.Generator("cpu").manual_seed(seed)
-            latents = torch.randn((1, c, h, w), generator=gen, dtype=torch.float32).to(self.device, dtype)
-            latents = latents * sched.init_noise_sigma
+            latents = torch.randn((1, c, h, w), generator=gen, dtype=torch.float32)
+            if self.info.get("noise_offset"):
+                latents += self.info["noise_offset"] * torch.randn((1, c, 1, 1), generator=gen)
+            latents = latents.to(self.device, dtype) * sched.init_noise_sigma
 
             store = None
             if attention_words:
@@ -526,7 +530,7 @@ def _n(module) -> int:
 # ---------------------------------------------------------------------- writing folders
 def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
                        random_weights: bool = False, scheduler: dict | None = None,
-                       preview_map: list[float] | None = None) -> Path:
+                       preview_map: list[float] | None = None, noise_offset: float = 0.0) -> Path:
     """Write vae + unet + scheduler + text encoder reference as a diffusers model folder."""
     from .models import scheduler_config
 
@@ -554,7 +558,7 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
     (dest / "model_index.json").write_text(json.dumps(index, indent=2))
     (dest / "cxrdesk.json").write_text(json.dumps({
         "name": name or dest.name, "random_weights": random_weights, "training": training or {},
-        "preview_map": preview_map,
+        "preview_map": preview_map, "noise_offset": noise_offset,
     }, indent=2))
     if not (dest / "model_card.md").exists():
         text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights

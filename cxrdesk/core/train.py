@@ -452,6 +452,13 @@ class UNetConfig:
     sample_every: int = 2000
     export_every: int = 2000
     seed: int = 0
+    # Offset noise: add a per-image, per-channel constant to the training noise, with this standard
+    # deviation. This noise schedule leaves part of each film's overall brightness in the latent
+    # at the last step, so a model trained without it cannot set the exposure of what it draws:
+    # generated films come out at the dataset's average exposure and too alike. The same offset
+    # is added to the starting noise at generation (the model folder records it). None: keep the
+    # checkpoint's value when resuming, else 0.
+    noise_offset: float | None = None
     # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
     # the run has no checkpoint of its own yet.
     init_from: str | None = None
@@ -493,6 +500,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     alphas = sched.alphas_cumprod.to(dist.device)
     step = 0
     ckpt = out / "ckpt.pt"
+    offset_since = 0
     if ckpt.exists():
         state = load_ckpt(ckpt)
         unet.load_state_dict(state["model"])
@@ -500,6 +508,12 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
             e.copy_(v)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
+        offset_since = int(state.get("noise_offset_since", 0))
+        before = float(state.get("config", {}).get("noise_offset") or 0.0)
+        if cfg.noise_offset is None:
+            cfg.noise_offset = before
+        elif cfg.noise_offset != before:
+            offset_since = step  # the offset changed here: a fine-tune of the model trained so far
     elif cfg.init_from:
         from safetensors.torch import load_file
 
@@ -510,6 +524,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         with torch.no_grad():
             for e, p in zip(ema, unet.parameters()):
                 e.copy_(p)
+    if cfg.noise_offset is None:
+        cfg.noise_offset = 0.0
     model = _wrap(unet, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
@@ -518,7 +534,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     t0 = time.time()
     run_loss = None
     if dist.main:
-        (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__}))
+        (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__,
+                                                     "noise_offset_since": offset_since}))
     while step < cfg.steps:
         pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
         x0 = latents[pick].to(dist.device)
@@ -527,7 +544,10 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         drop = torch.rand(per_rank, generator=gen) < cfg.cond_dropout
         tid = torch.where(drop, torch.zeros_like(tid), tid)
         cond = text_emb[tid].float().to(dist.device)
-        noise = torch.randn(x0.shape, generator=gen).to(dist.device)
+        noise = torch.randn(x0.shape, generator=gen)
+        if cfg.noise_offset:
+            noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
+        noise = noise.to(dist.device)
         t = torch.randint(0, sched.config.num_train_timesteps, (per_rank,), generator=gen).to(dist.device)
         xt = sched.add_noise(x0, noise, t)
         pred = model(xt, t, encoder_hidden_states=cond).sample
@@ -558,7 +578,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                        "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-                         "config": cfg.__dict__}, ckpt)
+                         "config": cfg.__dict__, "noise_offset_since": offset_since}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
             folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step)
             if step % cfg.sample_every == 0 or step == cfg.steps:
@@ -594,7 +614,7 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         params = json.loads((run / "unet" / "params.json").read_text())
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name,
                        training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]},
-                       preview_map=fit_preview_map(run))
+                       preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)))
     if card.exists():
         shutil.copy(card, tmp / "model_card.md")
     for extra in ("eval.json", "eval_grid.png"):
