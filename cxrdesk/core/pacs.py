@@ -333,6 +333,7 @@ def _probe(host: str, port: int, timeout: float) -> tuple[str, str] | None:
 def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
     """Open an association or raise :class:`PacsError` explaining why not."""
     from pynetdicom import AE, evt
+    from pynetdicom.pdu import A_ASSOCIATE_RJ
 
     ae = AE(ae_title=s.calling_aet)
     ae.acse_timeout = s.timeout
@@ -341,14 +342,14 @@ def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
     ae.network_timeout = max(60.0, s.timeout)
     for abstract, syntaxes in contexts:
         ae.add_requested_context(abstract, syntaxes)
-    # pynetdicom can report a rejection as an abort: when the peer answers with A-ASSOCIATE-RJ and
-    # closes the connection before the requesting thread checks the socket (a busy CPU), that
-    # thread aborts and the reject primitive is never read. The PDU itself is always decoded, so
-    # keep the last one seen and classify from it.
-    rejects: list = []
+    # Classify a rejection from the A-ASSOCIATE-RJ PDU itself. pynetdicom can report a rejection as
+    # an abort: when the peer answers with A-ASSOCIATE-RJ and closes the connection before the
+    # requesting thread checks the socket (a busy CPU), that thread aborts and the reject primitive
+    # is never read; the PDU is always decoded, on both paths.
+    rejects: list[A_ASSOCIATE_RJ] = []
 
     def on_pdu(event):
-        if type(event.pdu).__name__ == "A_ASSOCIATE_RJ":
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
             rejects.append(event.pdu)
 
     t0 = time.monotonic()
@@ -370,11 +371,8 @@ def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
     elapsed = time.monotonic() - t0
     dest = s.describe()
     if assoc.is_rejected or rejects:
-        rsp = getattr(assoc.acceptor, "primitive", None) if assoc.is_rejected else rejects[-1]
-        if assoc.is_rejected:
-            src, diag = getattr(rsp, "result_source", None), getattr(rsp, "diagnostic", None)
-        else:
-            src, diag = rsp.source, rsp.reason_diagnostic
+        rj = rejects[-1] if rejects else None
+        src, diag = getattr(rj, "source", None), getattr(rj, "reason_diagnostic", None)
         if src == 1 and diag == 7:
             raise PacsError(f"association rejected by {s.host}:{s.port}: called AE title "
                             f"'{s.called_aet}' not recognised (check the remote AE title)", "rejected")
@@ -382,7 +380,10 @@ def _associate(s: PacsSettings, contexts: list[tuple[str, list[str]]]):
             raise PacsError(f"association rejected by {s.host}:{s.port}: our AE title "
                             f"'{s.calling_aet}' is not known to the PACS (add it to its modalities)",
                             "rejected")
-        reason = getattr(rsp, "reason_str", "no reason given") if rsp is not None else "no reason given"
+        try:
+            reason = rj.reason_str if rj is not None else "no reason given"
+        except ValueError:  # a code outside the standard's table
+            reason = f"source {src}, reason {diag}"
         raise PacsError(f"association rejected by {dest}: {str(reason).lower()}", "rejected")
     probe = _probe(s.host, s.port, s.timeout)
     if probe is not None:
