@@ -43,3 +43,16 @@ def make_dataset(root: Path, n: int = 12, corrupt: bool = False, size: int = 256
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+def model_copy_recommending(src: Path, dest: Path, guidance) -> Path:
+    """A copy of a model folder whose cxrdesk.json recommends ``guidance`` (any JSON value, to test
+    bad ones too)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dest)
+    meta = json.loads((dest / "cxrdesk.json").read_text())
+    meta["sampling"] = {"guidance": guidance}
+    (dest / "cxrdesk.json").write_text(json.dumps(meta))
+    return dest

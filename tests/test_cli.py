@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from cxrdesk.core.pipeline import make_tiny_model
+from cxrdesk.core.pngio import read_png
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,19 @@ def test_same_seed_same_file_pixels(tiny, tmp_path):
 def test_info(tiny):
     r = run("info", "--model", str(tiny))
     assert r.returncode == 0
-    for word in ("unet", "vae", "text encoder", "device", "random weights"):
+    for word in ("unet", "vae", "text encoder", "device", "random weights", "guidance 4 recommended"):
         assert word in r.stdout.lower()
+
+
+def test_generate_uses_the_models_recommended_guidance_unless_given(tiny, tmp_path):
+    from tests.fixtures import model_copy_recommending
+
+    model = model_copy_recommending(tiny, tmp_path / "g6", 6.5)
+    for name, extra, want in (("a.png", [], 6.5), ("b.png", ["--guidance", "2"], 2.0)):
+        r = run("generate", "normal", "-o", str(tmp_path / name), "--steps", "2", "--seed", "1",
+                "--model", str(model), "--quiet", *extra)
+        assert r.returncode == 0, r.stderr
+        assert read_png(tmp_path / name).metadata["guidance_scale"] == want
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -236,3 +236,21 @@ def test_model_folder_is_fp16_on_disk_readable_by_all_and_loads_as_fp32(tmp_path
         assert stat.S_IMODE(p.stat().st_mode) & 0o004, p  # other users can read it
     pipe = Pipeline.load(f, device="cpu")
     assert next(pipe.unet.parameters()).dtype == torch.float32
+
+
+def test_the_model_folder_recommends_its_guidance(tmp_path):
+    from cxrdesk.core.pipeline import DEFAULT_GUIDANCE
+    from tests.fixtures import model_copy_recommending
+
+    base = make_tiny_model(tmp_path / "tiny")
+    assert Pipeline.load(base).info["guidance"] == DEFAULT_GUIDANCE  # written by write_model_folder
+    p = Pipeline.load(model_copy_recommending(base, tmp_path / "g6", 6.5))
+    assert p.info["guidance"] == 6.5
+    r = p.generate("normal chest radiograph", steps=2, seed=1)
+    assert r.params["guidance_scale"] == 6.5
+    explicit = p.generate("normal chest radiograph", steps=2, seed=1, guidance_scale=2.0)
+    assert explicit.params["guidance_scale"] == 2.0 and not np.array_equal(explicit.image, r.image)
+    # a hand-edited, unusable value falls back to the default instead of stopping the model loading
+    for k, bad in enumerate(["strong", -1, 1e9, None]):
+        q = Pipeline.load(model_copy_recommending(base, tmp_path / f"bad{k}", bad))
+        assert q.info["guidance"] == DEFAULT_GUIDANCE

@@ -218,6 +218,36 @@ def test_load_model_folder_action(qtbot, make_window, tiny_model_dir, tmp_path):
     assert w.model_panel.fields["folder"].text() == str(tiny_model_dir)
 
 
+def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, tiny_model_dir, tmp_path):
+    from tests.fixtures import model_copy_recommending
+
+    g6 = model_copy_recommending(tiny_model_dir, tmp_path / "g6", 6.5)
+    g3 = model_copy_recommending(tiny_model_dir, tmp_path / "g3", 3.0)
+    w = make_window(tmp_path / "missing")
+    spin = w.generator.guidance_spin
+
+    def load(folder, win=w):
+        win.model_panel.loadFolderRequested.emit(str(folder))
+        qtbot.waitUntil(lambda: win.model_state == "loaded"
+                        and win.model_panel.fields["folder"].text() == str(folder), timeout=GEN_TIMEOUT)
+
+    load(g6)
+    assert spin.value() == 6.5 and w.model_panel.fields["guidance"].text() == "6.5"
+    assert "recommends 6.5" in spin.toolTip()
+    load(g3)
+    assert spin.value() == 3.0  # still following the model
+    spin.setValue(7.0)  # the user's own choice survives a model change and a restart
+    load(g6)
+    assert spin.value() == 7.0 and w.generator.job_params()["guidance_scale"] == 7.0
+    w.close()
+    w2 = make_window(tmp_path / "missing")
+    load(g3, w2)
+    assert w2.generator.guidance_spin.value() == 7.0
+    w2.generator.guidance_spin.setValue(3.0)  # back to the model's value: follows it again
+    load(g6, w2)
+    assert w2.generator.guidance_spin.value() == 6.5
+
+
 def test_settings_persist_between_runs(qtbot, make_window, tiny_model_dir):
     w = make_window(tiny_model_dir)
     w.generator.prompt_edit.setPlainText("Cardiomegaly. No effusion.")

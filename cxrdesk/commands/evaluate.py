@@ -17,7 +17,8 @@ def register(sub) -> None:
     e.add_argument("--out", default="eval", help="where eval.json and eval_grid.png go")
     e.add_argument("--n", type=int, default=300, help="generated and real images per distance")
     e.add_argument("--steps", type=int, default=20)
-    e.add_argument("--guidance", type=float, default=4.0)
+    e.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale (default: the value the model recommends)")
     e.add_argument("--sampler", default="dpm++")
     e.add_argument("--split", choices=("val", "tune"), default="val",
                    help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "

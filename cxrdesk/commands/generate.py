@@ -38,7 +38,8 @@ def register(sub) -> None:
                    help="output PNG; with --n > 1 files are numbered (cxr_001.png, ...)")
     g.add_argument("--negative", default="", help="negative prompt")
     g.add_argument("--steps", type=_int("steps"), default=20)
-    g.add_argument("--guidance", type=_float("guidance"), default=4.0, help="prompt adherence (CFG scale)")
+    g.add_argument("--guidance", type=_float("guidance"), default=None,
+                   help="prompt adherence (CFG scale); default: the value the model recommends")
     g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
     g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
     g.add_argument("--sampler", default="dpm++", help="dpm++, ddim or euler")
@@ -105,6 +106,8 @@ def cmd_generate(args) -> int:
     pipe = _load(args.model, args.device)
     if pipe.info["random_weights"]:
         print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
+    if args.guidance is None:
+        args.guidance = pipe.info["guidance"]
     try:  # validate once before the loop, so a bad value fails before any work
         pipe.validate(args.prompt, args.steps, args.guidance, args.size, args.size, args.sampler)
     except PipelineError as exc:
@@ -170,5 +173,7 @@ def cmd_info(args) -> int:
     print(f"unet:         {i['params']['unet'] / 1e6:.2f} M parameters ({i['prediction_type']} prediction)")
     print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
     print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
+    print(f"sampling:     guidance {i['guidance']:g} recommended"
+          + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")
     return 0

@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="unet: offset noise (per-channel constant added to the training noise) so the model "
                         "learns each film's exposure; resuming with a new value fine-tunes from there (default: the "
                         "checkpoint's value, else 0)")
+    t.add_argument("--guidance", type=float,
+                   help="export: the guidance scale the model folder recommends to the app, generate and "
+                        "evaluate (choose it with 'cxrdesk evaluate --split tune'; default 4)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -83,7 +86,11 @@ def cmd_train(args) -> int:
             if os.environ.get("RANK", "0") == "0":
                 print(f"model folder: {out}")
         elif stage == "export":
-            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name)
+            from ..core.pipeline import MAX_GUIDANCE
+
+            if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
+                raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
+            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name, guidance=args.guidance)
             print(f"model folder: {out}")
         elif stage == "classifier":
             from ..core.evaluate import train_classifier

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +180,7 @@ def _reconstruction(pipe, real_val: np.ndarray, f_ref: np.ndarray, classifier: C
 class EvalConfig:
     n: int = 300
     steps: int = 20
-    guidance: float = 4.0
+    guidance: float | None = None  # None: the model's recommended guidance
     sampler: str = "dpm++"
     diversity_k: int = 8
     seed: int = 0
@@ -217,6 +217,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     from .imaging import mean_pairwise_ssim
 
     cfg = cfg or EvalConfig()
+    if cfg.guidance is None:
+        cfg = replace(cfg, guidance=pipe.info["guidance"])
     rng = np.random.default_rng(cfg.seed)
     y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
     val, train = held_out_split(records, cfg.split)

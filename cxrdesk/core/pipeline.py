@@ -36,6 +36,9 @@ SAMPLERS = ("dpm++", "ddim", "euler")
 SIZES = (256, 512, 768)
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
+# Guidance for a model folder that does not recommend its own ("sampling": {"guidance": G} in
+# cxrdesk.json, chosen by `cxrdesk evaluate --split tune`).
+DEFAULT_GUIDANCE = 4.0
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 OUTPUT_BITS = 12
 
@@ -282,6 +285,8 @@ class Pipeline:
             "preview_map": extra.get("preview_map"),
             # trained with offset noise: the starting noise gets the same per-channel offset
             "noise_offset": float(extra.get("noise_offset") or 0.0),
+            # the guidance the model was tuned for: the default of the app, `generate` and `evaluate`
+            "guidance": recommended_guidance(extra),
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
@@ -397,7 +402,7 @@ class Pipeline:
         if sampler not in SAMPLERS:
             raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
-    def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float = 4.0,
+    def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float | None = None,
                  seed: int | None = None, width: int = 256, height: int = 256, sampler: str = "dpm++",
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
@@ -407,9 +412,12 @@ class Pipeline:
         ``on_step(i, total, preview)`` is called after every step. The preview is the current
         denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
         near-free linear approximation on the other steps; ``preview_every=0`` gives no previews.
+        ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
         """
         import torch
 
+        if guidance_scale is None:
+            guidance_scale = self.info["guidance"]
         self.validate(prompt, steps, guidance_scale, width, height, sampler)
         guidance_scale = float(guidance_scale)
         if seed is None or int(seed) < 0:
@@ -523,6 +531,16 @@ class Pipeline:
                                 timings=timings)
 
 
+def recommended_guidance(extra: dict) -> float:
+    """The guidance a model folder's ``cxrdesk.json`` recommends; DEFAULT_GUIDANCE when it has none
+    or the value is unusable (a hand-edited file must not stop the model from loading)."""
+    try:
+        g = float((extra.get("sampling") or {}).get("guidance", DEFAULT_GUIDANCE))
+    except (TypeError, ValueError, AttributeError):
+        return DEFAULT_GUIDANCE
+    return g if 0.0 <= g <= MAX_GUIDANCE else DEFAULT_GUIDANCE
+
+
 def _n(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -530,8 +548,13 @@ def _n(module) -> int:
 # ---------------------------------------------------------------------- writing folders
 def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
                        random_weights: bool = False, scheduler: dict | None = None,
-                       preview_map: list[float] | None = None, noise_offset: float = 0.0) -> Path:
-    """Write vae + unet + scheduler + text encoder reference as a diffusers model folder."""
+                       preview_map: list[float] | None = None, noise_offset: float = 0.0,
+                       guidance: float | None = None) -> Path:
+    """Write vae + unet + scheduler + text encoder reference as a diffusers model folder.
+
+    ``guidance`` is the recommended guidance scale written into ``cxrdesk.json`` (None: the
+    default, DEFAULT_GUIDANCE).
+    """
     from .models import scheduler_config
 
     import copy
@@ -559,6 +582,7 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
     (dest / "cxrdesk.json").write_text(json.dumps({
         "name": name or dest.name, "random_weights": random_weights, "training": training or {},
         "preview_map": preview_map, "noise_offset": noise_offset,
+        "sampling": {"guidance": float(DEFAULT_GUIDANCE if guidance is None else guidance)},
     }, indent=2))
     if not (dest / "model_card.md").exists():
         text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights

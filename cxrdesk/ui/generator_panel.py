@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .layout import fit_scroll_width, scrolling_body
-from ..core.pipeline import MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
+from ..core.pipeline import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
 from .chart import MetricsChart
 from .paths import resource_path
 
@@ -112,9 +112,14 @@ class GeneratorPanel(QWidget):
         self.guidance_spin.setRange(0.0, MAX_GUIDANCE)
         self.guidance_spin.setSingleStep(0.5)
         self.guidance_spin.setDecimals(1)
-        self.guidance_spin.setValue(4.0)
-        self.guidance_spin.setToolTip("Prompt adherence (classifier-free guidance scale): higher follows the "
-                                      "text more strictly but can look harsher; 1 = no guidance")
+        self.guidance_spin.setValue(DEFAULT_GUIDANCE)
+        # The spin box follows the loaded model's recommended guidance until the user picks another
+        # value; that choice is kept across models and runs.
+        self.recommended_guidance = DEFAULT_GUIDANCE
+        self.guidance_custom = False
+        self._following = False
+        self.guidance_spin.valueChanged.connect(self._guidance_edited)
+        self._guidance_tooltip()
         form.addRow("Prompt adherence", self.guidance_spin)
         self.sampler_box = QComboBox()
         for s in SAMPLERS:
@@ -292,6 +297,30 @@ class GeneratorPanel(QWidget):
         if params.get("preview_every") is not None:
             self.preview_spin.setValue(int(params["preview_every"]))
 
+    # ------------------------------------------------------------------ guidance
+    def set_recommended_guidance(self, value: float) -> None:
+        """The loaded model's recommended guidance: shown unless the user chose their own."""
+        self.recommended_guidance = float(value)
+        if not self.guidance_custom:
+            self._following = True
+            try:
+                self.guidance_spin.setValue(self.recommended_guidance)
+            finally:
+                self._following = False
+        self._guidance_tooltip()
+
+    def _guidance_edited(self, value: float) -> None:
+        if not self._following:
+            self.guidance_custom = abs(value - self.recommended_guidance) > 1e-6
+            self._guidance_tooltip()
+
+    def _guidance_tooltip(self) -> None:
+        own = (f" You chose {self.guidance_spin.value():g}; set it back to {self.recommended_guidance:g} to "
+               "follow the model again." if self.guidance_custom else "")
+        self.guidance_spin.setToolTip(
+            "Prompt adherence (classifier-free guidance scale): higher follows the text more strictly but can "
+            f"look harsher; 1 = no guidance. The loaded model recommends {self.recommended_guidance:g}." + own)
+
     def request_generate(self) -> None:
         if not self.generate_button.isEnabled():
             return
@@ -377,6 +406,7 @@ class GeneratorPanel(QWidget):
         s.setValue("generator/size", int(self.size_box.currentData()))
         s.setValue("generator/steps", self.steps_spin.value())
         s.setValue("generator/guidance", self.guidance_spin.value())
+        s.setValue("generator/guidance_custom", self.guidance_custom)
         s.setValue("generator/sampler", self.sampler_box.currentData())
         s.setValue("generator/seed", self.seed_spin.value())
         s.setValue("generator/random_seed", self.random_seed_check.isChecked())
@@ -397,10 +427,12 @@ class GeneratorPanel(QWidget):
         prompt = get("generator/prompt", "", str)
         if not prompt and self.examples:
             prompt = self.examples[0]["prompt"]
+        # a guidance the user chose is kept; otherwise the spin box follows the model that loads
+        custom = get("generator/guidance_custom", False, bool)
         self.set_params({
             "prompt": prompt, "negative_prompt": get("generator/negative", "", str),
             "size": get("generator/size", 256, int), "steps": get("generator/steps", 20, int),
-            "guidance_scale": get("generator/guidance", 4.0, float),
+            "guidance_scale": get("generator/guidance", self.recommended_guidance, float) if custom else None,
             "sampler": get("generator/sampler", "dpm++", str), "seed": get("generator/seed", 42, int),
             "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 2, int),
         }, fixed_seed=False)

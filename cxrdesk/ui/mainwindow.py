@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from .. import __version__
 from ..core import imaging
+from ..core.pipeline import DEFAULT_GUIDANCE
 from .dataset_panel import DatasetPanel
 from .enhance_panel import EnhancePanel
 from .generator_panel import GeneratorPanel
@@ -337,6 +338,7 @@ class MainWindow(QMainWindow):
         self.model_state = "loaded"
         self.model_info = info
         self.model_panel.set_info(info)
+        self.generator.set_recommended_guidance(info.get("guidance", DEFAULT_GUIDANCE))
         dev = str(info.get("device", "cpu")).upper()
         self.device_label.setText(f"Device: {'CUDA' if dev.startswith('CUDA') else 'CPU'}")
         warn = "  [random weights]" if info.get("random_weights") else ""

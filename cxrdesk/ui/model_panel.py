@@ -59,6 +59,8 @@ class ModelPanel(QWidget):
             ("latent", "Latent shape", "Channels x height x width of the latent the UNet denoises"),
             ("native", "Native size", "Image size the model draws; larger outputs are upsampled"),
             ("prediction", "Prediction", "What the UNet predicts (noise 'epsilon' or 'v')"),
+            ("guidance", "Recommended adherence", "The guidance scale this model was tuned for; the Generator "
+                                                  "uses it unless you choose another"),
             ("device", "Device", "Where the model runs"),
             ("dtype", "Precision", "Numeric precision of inference"),
             ("load", "Load time", "Seconds to load the model"),
@@ -116,6 +118,8 @@ class ModelPanel(QWidget):
         ns = info.get("native_size")
         f["native"].setText(f"{ns} x {ns}" if ns else "-")
         f["prediction"].setText(str(info.get("prediction_type", "-")))
+        g = info.get("guidance")
+        f["guidance"].setText(f"{g:g}" if isinstance(g, (int, float)) else "-")
         dev = str(info.get("device", "-")).upper()
         if info.get("device_name"):
             dev += f" ({info['device_name']})"

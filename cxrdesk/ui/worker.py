@@ -173,7 +173,7 @@ class GenerationWorker(QObject):
             try:
                 res = self.pipe.generate(
                     job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
-                    guidance_scale=float(job.get("guidance_scale", 4.0)), seed=seed + k,
+                    guidance_scale=job.get("guidance_scale"), seed=seed + k,
                     width=int(job.get("size", 256)), height=int(job.get("size", 256)),
                     sampler=job.get("sampler", "dpm++"), on_step=on_step, cancel=self._cancel,
                     preview_every=preview_every, attention_words=words)
