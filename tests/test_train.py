@@ -118,7 +118,13 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
                threads=1, progress=False)
     params = json.loads((run / "unet" / "params.json").read_text())
     assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
+    train_unet(run, UNetConfig(steps=9, batch=4, preset="tiny", class_balance=0.5, sample_every=100,
+                               export_every=100), threads=1, progress=False)
+    params = json.loads((run / "unet" / "params.json").read_text())
+    assert params["class_balance"] == 0.5 and params["class_balance_since"] == 8
+    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
     p3 = Pipeline.load(export_from_checkpoint(run, tmp_path / "offset"))
+    assert p3.info["training"]["unet"]["class_balance"] == 0.5
     assert p3.info["noise_offset"] == 0.1 and p2.info["noise_offset"] == 0.0
     with_offset = p3.generate("normal chest radiograph", steps=2, seed=3).image
     assert np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
@@ -210,3 +216,18 @@ def test_vae_config_defaults_depend_on_the_stage():
     assert (full.lr, full.adv_weight, full.adv_start) == (2e-4, 0.0, 0)
     assert (dec.lr, dec.adv_weight, dec.adv_start) == (1e-4, 0.1, 500)
     assert VAEConfig(decoder_only=True, adv_weight=0.0, lr=3e-4).adv_weight == 0.0
+
+
+def test_class_balance_weights_even_out_the_classes():
+    from cxrdesk.core.train import class_balance_weights
+
+    labels = [["No Finding"]] * 80 + [["COVID-19"]] * 15 + [["Effusion", "Pneumonia"]] * 5
+    assert class_balance_weights(labels, 0) is None  # 0: the data as it is
+
+    def shares(b):
+        w = class_balance_weights(labels, b)
+        return [float(w[a:z].sum() / w.sum()) for a, z in ((0, 80), (80, 95), (95, 100))]
+
+    assert shares(1) == pytest.approx([1 / 3] * 3)
+    half = shares(0.5)  # between the data's 80/15/5 and even thirds, in the same order
+    assert 1 / 3 < half[0] < 0.8 and 0.05 < half[2] < 1 / 3 and half[0] > half[1] > half[2]

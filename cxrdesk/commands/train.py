@@ -38,6 +38,10 @@ def register(sub) -> None:
                    help="unet: offset noise (per-channel constant added to the training noise) so the model "
                         "learns each film's exposure; resuming with a new value fine-tunes from there (default: the "
                         "checkpoint's value, else 0)")
+    t.add_argument("--class-balance", type=float,
+                   help="unet: 0 draws films as the data has them; up to 1 draws the classes normal, COVID-19 "
+                        "and other findings more evenly (weight n_class^-B), so that rare findings are learnt; "
+                        "resuming with a new value fine-tunes from there (default: the checkpoint's value, else 0)")
     t.add_argument("--guidance", type=float,
                    help="export: the guidance scale the model folder recommends to the app, generate and "
                         "evaluate (choose it with 'cxrdesk evaluate --split tune'; default 4)")
@@ -81,6 +85,9 @@ def cmd_train(args) -> int:
             if args.noise_offset is not None and not 0 <= args.noise_offset <= 1:
                 raise CliError("--noise-offset must be between 0 and 1")
             cfg.noise_offset = args.noise_offset
+            if args.class_balance is not None and not 0 <= args.class_balance <= 1:
+                raise CliError("--class-balance must be between 0 and 1")
+            cfg.class_balance = args.class_balance
             out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                export_to=args.out)
             if os.environ.get("RANK", "0") == "0":

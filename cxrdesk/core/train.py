@@ -459,6 +459,12 @@ class UNetConfig:
     # is added to the starting noise at generation (the model folder records it). None: keep the
     # checkpoint's value when resuming, else 0.
     noise_offset: float | None = None
+    # Class-balanced sampling: draw each training film with probability proportional to
+    # n_class ** -class_balance over the classes normal / COVID-19 / other findings. 0 samples the
+    # data as it is (in the default data 10% of films show other findings, and a model trained
+    # that way draws them rarely when asked); 1 gives each class the same share; 0.5 is between.
+    # None: keep the checkpoint's value when resuming, else 0.
+    class_balance: float | None = None
     # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
     # the run has no checkpoint of its own yet.
     init_from: str | None = None
@@ -470,6 +476,17 @@ SAMPLE_PROMPTS = [
     "pulmonary fibrosis with coarse reticular opacities",
     "right lower lobe pneumonia",
 ]
+
+
+def class_balance_weights(labels: list[list[str]], balance: float) -> torch.Tensor | None:
+    """Sampling weights n_class ** -balance per film (see UNetConfig.class_balance); None for 0."""
+    if not balance:
+        return None
+    from .evaluate import record_class
+
+    classes = [record_class(lab) for lab in labels]
+    counts = {c: classes.count(c) for c in set(classes)}
+    return torch.tensor([counts[c] ** -float(balance) for c in classes], dtype=torch.float64)
 
 
 def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
@@ -500,7 +517,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     alphas = sched.alphas_cumprod.to(dist.device)
     step = 0
     ckpt = out / "ckpt.pt"
-    offset_since = 0
+    offset_since = balance_since = 0
     if ckpt.exists():
         state = load_ckpt(ckpt)
         unet.load_state_dict(state["model"])
@@ -509,11 +526,17 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
         offset_since = int(state.get("noise_offset_since", 0))
-        before = float(state.get("config", {}).get("noise_offset") or 0.0)
+        balance_since = int(state.get("class_balance_since", 0))
+        before = state.get("config", {})
+        # a changed offset or balance is a fine-tune of the model trained so far, from this step
         if cfg.noise_offset is None:
-            cfg.noise_offset = before
-        elif cfg.noise_offset != before:
-            offset_since = step  # the offset changed here: a fine-tune of the model trained so far
+            cfg.noise_offset = float(before.get("noise_offset") or 0.0)
+        elif cfg.noise_offset != float(before.get("noise_offset") or 0.0):
+            offset_since = step
+        if cfg.class_balance is None:
+            cfg.class_balance = float(before.get("class_balance") or 0.0)
+        elif cfg.class_balance != float(before.get("class_balance") or 0.0):
+            balance_since = step
     elif cfg.init_from:
         from safetensors.torch import load_file
 
@@ -526,6 +549,9 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                 e.copy_(p)
     if cfg.noise_offset is None:
         cfg.noise_offset = 0.0
+    if cfg.class_balance is None:
+        cfg.class_balance = 0.0
+    draw_weights = class_balance_weights([recs[i]["labels"] for i in train_idx.tolist()], cfg.class_balance)
     model = _wrap(unet, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
@@ -535,9 +561,13 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     run_loss = None
     if dist.main:
         (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__,
-                                                     "noise_offset_since": offset_since}))
+                                                     "noise_offset_since": offset_since,
+                                                     "class_balance_since": balance_since}))
     while step < cfg.steps:
-        pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
+        if draw_weights is None:
+            pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
+        else:
+            pick = train_idx[torch.multinomial(draw_weights, per_rank, replacement=True, generator=gen)]
         x0 = latents[pick].to(dist.device)
         which = torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)
         tid = cap_ids[pick, which]
@@ -578,7 +608,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                        "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-                         "config": cfg.__dict__, "noise_offset_since": offset_since}, ckpt)
+                         "config": cfg.__dict__, "noise_offset_since": offset_since,
+                         "class_balance_since": balance_since}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
             folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step)
             if step % cfg.sample_every == 0 or step == cfg.steps:
