@@ -219,6 +219,7 @@ def test_load_model_folder_action(qtbot, make_window, tiny_model_dir, tmp_path):
 
 
 def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, tiny_model_dir, tmp_path):
+    from cxrdesk.core.pipeline import DEFAULT_GUIDANCE
     from tests.fixtures import model_copy_recommending
 
     g6 = model_copy_recommending(tiny_model_dir, tmp_path / "g6", 6.5)
@@ -236,13 +237,15 @@ def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, 
     assert "recommends 6.5" in spin.toolTip()
     load(g3)
     assert spin.value() == 3.0  # still following the model
-    spin.setValue(7.0)  # the user's own choice survives a model change and a restart
+    # the user's own choice survives a model change and a restart, also when it is the value a
+    # folder without a recommendation would get
+    spin.setValue(DEFAULT_GUIDANCE)
     load(g6)
-    assert spin.value() == 7.0 and w.generator.job_params()["guidance_scale"] == 7.0
+    assert spin.value() == DEFAULT_GUIDANCE and w.generator.job_params()["guidance_scale"] == DEFAULT_GUIDANCE
     w.close()
     w2 = make_window(tmp_path / "missing")
     load(g3, w2)
-    assert w2.generator.guidance_spin.value() == 7.0
+    assert w2.generator.guidance_spin.value() == DEFAULT_GUIDANCE
     w2.generator.guidance_spin.setValue(3.0)  # back to the model's value: follows it again
     load(g6, w2)
     assert w2.generator.guidance_spin.value() == 6.5

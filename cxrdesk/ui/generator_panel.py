@@ -436,6 +436,8 @@ class GeneratorPanel(QWidget):
             "sampler": get("generator/sampler", "dpm++", str), "seed": get("generator/seed", 42, int),
             "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 2, int),
         }, fixed_seed=False)
+        self.guidance_custom = custom  # also when the value happens to equal the default
+        self._guidance_tooltip()
         self.random_seed_check.setChecked(get("generator/random_seed", True, bool))
         self.attention_check.setChecked(get("generator/attention", True, bool))
 
