@@ -470,6 +470,8 @@ class UNetConfig:
     init_from: str | None = None
 
 
+FINE_TUNE_SETTINGS = ("noise_offset", "class_balance")
+
 SAMPLE_PROMPTS = [
     "normal chest radiograph",
     "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
@@ -517,7 +519,9 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     alphas = sched.alphas_cumprod.to(dist.device)
     step = 0
     ckpt = out / "ckpt.pt"
-    offset_since = balance_since = 0
+    # Settings whose change on resume starts a fine-tune of the model trained so far: the step it
+    # began is recorded as "<name>_since". None in cfg keeps the checkpoint's value, else 0.
+    since = {k: 0 for k in FINE_TUNE_SETTINGS}
     if ckpt.exists():
         state = load_ckpt(ckpt)
         unet.load_state_dict(state["model"])
@@ -525,18 +529,13 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
             e.copy_(v)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
-        offset_since = int(state.get("noise_offset_since", 0))
-        balance_since = int(state.get("class_balance_since", 0))
-        before = state.get("config", {})
-        # a changed offset or balance is a fine-tune of the model trained so far, from this step
-        if cfg.noise_offset is None:
-            cfg.noise_offset = float(before.get("noise_offset") or 0.0)
-        elif cfg.noise_offset != float(before.get("noise_offset") or 0.0):
-            offset_since = step
-        if cfg.class_balance is None:
-            cfg.class_balance = float(before.get("class_balance") or 0.0)
-        elif cfg.class_balance != float(before.get("class_balance") or 0.0):
-            balance_since = step
+        for k in FINE_TUNE_SETTINGS:
+            since[k] = int(state.get(f"{k}_since", 0))
+            before = float(state.get("config", {}).get(k) or 0.0)
+            if getattr(cfg, k) is None:
+                setattr(cfg, k, before)
+            elif getattr(cfg, k) != before:
+                since[k] = step
     elif cfg.init_from:
         from safetensors.torch import load_file
 
@@ -547,10 +546,10 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         with torch.no_grad():
             for e, p in zip(ema, unet.parameters()):
                 e.copy_(p)
-    if cfg.noise_offset is None:
-        cfg.noise_offset = 0.0
-    if cfg.class_balance is None:
-        cfg.class_balance = 0.0
+    for k in FINE_TUNE_SETTINGS:
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, 0.0)
+    since_meta = {f"{k}_since": v for k, v in since.items()}
     draw_weights = class_balance_weights([recs[i]["labels"] for i in train_idx.tolist()], cfg.class_balance)
     model = _wrap(unet, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
@@ -560,9 +559,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     t0 = time.time()
     run_loss = None
     if dist.main:
-        (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__,
-                                                     "noise_offset_since": offset_since,
-                                                     "class_balance_since": balance_since}))
+        (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__, **since_meta}))
     while step < cfg.steps:
         if draw_weights is None:
             pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
@@ -608,8 +605,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                        "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-                         "config": cfg.__dict__, "noise_offset_since": offset_since,
-                         "class_balance_since": balance_since}, ckpt)
+                         "config": cfg.__dict__, **since_meta}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
             folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step)
             if step % cfg.sample_every == 0 or step == cfg.steps:

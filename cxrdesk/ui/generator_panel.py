@@ -117,7 +117,6 @@ class GeneratorPanel(QWidget):
         # value; that choice is kept across models and runs.
         self.recommended_guidance = DEFAULT_GUIDANCE
         self.guidance_custom = False
-        self._following = False
         self.guidance_spin.valueChanged.connect(self._guidance_edited)
         self._guidance_tooltip()
         form.addRow("Prompt adherence", self.guidance_spin)
@@ -302,17 +301,13 @@ class GeneratorPanel(QWidget):
         """The loaded model's recommended guidance: shown unless the user chose their own."""
         self.recommended_guidance = float(value)
         if not self.guidance_custom:
-            self._following = True
-            try:
+            with QSignalBlocker(self.guidance_spin):  # following the model is not a user's choice
                 self.guidance_spin.setValue(self.recommended_guidance)
-            finally:
-                self._following = False
         self._guidance_tooltip()
 
     def _guidance_edited(self, value: float) -> None:
-        if not self._following:
-            self.guidance_custom = abs(value - self.recommended_guidance) > 1e-6
-            self._guidance_tooltip()
+        self.guidance_custom = abs(value - self.recommended_guidance) > 1e-6
+        self._guidance_tooltip()
 
     def _guidance_tooltip(self) -> None:
         own = (f" You chose {self.guidance_spin.value():g}; set it back to {self.recommended_guidance:g} to "
