@@ -45,14 +45,16 @@ def make_dataset(root: Path, n: int = 12, corrupt: bool = False, size: int = 256
     return root
 
 
-def model_copy_recommending(src: Path, dest: Path, guidance) -> Path:
-    """A copy of a model folder whose cxrdesk.json recommends ``guidance`` (any JSON value, to test
-    bad ones too)."""
+def model_copy_recommending(src: Path, dest: Path, guidance, interval=None) -> Path:
+    """A copy of a model folder whose cxrdesk.json recommends ``guidance`` and, when given, a guidance
+    ``interval`` (any JSON values, to test bad ones too)."""
     import json
     import shutil
 
     shutil.copytree(src, dest)
     meta = json.loads((dest / "cxrdesk.json").read_text())
     meta["sampling"] = {"guidance": guidance}
+    if interval is not None:
+        meta["sampling"]["guidance_interval"] = interval
     (dest / "cxrdesk.json").write_text(json.dumps(meta))
     return dest

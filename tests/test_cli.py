@@ -65,6 +65,20 @@ def test_generate_uses_the_models_recommended_guidance_unless_given(tiny, tmp_pa
         assert read_png(tmp_path / name).metadata["guidance_scale"] == want
 
 
+def test_generate_guidance_interval_default_and_option(tiny, tmp_path):
+    from tests.fixtures import model_copy_recommending
+
+    model = model_copy_recommending(tiny, tmp_path / "iv", 6.5, [0.2, 0.8])
+    for name, extra, want in (("a.png", [], [0.2, 0.8]), ("b.png", ["--guidance-interval", "0,1"], [0.0, 1.0])):
+        r = run("generate", "normal", "-o", str(tmp_path / name), "--steps", "4", "--seed", "1",
+                "--model", str(model), "--quiet", *extra)
+        assert r.returncode == 0, r.stderr
+        meta = read_png(tmp_path / name).metadata
+        assert meta["guidance_interval"] == want and meta["guided_steps"] == (4 if want == [0, 1] else 3)
+    info = run("info", "--model", str(model))
+    assert "guidance 6.5 recommended (applied from 20% to 80% noise)" in info.stdout
+
+
 @pytest.mark.parametrize("args,msg", [
     (["   "], "prompt is empty"),
     (["x", "--steps", "abc"], "steps must be a whole number"),
@@ -72,6 +86,8 @@ def test_generate_uses_the_models_recommended_guidance_unless_given(tiny, tmp_pa
     (["x", "--guidance", "nan"], "guidance must be a number"),
     (["x", "--guidance", "99"], "guidance must be between"),
     (["x", "--size", "300"], "size must be one of"),
+    (["x", "--guidance-interval", "0.8,0.2"], "0 <= LO <= HI <= 1"),
+    (["x", "--guidance-interval", "half"], "two numbers LO,HI"),
     (["x", "--sampler", "plms"], "sampler"),
     (["x", "--n", "0"], "--n must be"),
     (["x", "-o", "/nonexistent-dir/x.png"], "does not exist"),

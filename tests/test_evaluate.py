@@ -36,6 +36,7 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     assert rc == 0
     res = json.loads((out / "eval.json").read_text())
     assert res["n"] == 6 and res["model_hash"]
+    assert res["guidance_interval"] == [0.0, 1.0]  # the model's: the whole schedule
     for key in ("frechet", "adherence", "diversity"):
         assert res[key]["ratio"] is None or res[key]["ratio"] >= 0
     assert res["frechet"]["real_val_vs_train"] >= 0 and res["frechet"]["generated_vs_train"] > 0
@@ -76,11 +77,24 @@ def test_tune_split_is_a_fixed_part_of_training_and_never_validation():
         held_out_split(records, "test")
 
 
-def test_evaluate_on_the_tune_split(tmp_path, tiny_model_dir, capsys):
+def test_evaluate_on_the_tune_split(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from cxrdesk.core.pipeline import Pipeline
+
     data = make_dataset(tmp_path / "data", n=40)
     out = tmp_path / "eval"
+    used = []
+    real_generate = Pipeline.generate
+
+    def spy(self, *a, **kw):
+        r = real_generate(self, *a, **kw)
+        used.append(r.params["guidance_interval"])
+        return r
+
+    monkeypatch.setattr(Pipeline, "generate", spy)
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
-                 "--n", "3", "--steps", "2", "--split", "tune", "--quiet"]) == 0
+                 "--n", "3", "--steps", "2", "--split", "tune", "--guidance-interval", "0.5,1", "--quiet"]) == 0
     res = json.loads((out / "eval.json").read_text())
     assert res["split"] == "tune" and 2 <= res["n"] <= 3
+    assert res["guidance_interval"] == [0.5, 1.0] and res["guidance"] == 4.0  # the tiny model's default
+    assert used and all(iv == [0.5, 1.0] for iv in used)  # every generated image used it
     assert "do not report" in capsys.readouterr().out

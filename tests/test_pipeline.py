@@ -254,3 +254,40 @@ def test_the_model_folder_recommends_its_guidance(tmp_path):
     for k, bad in enumerate(["strong", -1, 1e9, None]):
         q = Pipeline.load(model_copy_recommending(base, tmp_path / f"bad{k}", bad))
         assert q.info["guidance"] == DEFAULT_GUIDANCE
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(tmp_path):
+    from cxrdesk.core.pipeline import FULL_INTERVAL, PipelineError
+    from tests.fixtures import model_copy_recommending
+
+    base = make_tiny_model(tmp_path / "tiny")
+    p = Pipeline.load(base)
+    assert p.info["guidance_interval"] == FULL_INTERVAL  # written by write_model_folder
+    kw = dict(steps=6, seed=2, guidance_scale=5.0)
+    full = p.generate("left pleural effusion", **kw)
+    assert full.params["guided_steps"] == 6 and full.params["guidance_interval"] == [0.0, 1.0]
+    # an interval no timestep falls in is exactly the unguided sampler (guidance 1: one UNet call per step)
+    none = p.generate("left pleural effusion", guidance_interval=(0.0, 0.0), **kw)
+    unguided = p.generate("left pleural effusion", steps=6, seed=2, guidance_scale=1.0)
+    assert none.params["guided_steps"] == 0 and np.array_equal(none.image, unguided.image)
+    # a part of the schedule: the steps whose t / T lies inside are guided, the others not
+    ts = p.make_scheduler("dpm++")
+    ts.set_timesteps(6)
+    want = sum(0.3 <= int(t) / 1000 <= 0.7 for t in ts.timesteps)
+    assert 0 < want < 6
+    part = p.generate("left pleural effusion", guidance_interval=(0.3, 0.7), **kw)
+    assert part.params["guided_steps"] == want
+    assert not np.array_equal(part.image, full.image) and not np.array_equal(part.image, none.image)
+    # attention maps still come from the conditional sample on unguided steps
+    att = p.generate("left pleural effusion", guidance_interval=(0.3, 0.7), attention_words=["effusion"], **kw)
+    assert np.array_equal(att.image, part.image) and att.attention["effusion"].max() == 1.0
+    for bad in [(0.8, 0.2), (-0.1, 0.5), (0.2, 1.5), ("a", "b"), (0.5,)]:
+        with pytest.raises(PipelineError, match="guidance interval"):
+            p.generate("x", guidance_interval=bad, **kw)
+    # a model folder recommends its interval; a hand-edited, unusable one means the whole schedule
+    q = Pipeline.load(model_copy_recommending(base, tmp_path / "iv", 5.0, [0.3, 0.7]))
+    assert q.info["guidance_interval"] == (0.3, 0.7)
+    assert np.array_equal(q.generate("left pleural effusion", steps=6, seed=2).image, part.image)
+    for k, bad in enumerate([[0.9, 0.1], "middle", [0.1], {"lo": 0}]):
+        r = Pipeline.load(model_copy_recommending(base, tmp_path / f"biv{k}", 5.0, bad))
+        assert r.info["guidance_interval"] == FULL_INTERVAL

@@ -92,8 +92,9 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     p2 = Pipeline.load(out)
     assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
     assert p2.info["guidance"] == 4.0  # no recommendation given: the default
-    tuned = Pipeline.load(export_from_checkpoint(run, tmp_path / "tuned", guidance=5.5))
-    assert tuned.info["guidance"] == 5.5
+    assert p2.info["guidance_interval"] == (0.0, 1.0)
+    tuned = Pipeline.load(export_from_checkpoint(run, tmp_path / "tuned", guidance=5.5, guidance_interval=(0.25, 1)))
+    assert tuned.info["guidance"] == 5.5 and tuned.info["guidance_interval"] == (0.25, 1.0)
     # a new run initialised from the exported model starts from its weights, not at random
     import shutil
 

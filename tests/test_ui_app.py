@@ -223,7 +223,7 @@ def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, 
     from tests.fixtures import model_copy_recommending
 
     g6 = model_copy_recommending(tiny_model_dir, tmp_path / "g6", 6.5)
-    g3 = model_copy_recommending(tiny_model_dir, tmp_path / "g3", 3.0)
+    g3 = model_copy_recommending(tiny_model_dir, tmp_path / "g3", 3.0, [0.25, 1.0])
     w = make_window(tmp_path / "missing")
     spin = w.generator.guidance_spin
 
@@ -237,6 +237,7 @@ def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, 
     assert "recommends 6.5" in spin.toolTip()
     load(g3)
     assert spin.value() == 3.0  # still following the model
+    assert w.model_panel.fields["guidance"].text() == "3 (applied from 25% to 100% noise)"
     # the user's own choice survives a model change and a restart, also when it is the value a
     # folder without a recommendation would get
     spin.setValue(DEFAULT_GUIDANCE)

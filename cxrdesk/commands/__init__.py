@@ -9,4 +9,20 @@ class CliError(Exception):
     pass
 
 
+def interval_arg(value: str) -> tuple[float, float]:
+    """argparse type for ``--guidance-interval LO,HI`` (fractions of the noise schedule)."""
+    import argparse
+
+    from ..core.pipeline import PipelineError, check_interval
+
+    try:
+        return check_interval(value.replace(" ", "").split(","))
+    except PipelineError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+INTERVAL_HELP = ("apply guidance only where the timestep t satisfies LO <= t/T <= HI (fractions of the noise "
+                 "schedule, 0 = clean, 1 = pure noise); steps outside it run the UNet once instead of twice. "
+                 "0,1 is everywhere")
+
 MODULES = ["generate", "train", "evaluate", "dicom", "enhance"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import CliError
+from . import INTERVAL_HELP, CliError, interval_arg
 
 
 def register(sub) -> None:
@@ -19,6 +19,8 @@ def register(sub) -> None:
     e.add_argument("--steps", type=int, default=20)
     e.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default: the value the model recommends)")
+    e.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
+                   help=INTERVAL_HELP + " (default: the model's)")
     e.add_argument("--sampler", default="dpm++")
     e.add_argument("--split", choices=("val", "tune"), default="val",
                    help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "
@@ -53,7 +55,7 @@ def cmd_evaluate(args) -> int:
     clf = load_classifier(cls_dir)
     res = evaluate(pipe, images, records, clf, out,
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                              split=args.split),
+                              split=args.split, guidance_interval=args.guidance_interval),
                    progress=not args.quiet)
     res["classifier"] = json.loads((cls_dir / "classifier.json").read_text())
     (out / "eval.json").write_text(json.dumps(res, indent=2))

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import CliError
+from . import INTERVAL_HELP, CliError, interval_arg
 
 
 def _int(name):
@@ -40,6 +40,8 @@ def register(sub) -> None:
     g.add_argument("--steps", type=_int("steps"), default=20)
     g.add_argument("--guidance", type=_float("guidance"), default=None,
                    help="prompt adherence (CFG scale); default: the value the model recommends")
+    g.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
+                   help=INTERVAL_HELP + " (default: the model's)")
     g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
     g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
     g.add_argument("--sampler", default="dpm++", help="dpm++, ddim or euler")
@@ -108,8 +110,11 @@ def cmd_generate(args) -> int:
         print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
     if args.guidance is None:
         args.guidance = pipe.info["guidance"]
+    if args.guidance_interval is None:
+        args.guidance_interval = pipe.info["guidance_interval"]
     try:  # validate once before the loop, so a bad value fails before any work
-        pipe.validate(args.prompt, args.steps, args.guidance, args.size, args.size, args.sampler)
+        pipe.validate(args.prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
+                      args.guidance_interval)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
     series = None
@@ -126,7 +131,7 @@ def cmd_generate(args) -> int:
         for k, out in enumerate(outs):
             s = seed + k if seed is not None and seed >= 0 else -1
             res = pipe.generate(args.prompt, negative_prompt=args.negative, steps=args.steps,
-                                guidance_scale=args.guidance, seed=s, width=args.size, height=args.size,
+                                guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s, width=args.size, height=args.size,
                                 sampler=args.sampler, on_step=lambda i, n, p: bar.update(1),
                                 preview_every=0)
             if k == 0 and res.params["prompt_truncated"]:
@@ -160,6 +165,7 @@ def cmd_info(args) -> int:
     import torch
 
     from .. import __version__
+    from ..core.pipeline import interval_text
 
     pipe = _load(args.model, args.device)
     i = pipe.info
@@ -174,6 +180,7 @@ def cmd_info(args) -> int:
     print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
     print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
     print(f"sampling:     guidance {i['guidance']:g} recommended"
+          + (f" ({interval_text(i['guidance_interval'])})" if interval_text(i["guidance_interval"]) else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import CliError
+from . import INTERVAL_HELP, CliError, interval_arg
 
 STAGES = ("vae", "encode", "unet", "decoder", "export", "classifier", "all")
 
@@ -45,6 +45,9 @@ def register(sub) -> None:
     t.add_argument("--guidance", type=float,
                    help="export: the guidance scale the model folder recommends to the app, generate and "
                         "evaluate (choose it with 'cxrdesk evaluate --split tune'; default 4)")
+    t.add_argument("--guidance-interval", type=interval_arg, metavar="LO,HI",
+                   help="export: where in the noise schedule the recommended guidance applies: " + INTERVAL_HELP
+                        + " (default 0,1)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -97,7 +100,8 @@ def cmd_train(args) -> int:
 
             if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
                 raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
-            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name, guidance=args.guidance)
+            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name, guidance=args.guidance,
+                                           guidance_interval=args.guidance_interval)
             print(f"model folder: {out}")
         elif stage == "classifier":
             from ..core.evaluate import train_classifier

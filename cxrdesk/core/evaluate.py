@@ -181,6 +181,7 @@ class EvalConfig:
     n: int = 300
     steps: int = 20
     guidance: float | None = None  # None: the model's recommended guidance
+    guidance_interval: tuple[float, float] | None = None  # None: the model's
     sampler: str = "dpm++"
     diversity_k: int = 8
     seed: int = 0
@@ -219,6 +220,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     cfg = cfg or EvalConfig()
     if cfg.guidance is None:
         cfg = replace(cfg, guidance=pipe.info["guidance"])
+    if cfg.guidance_interval is None:
+        cfg = replace(cfg, guidance_interval=tuple(pipe.info["guidance_interval"]))
     rng = np.random.default_rng(cfg.seed)
     y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
     val, train = held_out_split(records, cfg.split)
@@ -238,7 +241,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     t0 = time.time()
     for j, p in enumerate(tqdm(prompts, desc="generate", disable=not progress, mininterval=2)):
         r = pipe.generate(p, steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed * 100000 + j,
-                          sampler=cfg.sampler)
+                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval)
         img = r.image
         if img.shape[0] != 256:
             img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
@@ -277,7 +280,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     grid_rows = []
     for k, c in enumerate(CLASSES):
         imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
-                              seed=cfg.seed * 1000 + s, sampler=cfg.sampler).image
+                              seed=cfg.seed * 1000 + s, sampler=cfg.sampler,
+                              guidance_interval=cfg.guidance_interval).image
                 for s in range(cfg.diversity_k)]
         pool = train[y[train] == k]
         kk = min(cfg.diversity_k, len(pool))  # same count on both sides where a class is small
@@ -294,7 +298,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     result = {
         "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
-        "steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler,
+        "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
+        "sampler": cfg.sampler,
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},

@@ -39,6 +39,11 @@ MAX_GUIDANCE = 30.0
 # Guidance for a model folder that does not recommend its own ("sampling": {"guidance": G} in
 # cxrdesk.json, chosen by `cxrdesk evaluate --split tune`).
 DEFAULT_GUIDANCE = 4.0
+# Where in the noise schedule guidance is applied, as fractions of the training timesteps (t / T):
+# (0, 1) is everywhere. Outside the interval the step runs the conditional half only (half the
+# UNet work); guidance at the noisiest and least noisy steps mostly costs diversity and time
+# (Kynkaanniemi et al., NeurIPS 2024). A model folder may recommend one ("sampling": {...}).
+FULL_INTERVAL = (0.0, 1.0)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 OUTPUT_BITS = 12
 
@@ -159,9 +164,11 @@ class _AttnStore:
 class _RecordingAttnProcessor:
     """Runs the layer's own processor (so the image is unchanged) and records cross-attention."""
 
-    def __init__(self, store: _AttnStore, cond_slice: slice, inner):
+    # the conditional sample is the last in the batch, with and without guidance at this step
+    cond_slice = slice(-1, None)
+
+    def __init__(self, store: _AttnStore, inner):
         self.store = store
-        self.cond_slice = cond_slice
         self.inner = inner
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
@@ -287,6 +294,7 @@ class Pipeline:
             "noise_offset": float(extra.get("noise_offset") or 0.0),
             # the guidance the model was tuned for: the default of the app, `generate` and `evaluate`
             "guidance": recommended_guidance(extra),
+            "guidance_interval": recommended_interval(extra),
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
@@ -386,7 +394,7 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------ generation
-    def validate(self, prompt, steps, guidance_scale, width, height, sampler) -> None:
+    def validate(self, prompt, steps, guidance_scale, width, height, sampler, guidance_interval=FULL_INTERVAL) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise PipelineError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
@@ -401,25 +409,32 @@ class Pipeline:
             raise PipelineError(f"size must be one of {', '.join(map(str, SIZES))} (square), not {width}x{height}")
         if sampler not in SAMPLERS:
             raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        check_interval(guidance_interval)
 
     def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float | None = None,
                  seed: int | None = None, width: int = 256, height: int = 256, sampler: str = "dpm++",
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
-                 step_metrics: bool = False) -> GenerationResult:
+                 step_metrics: bool = False,
+                 guidance_interval: tuple[float, float] | None = None) -> GenerationResult:
         """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel.
 
         ``on_step(i, total, preview)`` is called after every step. The preview is the current
         denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
         near-free linear approximation on the other steps; ``preview_every=0`` gives no previews.
         ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
+        ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
+        lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
         """
         import torch
 
         if guidance_scale is None:
             guidance_scale = self.info["guidance"]
-        self.validate(prompt, steps, guidance_scale, width, height, sampler)
+        if guidance_interval is None:
+            guidance_interval = self.info["guidance_interval"]
+        self.validate(prompt, steps, guidance_scale, width, height, sampler, guidance_interval)
         guidance_scale = float(guidance_scale)
+        g_lo, g_hi = (float(v) for v in guidance_interval)
         if seed is None or int(seed) < 0:
             seed = random.SystemRandom().randrange(0, 2 ** 31 - 1)
         seed = int(seed)
@@ -431,6 +446,7 @@ class Pipeline:
             dtype = next(self.unet.parameters()).dtype
             use_cfg = guidance_scale != 1.0
             context = (torch.cat([uncond, cond]) if use_cfg else cond).to(self.device, dtype)
+            cond_context = cond.to(self.device, dtype)
             timings["text"] = time.perf_counter() - t0
 
             sched = self.make_scheduler(sampler)
@@ -447,9 +463,8 @@ class Pipeline:
                 idx = self._token_index(enc.tokens[0], attention_words)
                 if idx:
                     store = _AttnStore(idx)
-                    cond_slice = slice(1, 2) if use_cfg else slice(0, 1)
                     saved = dict(self.unet.attn_processors)
-                    procs = {name: (_RecordingAttnProcessor(store, cond_slice, proc)
+                    procs = {name: (_RecordingAttnProcessor(store, proc)
                                     if name.endswith("attn2.processor") else proc)
                              for name, proc in saved.items()}
                     self.unet.set_attn_processor(procs)
@@ -457,16 +472,21 @@ class Pipeline:
                 preview_every = 5
             metrics = []
             t1 = time.perf_counter()
+            n_train = int(self.scheduler_config.get("num_train_timesteps", 1000))
+            guided_steps = 0
             try:
                 total = len(sched.timesteps)
                 for i, t in enumerate(sched.timesteps):
                     if cancel is not None and cancel.is_set():
                         raise GenerationCancelled()
-                    model_in = torch.cat([latents] * 2) if use_cfg else latents
+                    guided = use_cfg and g_lo <= float(t) / n_train <= g_hi
+                    guided_steps += guided
+                    model_in = torch.cat([latents] * 2) if guided else latents
                     model_in = sched.scale_model_input(model_in, t)
                     with self._precision():
-                        out = self.unet(model_in, t, encoder_hidden_states=context).sample.to(latents.dtype)
-                    if use_cfg:
+                        out = self.unet(model_in, t, encoder_hidden_states=context if guided else cond_context
+                                        ).sample.to(latents.dtype)
+                    if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)
                     last = i == total - 1
@@ -521,7 +541,8 @@ class Pipeline:
         timings["total"] = time.perf_counter() - t0
         params = {
             "prompt": prompt, "negative_prompt": negative_prompt or "", "steps": steps,
-            "guidance_scale": guidance_scale, "seed": seed, "sampler": sampler, "width": width,
+            "guidance_scale": guidance_scale, "guidance_interval": [g_lo, g_hi], "guided_steps": guided_steps,
+            "seed": seed, "sampler": sampler, "width": width,
             "height": height, "native_size": native, "upscale": upscale,
             "prompt_truncated": bool(enc.truncated[0]), "max_tokens": self.text_encoder.max_tokens,
             "model": self.info["name"], "model_hash": self.info["hash"], "device": self.device,
@@ -529,6 +550,38 @@ class Pipeline:
         }
         return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
                                 timings=timings)
+
+
+def check_interval(interval) -> tuple[float, float]:
+    """A guidance interval as (lo, hi) with 0 <= lo <= hi <= 1; PipelineError otherwise."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise PipelineError(f"guidance interval must be two numbers LO,HI between 0 and 1, not {interval!r}") from None
+    if not (0.0 <= lo <= hi <= 1.0):
+        raise PipelineError(f"guidance interval must satisfy 0 <= LO <= HI <= 1, not {lo:g},{hi:g}")
+    return lo, hi
+
+
+def interval_text(interval) -> str:
+    """How a guidance interval reads to a user: '' for the whole schedule."""
+    lo, hi = interval
+    if (lo, hi) == FULL_INTERVAL:
+        return ""
+    return f"applied from {lo:.0%} to {hi:.0%} noise"
+
+
+def recommended_interval(extra: dict) -> tuple[float, float]:
+    """The guidance interval a model folder's ``cxrdesk.json`` recommends; the full schedule when it
+    has none or the value is unusable."""
+    sampling = extra.get("sampling")
+    value = sampling.get("guidance_interval") if isinstance(sampling, dict) else None
+    if value is None:
+        return FULL_INTERVAL
+    try:
+        return check_interval(value)
+    except PipelineError:
+        return FULL_INTERVAL
 
 
 def recommended_guidance(extra: dict) -> float:
@@ -549,11 +602,13 @@ def _n(module) -> int:
 def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
                        random_weights: bool = False, scheduler: dict | None = None,
                        preview_map: list[float] | None = None, noise_offset: float = 0.0,
-                       guidance: float | None = None) -> Path:
+                       guidance: float | None = None,
+                       guidance_interval: tuple[float, float] | None = None) -> Path:
     """Write vae + unet + scheduler + text encoder reference as a diffusers model folder.
 
     ``guidance`` is the recommended guidance scale written into ``cxrdesk.json`` (None: the
-    default, DEFAULT_GUIDANCE).
+    default, DEFAULT_GUIDANCE), ``guidance_interval`` the part of the noise schedule it applies to
+    (None: all of it).
     """
     from .models import scheduler_config
 
@@ -582,7 +637,8 @@ def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = No
     (dest / "cxrdesk.json").write_text(json.dumps({
         "name": name or dest.name, "random_weights": random_weights, "training": training or {},
         "preview_map": preview_map, "noise_offset": noise_offset,
-        "sampling": {"guidance": float(DEFAULT_GUIDANCE if guidance is None else guidance)},
+        "sampling": {"guidance": float(DEFAULT_GUIDANCE if guidance is None else guidance),
+                     "guidance_interval": list(check_interval(guidance_interval or FULL_INTERVAL))},
     }, indent=2))
     if not (dest / "model_card.md").exists():
         text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights

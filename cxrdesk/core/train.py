@@ -617,7 +617,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
 
 
 def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int = 0,
-                 name: str | None = None, guidance: float | None = None) -> Path:
+                 name: str | None = None, guidance: float | None = None,
+                 guidance_interval: tuple[float, float] | None = None) -> Path:
     """Write a diffusers model folder with the EMA UNet weights and the trained VAE."""
     import copy
 
@@ -642,7 +643,7 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name,
                        training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]},
                        preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)),
-                       guidance=guidance)
+                       guidance=guidance, guidance_interval=guidance_interval)
     if card.exists():
         shutil.copy(card, tmp / "model_card.md")
     for extra in ("eval.json", "eval_grid.png"):
@@ -677,7 +678,8 @@ def fit_preview_map(run: Path, n: int = 512) -> list[float] | None:
 
 
 def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | None = None,
-                           guidance: float | None = None) -> Path:
+                           guidance: float | None = None,
+                           guidance_interval: tuple[float, float] | None = None) -> Path:
     """Write a model folder from the UNet checkpoint's EMA weights (no training)."""
     run = Path(run_dir)
     ckpt = run / "unet" / "ckpt.pt"
@@ -689,7 +691,8 @@ def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | No
     c, h = meta["latent_shape"][0], meta["latent_shape"][1]
     unet = build_unet(cfg.get("preset", "default"), h, c)
     unet.load_state_dict(state["model"])
-    return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name, guidance=guidance)
+    return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name, guidance=guidance,
+                        guidance_interval=guidance_interval)
 
 
 def _unet_samples(folder: Path, path: Path) -> None:

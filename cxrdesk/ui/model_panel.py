@@ -5,6 +5,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QTextBrowser, QVBoxLayout, QWidget)
 
+from ..core.pipeline import FULL_INTERVAL, interval_text
+
 NO_CARD = ("*This model folder has no `model_card.md`.*\n\n"
            "Generated images are synthetic and for education only: not for diagnosis.")
 
@@ -60,7 +62,9 @@ class ModelPanel(QWidget):
             ("native", "Native size", "Image size the model draws; larger outputs are upsampled"),
             ("prediction", "Prediction", "What the UNet predicts (noise 'epsilon' or 'v')"),
             ("guidance", "Recommended adherence", "The guidance scale this model was tuned for; the Generator "
-                                                  "uses it unless you choose another"),
+                                                  "uses it unless you choose another. Where it applies only to "
+                                                  "part of the noise schedule, the other steps run unguided "
+                                                  "(faster, more varied)"),
             ("device", "Device", "Where the model runs"),
             ("dtype", "Precision", "Numeric precision of inference"),
             ("load", "Load time", "Seconds to load the model"),
@@ -119,7 +123,8 @@ class ModelPanel(QWidget):
         f["native"].setText(f"{ns} x {ns}" if ns else "-")
         f["prediction"].setText(str(info.get("prediction_type", "-")))
         g = info.get("guidance")
-        f["guidance"].setText(f"{g:g}" if isinstance(g, (int, float)) else "-")
+        where = interval_text(info.get("guidance_interval") or FULL_INTERVAL)
+        f["guidance"].setText((f"{g:g}" + (f" ({where})" if where else "")) if isinstance(g, (int, float)) else "-")
         dev = str(info.get("device", "-")).upper()
         if info.get("device_name"):
             dev += f" ({info['device_name']})"
