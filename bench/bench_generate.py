@@ -1,9 +1,13 @@
 """Generation speed on this machine: seconds per image and per step, and peak memory.
 
     .venv/bin/python bench/bench_generate.py [--model DIR] [--n 5] [--steps 20] [--precision fp32|bf16|both]
+                                             [--guidance-interval LO,HI]
 
-256x256, 20 steps, classifier-free guidance (guidance 4), dpm++ sampler, CPU unless CUDA is present.
-Prints figures; asserts nothing.
+256x256, 20 steps, classifier-free guidance at the model's recommended scale and interval (or the
+one given), dpm++ sampler, CPU unless CUDA is present. Each precision is timed twice: with the eager
+UNet (a single image from `cxrdesk generate`) and after Pipeline.warm_up() has traced it (the app,
+`evaluate`, and `generate --n 5` or more); runs alternate between the two so that a machine whose
+speed drifts affects both alike. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -20,35 +24,49 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"])
+    ap.add_argument("--guidance-interval", default=None, help="LO,HI (default: the model's)")
     args = ap.parse_args()
     import torch
 
-    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.pipeline import Pipeline, check_interval
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    interval = check_interval(args.guidance_interval.split(",")) if args.guidance_interval else None
     for prec in (["fp32", "bf16"] if args.precision == "both" else [args.precision]):
         t0 = time.perf_counter()
-        pipe = Pipeline.load(args.model, device="auto", precision=prec)
+        eager = Pipeline.load(args.model, device="auto", precision=prec)
         load = time.perf_counter() - t0
-        pipe.generate("normal chest radiograph", steps=args.steps, seed=0)  # warm-up
-        times, per = [], {"text": [], "denoise": [], "decode": []}
+        traced = Pipeline.load(args.model, device="auto", precision=prec)
+        warm = traced.warm_up((1, 2) if interval else None)
+        kinds = {"eager": eager, "traced": traced} if warm > 0 else {"eager": eager}
+        times = {k: [] for k in kinds}
+        per = {k: {"text": [], "denoise": [], "decode": []} for k in kinds}
+        for pipe in kinds.values():
+            pipe.generate("normal chest radiograph", steps=args.steps, seed=0)  # warm-up
+        guided = None
         for i in range(args.n):
-            t = time.perf_counter()
-            r = pipe.generate("right lower lobe pneumonia with small effusion", steps=args.steps,
-                              guidance_scale=4.0, seed=i, on_step=lambda *a: None, preview_every=0)
-            times.append(time.perf_counter() - t)
-            for k in per:
-                per[k].append(r.timings[k])
-        med = statistics.median(times)
-        print(f"[{prec}] model {pipe.info['name']} [{pipe.info['hash']}] on {pipe.info['device']}, "
-              f"{torch.get_num_threads()} threads, unet {pipe.info['params']['unet'] / 1e6:.1f}M, "
-              f"vae {pipe.info['params']['vae'] / 1e6:.1f}M")
-        print(f"[{prec}] load {load:.2f} s; 256x256, {args.steps} steps, CFG: "
-              f"{med:.3f} s/image (median of {args.n}, min {min(times):.3f}), "
-              f"{statistics.median(per['denoise']) / args.steps * 1000:.1f} ms/step, "
-              f"text {statistics.median(per['text']) * 1000:.0f} ms, decode {statistics.median(per['decode']) * 1000:.0f} ms")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+            for kind, pipe in kinds.items():
+                t = time.perf_counter()
+                r = pipe.generate("right lower lobe pneumonia with small effusion", steps=args.steps,
+                                  guidance_interval=interval, seed=i, on_step=lambda *a: None, preview_every=0)
+                times[kind].append(time.perf_counter() - t)
+                guided = r.params
+                for k in per[kind]:
+                    per[kind][k].append(r.timings[k])
+        info = eager.info
+        print(f"[{prec}] model {info['name']} [{info['hash']}] on {info['device']}, "
+              f"{torch.get_num_threads()} threads, unet {info['params']['unet'] / 1e6:.1f}M, "
+              f"vae {info['params']['vae'] / 1e6:.1f}M")
+        print(f"[{prec}] load {load:.2f} s, warm-up (tracing) {warm:.2f} s; 256x256, {args.steps} steps, "
+              f"guidance {guided['guidance_scale']:g} on {guided['guided_steps']} of them "
+              f"(interval {guided['guidance_interval'][0]:g}-{guided['guidance_interval'][1]:g})")
+        for kind in kinds:
+            ts, pk = times[kind], per[kind]
+            print(f"[{prec}] {kind:6s}: {statistics.median(ts):.3f} s/image (median of {args.n}, min {min(ts):.3f}), "
+                  f"{statistics.median(pk['denoise']) / args.steps * 1000:.1f} ms/step, "
+                  f"text {statistics.median(pk['text']) * 1000:.0f} ms, decode {statistics.median(pk['decode']) * 1000:.0f} ms")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (two pipelines loaded)")
 
 
 if __name__ == "__main__":

@@ -291,3 +291,34 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tmp_path):
     for k, bad in enumerate([[0.9, 0.1], "middle", [0.1], {"lo": 0}]):
         r = Pipeline.load(model_copy_recommending(base, tmp_path / f"biv{k}", 5.0, bad))
         assert r.info["guidance_interval"] == FULL_INTERVAL
+
+
+def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monkeypatch):
+    p = Pipeline.load(make_tiny_model(tmp_path / "tiny"))
+    kw = dict(steps=4, seed=5)
+    eager = p.generate("right upper lobe mass", **kw)
+    eager_part = p.generate("right upper lobe mass", guidance_interval=(0.3, 0.7), **kw)
+    assert p.warm_up() > 0 and len(p._traced) == 1  # the model guides every step: the batch-2 graph only
+    p.warm_up((1, 2))
+    assert len(p._traced) == 2
+    used = []
+    for graph_key, graph in list(p._traced.items()):
+        def spy(*a, _g=graph, _k=graph_key):
+            used.append(_k[0][0])
+            return _g(*a)
+        p._traced[graph_key] = spy
+    assert np.array_equal(p.generate("right upper lobe mass", **kw).image, eager.image)
+    assert used == [2] * 4
+    assert np.array_equal(p.generate("right upper lobe mass", guidance_interval=(0.3, 0.7), **kw).image,
+                          eager_part.image)
+    assert set(used) == {1, 2}
+    # a UNet that cannot be traced leaves generation eager, with the same result
+    import torch
+
+    def broken(*a, **k):
+        raise RuntimeError("no tracing here")
+
+    q = Pipeline.load(tmp_path / "tiny")
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    q.warm_up((1, 2))
+    assert q._traced == {} and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)

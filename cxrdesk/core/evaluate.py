@@ -222,6 +222,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
         cfg = replace(cfg, guidance=pipe.info["guidance"])
     if cfg.guidance_interval is None:
         cfg = replace(cfg, guidance_interval=tuple(pipe.info["guidance_interval"]))
+    pipe.warm_up((1, 2))  # hundreds of images: faster UNet graphs for both step kinds (same numbers)
     rng = np.random.default_rng(cfg.seed)
     y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
     val, train = held_out_split(records, cfg.split)

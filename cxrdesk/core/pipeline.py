@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import sys
@@ -46,6 +47,8 @@ DEFAULT_GUIDANCE = 4.0
 FULL_INTERVAL = (0.0, 1.0)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 OUTPUT_BITS = 12
+
+log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, "np.ndarray | None"], None]
 
@@ -186,6 +189,21 @@ class _RecordingAttnProcessor:
         return out
 
 
+def _plain_unet(unet):
+    """``unet(sample, t, context)`` as a module whose forward returns a tensor, for tracing."""
+    import torch
+
+    class PlainUNet(torch.nn.Module):
+        def __init__(self, u):
+            super().__init__()
+            self.u = u
+
+        def forward(self, sample, t, context):
+            return self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
+
+    return PlainUNet(unet).eval()
+
+
 class Pipeline:
     """Text-to-chest-radiograph latent diffusion, offline, CPU first."""
 
@@ -199,6 +217,10 @@ class Pipeline:
         self.device = device
         self.info = info
         self._lock = threading.Lock()
+        # TorchScript graphs of the UNet, one per input shape, made by warm_up(): on CPU they skip
+        # diffusers' Python module dispatch (hundreds of small modules per call), which for a model
+        # this small is a large part of each step. Same operations, same numbers as the eager UNet.
+        self._traced: dict = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -379,6 +401,58 @@ class Pipeline:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _trace_key(self, sample, context) -> tuple:
+        return tuple(sample.shape), tuple(context.shape), sample.dtype
+
+    def _can_trace(self) -> bool:
+        return self.device == "cpu" and not getattr(self, "_autocast", False)
+
+    def warm_up(self, batches: tuple[int, ...] | None = None) -> float:
+        """Trace the UNet for the native latent size at these batch sizes (2: a guided step, 1: an
+        unguided one; default: those the model's recommended sampling uses), so that later
+        generations run the faster graphs. About a second per batch size for the default model: worth
+        it from a few images on. Returns the seconds spent; 0 where tracing does not apply (CUDA, bf16
+        autocast). A graph that fails to build is logged and skipped: generation then stays eager."""
+        import warnings
+
+        import torch
+
+        if not self._can_trace():
+            return 0.0
+        if batches is None:
+            guided = self.info["guidance"] != 1.0
+            batches = (2,) if guided and self.info["guidance_interval"] == FULL_INTERVAL else (1, 2)
+        t0 = time.perf_counter()
+        c, h, w = self.info["latent_shape"]
+        dtype = next(self.unet.parameters()).dtype
+        with self._lock, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic the graph keeps
+            ctx = self.text_encoder.encode([""]).embeddings.to(self.device, dtype)
+            for b in batches:
+                sample = torch.zeros((b, c, h, w), dtype=dtype)
+                context = ctx.expand(b, -1, -1).contiguous()
+                key = self._trace_key(sample, context)
+                if key in self._traced:
+                    continue
+                t = torch.full((b,), 500, dtype=torch.long)
+                try:
+                    graph = torch.jit.freeze(torch.jit.trace(_plain_unet(self.unet), (sample, t, context),
+                                                             check_trace=False))
+                    graph(sample, t, context)  # the first calls of a frozen graph optimise it
+                    graph(sample, t, context)
+                except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+                    log.warning("could not trace the UNet (batch %d); generating without it", b, exc_info=True)
+                    continue
+                self._traced[key] = graph
+        return time.perf_counter() - t0
+
+    def _unet(self, sample, t, context):
+        """The UNet's output: the traced graph for this shape when warm_up() made one."""
+        graph = self._traced.get(self._trace_key(sample, context)) if self._traced else None
+        if graph is not None:
+            return graph(sample, t.reshape(1).expand(sample.shape[0]), context)
+        return self.unet(sample, t, encoder_hidden_states=context).sample
+
     def _token_index(self, tokens: list[str], words: list[str]) -> dict[str, list[int]]:
         out = {}
         pieces = [t.lower().replace("##", "").replace("</w>", "") for t in tokens]
@@ -484,8 +558,12 @@ class Pipeline:
                     model_in = torch.cat([latents] * 2) if guided else latents
                     model_in = sched.scale_model_input(model_in, t)
                     with self._precision():
-                        out = self.unet(model_in, t, encoder_hidden_states=context if guided else cond_context
-                                        ).sample.to(latents.dtype)
+                        if store is not None:  # recording attention needs the module's own processors
+                            out = self.unet(model_in, t, encoder_hidden_states=context if guided else cond_context
+                                            ).sample
+                        else:
+                            out = self._unet(model_in, t, context if guided else cond_context)
+                        out = out.to(latents.dtype)
                     if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)

@@ -132,8 +132,11 @@ class ModelPanel(QWidget):
             dev += f" ({info['torch_threads']} threads)"
         f["device"].setText(dev)
         f["dtype"].setText(str(info.get("dtype", "-")))
-        ls = info.get("load_seconds")
-        f["load"].setText(f"{ls:.2f} s" if isinstance(ls, (int, float)) else "-")
+        ls, wu = info.get("load_seconds"), info.get("warm_up_seconds")
+        text = f"{ls:.2f} s" if isinstance(ls, (int, float)) else "-"
+        if isinstance(wu, (int, float)) and wu > 0:
+            text += f" (+ {wu:.2f} s preparing faster graphs for this CPU)"
+        f["load"].setText(text)
         if info.get("random_weights"):
             self.random_label.setText("This model has RANDOM weights (a test model): it draws noise, "
                                       "not radiographs.")
