@@ -312,6 +312,17 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     assert np.array_equal(p.generate("right upper lobe mass", guidance_interval=(0.3, 0.7), **kw).image,
                           eager_part.image)
     assert set(used) == {1, 2}
+    # recording attention runs the UNet's own modules only on the steps it records (every
+    # ATTENTION_EVERY-th and the last); the maps and the image match a pipeline that never traced
+    from cxrdesk.core.pipeline import ATTENTION_EVERY
+
+    used.clear()
+    kw8 = dict(steps=8, seed=5, attention_words=["mass"])
+    att = p.generate("right upper lobe mass", **kw8)
+    fresh = Pipeline.load(tmp_path / "tiny").generate("right upper lobe mass", **kw8)
+    assert len(used) == 8 - 8 // ATTENTION_EVERY
+    assert np.array_equal(att.image, fresh.image)
+    np.testing.assert_allclose(att.attention["mass"], fresh.attention["mass"], atol=1e-6)
     # a UNet that cannot be traced leaves generation eager, with the same result
     import torch
 

@@ -49,6 +49,9 @@ PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 OUTPUT_BITS = 12
 
 log = logging.getLogger(__name__)
+# Attention maps are averaged over every this-many-th step (and the last): those steps run the UNet's
+# own modules, the others can run the faster traced graph (Pipeline.warm_up).
+ATTENTION_EVERY = 4
 
 StepCallback = Callable[[int, int, "np.ndarray | None"], None]
 
@@ -557,8 +560,13 @@ class Pipeline:
                     guided_steps += guided
                     model_in = torch.cat([latents] * 2) if guided else latents
                     model_in = sched.scale_model_input(model_in, t)
+                    # Attention is recorded every ATTENTION_EVERY steps and at the last, by the
+                    # UNet's own modules; the other steps may run the traced graph.
+                    record = store is not None and ((i + 1) % ATTENTION_EVERY == 0 or i == total - 1)
+                    if store is not None:
+                        store.enabled = record
                     with self._precision():
-                        if store is not None:  # recording attention needs the module's own processors
+                        if record:
                             out = self.unet(model_in, t, encoder_hidden_states=context if guided else cond_context
                                             ).sample
                         else:
