@@ -375,3 +375,15 @@ def test_fast_previews_every_step_sharp_ones_feed_the_chart(qtbot, window):
     assert seen == [(1, False), (2, False), (3, True), (4, False), (5, False), (6, True)]
     assert [p["step"] for p in w.generator.chart.points] == [3, 6]
     assert [m["step"] for m in w.history.entries()[0].step_metrics] == [3, 6]
+
+
+def test_a_background_task_finishing_after_its_relay_is_gone_is_quiet(qtbot):
+    import shiboken6
+
+    from cxrdesk.ui.tasks import _Relay, _Task
+
+    relay = _Relay(None, None)
+    task = _Task(relay, lambda: 42, (), {})
+    task.setAutoDelete(False)
+    shiboken6.delete(relay)  # the application shut down while the task ran
+    task.run()  # raised "Signal source has been deleted" before

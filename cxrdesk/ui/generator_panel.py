@@ -15,6 +15,10 @@ from ..core.pipeline import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_STEPS, SAMPLERS,
 from .chart import MetricsChart
 from .paths import resource_path
 
+# A sharp preview is a full VAE decode, about as long as a UNet step on a CPU: every 5th step (4 per
+# 20-step image) instead of every 2nd made a generation in the app 17% faster (2.45 s vs 2.95 s on
+# the 2-core development machine).
+SHARP_PREVIEW_EVERY = 5
 SAMPLER_LABELS = {"dpm++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler"}
 SAMPLER_TIPS = {"dpm++": "DPM++ 2M: fast, good results at 15-25 steps (default)",
                 "ddim": "DDIM: deterministic, needs a few more steps",
@@ -150,11 +154,12 @@ class GeneratorPanel(QWidget):
         form.addRow("Batch count", self.batch_spin)
         self.preview_spin = QSpinBox()
         self.preview_spin.setRange(1, 50)
-        self.preview_spin.setValue(2)
+        self.preview_spin.setValue(SHARP_PREVIEW_EVERY)
         self.preview_spin.setSuffix(" steps")
         self.preview_spin.setToolTip("A quick approximate preview appears after every step; a sharp preview "
-                                     "(one VAE decode) every N steps, and the quality chart uses those. "
-                                     "1 = sharp every step (slower); raise it on slow machines.")
+                                     "(one VAE decode, about as long as a step) every N steps, and the quality "
+                                     "chart uses those. 1 = sharp every step (slower on a CPU); raise it on "
+                                     "slow machines.")
         form.addRow("Sharp preview every", self.preview_spin)
         self.attention_check = QCheckBox("Record attention maps")
         self.attention_check.setChecked(True)
@@ -429,7 +434,7 @@ class GeneratorPanel(QWidget):
             "size": get("generator/size", 256, int), "steps": get("generator/steps", 20, int),
             "guidance_scale": get("generator/guidance", self.recommended_guidance, float) if custom else None,
             "sampler": get("generator/sampler", "dpm++", str), "seed": get("generator/seed", 42, int),
-            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", 2, int),
+            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", SHARP_PREVIEW_EVERY, int),
         }, fixed_seed=False)
         self.guidance_custom = custom  # also when the value happens to equal the default
         self._guidance_tooltip()

@@ -60,9 +60,15 @@ class _Task(QRunnable):
         except Exception as exc:  # noqa: BLE001 - reported to the GUI as a message
             log.debug("task failed\n%s", traceback.format_exc())
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            self.relay.finished.emit(None, msg)
+            self._report(None, msg)
             return
-        self.relay.finished.emit(res, None)
+        self._report(res, None)
+
+    def _report(self, res, msg) -> None:
+        try:
+            self.relay.finished.emit(res, msg)
+        except RuntimeError:  # the relay's owner was destroyed (the window closed): nobody is waiting
+            log.debug("task finished after its owner was destroyed")
 
 
 def run_task(fn, *args, done=None, error=None, owner: QObject | None = None,
