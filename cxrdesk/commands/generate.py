@@ -137,9 +137,9 @@ def cmd_generate(args) -> int:
         for k, out in enumerate(outs):
             s = seed + k if seed is not None and seed >= 0 else -1
             res = pipe.generate(args.prompt, negative_prompt=args.negative, steps=args.steps,
-                                guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s, width=args.size, height=args.size,
-                                sampler=args.sampler, on_step=lambda i, n, p: bar.update(1),
-                                preview_every=0)
+                                guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
+                                width=args.size, height=args.size, sampler=args.sampler,
+                                on_step=lambda i, n, p: bar.update(1), preview_every=0)
             if k == 0 and res.params["prompt_truncated"]:
                 print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
                       f"{res.params['max_tokens']} tokens", file=sys.stderr)
