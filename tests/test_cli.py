@@ -65,6 +65,16 @@ def test_generate_uses_the_models_recommended_guidance_unless_given(tiny, tmp_pa
         assert read_png(tmp_path / name).metadata["guidance_scale"] == want
 
 
+def test_generate_many_images_traces_the_unet_and_draws_the_same(tiny, tmp_path):
+    from cxrdesk.commands.generate import WARM_UP_FROM
+
+    args = ("generate", "left pleural effusion", "--steps", "3", "--seed", "4", "--model", str(tiny), "--quiet")
+    assert run(*args, "-o", str(tmp_path / "one.png")).returncode == 0  # a single image: eager
+    r = run(*args, "-o", str(tmp_path / "many.png"), "--n", str(WARM_UP_FROM))  # traced first
+    assert r.returncode == 0, r.stderr
+    assert (read_png(tmp_path / "one.png").pixels == read_png(tmp_path / "many_001.png").pixels).all()
+
+
 def test_generate_guidance_interval_default_and_option(tiny, tmp_path):
     from tests.fixtures import model_copy_recommending
 
