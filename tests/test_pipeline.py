@@ -31,17 +31,28 @@ def test_generate_returns_image_and_exact_params(pipe):
     assert r.image_u16.dtype == np.uint16 and r.image_u16.max() <= 4095
     assert r.pil.size == (256, 256)
     p = r.params
-    assert (p["seed"], p["steps"], p["guidance_scale"], p["sampler"]) == (7, 3, 3.0, "dpm++")
+    assert (p["seed"], p["steps"], p["guidance_scale"], p["sampler"]) == (7, 3, 3.0, "dpm++-karras")
     assert p["model_hash"] == pipe.info["hash"] and p["upscale"] is None
 
 
-@pytest.mark.parametrize("sampler", ["dpm++", "ddim", "euler"])
+@pytest.mark.parametrize("sampler", ["dpm++-karras", "dpm++", "ddim", "euler"])
 def test_same_seed_reproduces_pixels_and_other_seed_differs(pipe, sampler):
     a = pipe.generate("normal chest radiograph", steps=3, seed=11, sampler=sampler)
     b = pipe.generate("normal chest radiograph", steps=3, seed=11, sampler=sampler)
     c = pipe.generate("normal chest radiograph", steps=3, seed=12, sampler=sampler)
     assert np.array_equal(a.image, b.image)
     assert not np.array_equal(a.image, c.image)
+
+
+def test_karras_sampler_spends_more_steps_at_low_noise(pipe):
+    even, karras = pipe.make_scheduler("dpm++"), pipe.make_scheduler("dpm++-karras")
+    even.set_timesteps(20)
+    karras.set_timesteps(20)
+    low = 250  # timesteps below this: the last quarter of the noise schedule
+    assert sum(int(t) < low for t in karras.timesteps) > sum(int(t) < low for t in even.timesteps)
+    a = pipe.generate("normal chest radiograph", steps=4, seed=3, sampler="dpm++")
+    b = pipe.generate("normal chest radiograph", steps=4, seed=3, sampler="dpm++-karras")
+    assert not np.array_equal(a.image, b.image)
 
 
 def test_random_seed_is_reported_and_reproduces(pipe):
@@ -267,11 +278,11 @@ def test_guidance_interval_guides_only_the_steps_inside_it(tmp_path):
     full = p.generate("left pleural effusion", **kw)
     assert full.params["guided_steps"] == 6 and full.params["guidance_interval"] == [0.0, 1.0]
     # an interval no timestep falls in is exactly the unguided sampler (guidance 1: one UNet call per step)
-    none = p.generate("left pleural effusion", guidance_interval=(0.0, 0.0), **kw)
+    none = p.generate("left pleural effusion", guidance_interval=(0.5, 0.5), **kw)  # no t = 500 step
     unguided = p.generate("left pleural effusion", steps=6, seed=2, guidance_scale=1.0)
     assert none.params["guided_steps"] == 0 and np.array_equal(none.image, unguided.image)
     # a part of the schedule: the steps whose t / T lies inside are guided, the others not
-    ts = p.make_scheduler("dpm++")
+    ts = p.make_scheduler("dpm++-karras")  # the default sampler
     ts.set_timesteps(6)
     want = sum(0.3 <= int(t) / 1000 <= 0.7 for t in ts.timesteps)
     assert 0 < want < 6

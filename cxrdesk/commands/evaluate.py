@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.pipeline import DEFAULT_SAMPLER, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
@@ -21,7 +22,7 @@ def register(sub) -> None:
                    help="guidance scale (default: the value the model recommends)")
     e.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
                    help=INTERVAL_HELP + " (default: the model's)")
-    e.add_argument("--sampler", default="dpm++")
+    e.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS)
     e.add_argument("--split", choices=("val", "tune"), default="val",
                    help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "
                         "training films, for choosing a checkpoint or sampling setting without looking at "

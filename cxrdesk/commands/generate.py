@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.pipeline import DEFAULT_SAMPLER, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
@@ -48,7 +49,7 @@ def register(sub) -> None:
                    help=INTERVAL_HELP + " (default: the model's)")
     g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
     g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
-    g.add_argument("--sampler", default="dpm++", help="dpm++, ddim or euler")
+    g.add_argument("--sampler", default=DEFAULT_SAMPLER, help=", ".join(SAMPLERS) + f" (default {DEFAULT_SAMPLER})")
     g.add_argument("--n", type=_int("n"), default=1, help="number of images")
     g.add_argument("--model", help="model folder (default: the embedded model)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import captions as cap
 from .datasets import Record
+from .pipeline import DEFAULT_SAMPLER
 
 CLASSES = ("normal", "covid", "other")
 CLS_SIZE = 128
@@ -182,7 +183,7 @@ class EvalConfig:
     steps: int = 20
     guidance: float | None = None  # None: the model's recommended guidance
     guidance_interval: tuple[float, float] | None = None  # None: the model's
-    sampler: str = "dpm++"
+    sampler: str = DEFAULT_SAMPLER
     diversity_k: int = 8
     seed: int = 0
     split: str = "val"  # "val", or "tune": a fixed tenth of the training split (see held_out_split)

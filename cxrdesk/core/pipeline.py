@@ -33,7 +33,10 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import numpy as np
 
-SAMPLERS = ("dpm++", "ddim", "euler")
+SAMPLERS = ("dpm++-karras", "dpm++", "ddim", "euler")
+# DPM++ 2M on Karras et al.'s noise levels (more steps where the noise is low): on the tune split it
+# beat the evenly spaced DPM++ 2M on FD, adherence and diversity at 20 steps (see the model card).
+DEFAULT_SAMPLER = "dpm++-karras"
 SIZES = (256, 512, 768)
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
@@ -334,6 +337,9 @@ class Pipeline:
         if sampler == "dpm++":
             return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
                                                            timestep_spacing="trailing")
+        if sampler == "dpm++-karras":
+            return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
+                                                           use_karras_sigmas=True)
         if sampler == "ddim":
             return DDIMScheduler.from_config(cfg, timestep_spacing="trailing")
         if sampler == "euler":
@@ -489,7 +495,7 @@ class Pipeline:
         check_interval(guidance_interval)
 
     def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float | None = None,
-                 seed: int | None = None, width: int = 256, height: int = 256, sampler: str = "dpm++",
+                 seed: int | None = None, width: int = 256, height: int = 256, sampler: str = DEFAULT_SAMPLER,
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
                  step_metrics: bool = False,

@@ -136,7 +136,7 @@ class GenerationWorker(QObject):
 
     def _run(self, jid: int, job: dict) -> tuple[str, str]:
         from ..core import imaging
-        from ..core.pipeline import GenerationCancelled, PipelineError
+        from ..core.pipeline import DEFAULT_SAMPLER, GenerationCancelled, PipelineError
 
         batch = max(1, int(job.get("batch", 1)))
         steps = int(job.get("steps", 20))
@@ -177,7 +177,7 @@ class GenerationWorker(QObject):
                     job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
                     guidance_scale=job.get("guidance_scale"), seed=seed + k,
                     width=int(job.get("size", 256)), height=int(job.get("size", 256)),
-                    sampler=job.get("sampler", "dpm++"), on_step=on_step, cancel=self._cancel,
+                    sampler=job.get("sampler", DEFAULT_SAMPLER), on_step=on_step, cancel=self._cancel,
                     preview_every=preview_every, attention_words=words)
             except GenerationCancelled:
                 return "cancelled", f"cancelled after {k} of {batch} image(s)"
