@@ -4,7 +4,7 @@
                                              [--guidance-interval LO,HI]
 
 256x256, 20 steps, classifier-free guidance at the model's recommended scale and interval (or the
-one given), dpm++ sampler, CPU unless CUDA is present. Each precision is timed twice: with the eager
+one given), the default sampler, CPU unless CUDA is present. Each precision is timed twice: with the eager
 UNet (a single image from `cxrdesk generate`) and after Pipeline.warm_up() has traced it (the app,
 `evaluate`, and `generate --n 5` or more); runs alternate between the two so that a machine whose
 speed drifts affects both alike. Prints figures; asserts nothing.

@@ -435,7 +435,8 @@ class GeneratorPanel(QWidget):
             "size": get("generator/size", 256, int), "steps": get("generator/steps", 20, int),
             "guidance_scale": get("generator/guidance", self.recommended_guidance, float) if custom else None,
             "sampler": get("generator/sampler", DEFAULT_SAMPLER, str), "seed": get("generator/seed", 42, int),
-            "batch": get("generator/batch", 1, int), "preview_every": get("generator/preview_every", SHARP_PREVIEW_EVERY, int),
+            "batch": get("generator/batch", 1, int),
+            "preview_every": get("generator/preview_every", SHARP_PREVIEW_EVERY, int),
         }, fixed_seed=False)
         self.guidance_custom = custom  # also when the value happens to equal the default
         self._guidance_tooltip()
