@@ -176,6 +176,7 @@ def cmd_info(args) -> int:
 
     pipe = _load(args.model, args.device)
     i = pipe.info
+    where = interval_text(i["guidance_interval"])
     print(f"cxrdesk {__version__}  (python {platform.python_version()}, torch {torch.__version__})")
     print(f"model:        {i['name']}  [{i['hash']}]")
     print(f"folder:       {i['folder']}")
@@ -187,7 +188,7 @@ def cmd_info(args) -> int:
     print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
     print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
     print(f"sampling:     guidance {i['guidance']:g} recommended"
-          + (f" ({interval_text(i['guidance_interval'])})" if interval_text(i["guidance_interval"]) else "")
+          + (f" ({where})" if where else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")
     return 0

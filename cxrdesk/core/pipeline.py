@@ -455,9 +455,10 @@ class Pipeline:
                 self._traced[key] = graph
         return time.perf_counter() - t0
 
-    def _unet(self, sample, t, context):
-        """The UNet's output: the traced graph for this shape when warm_up() made one."""
-        graph = self._traced.get(self._trace_key(sample, context)) if self._traced else None
+    def _unet(self, sample, t, context, traced: bool = True):
+        """The UNet's output: the traced graph for this shape when warm_up() made one and ``traced``
+        allows it (recording attention needs the module's own processors)."""
+        graph = self._traced.get(self._trace_key(sample, context)) if traced and self._traced else None
         if graph is not None:
             return graph(sample, t.reshape(1).expand(sample.shape[0]), context)
         return self.unet(sample, t, encoder_hidden_states=context).sample
@@ -566,22 +567,18 @@ class Pipeline:
                     guided_steps += guided
                     model_in = torch.cat([latents] * 2) if guided else latents
                     model_in = sched.scale_model_input(model_in, t)
+                    last = i == total - 1
                     # Attention is recorded every ATTENTION_EVERY steps and at the last, by the
                     # UNet's own modules; the other steps may run the traced graph.
-                    record = store is not None and ((i + 1) % ATTENTION_EVERY == 0 or i == total - 1)
+                    record = store is not None and ((i + 1) % ATTENTION_EVERY == 0 or last)
                     if store is not None:
                         store.enabled = record
                     with self._precision():
-                        if record:
-                            out = self.unet(model_in, t, encoder_hidden_states=context if guided else cond_context
-                                            ).sample
-                        else:
-                            out = self._unet(model_in, t, context if guided else cond_context)
-                        out = out.to(latents.dtype)
+                        out = self._unet(model_in, t, context if guided else cond_context,
+                                         traced=not record).to(latents.dtype)
                     if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)
-                    last = i == total - 1
                     full = preview_every > 0 and ((i + 1) % preview_every == 0 or last)
                     wants = on_step is not None and preview_every > 0
                     x0 = self._x0(sched, latents, out, t) if (wants or step_metrics) else None
