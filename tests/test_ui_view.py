@@ -8,7 +8,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 from cxrdesk.core import imaging  # noqa: E402
 from cxrdesk.ui.imageview import ImageView  # noqa: E402
@@ -246,3 +246,26 @@ def test_preset_compare_grid_shows_metric_changes(window, qtbot):
     grid.tiles["Radiographic Film"].clicked.emit("Radiographic Film")
     assert w.enhance.preset_box.currentText() == "Radiographic Film"
     grid.close()
+
+
+def test_model_panel_fits_a_narrow_dock_with_long_values(qtbot):
+    """A long folder path must not set the panel's minimum width (it used to cut every value off on
+    the right of a narrow dock): it is elided in the middle, with the full path in text() and tooltip."""
+    from cxrdesk.ui.model_panel import ModelPanel
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    folder = "/home/instructor/" + "/".join(f"teaching-models-folder-{k}" for k in range(6)) + "/cxr-model"
+    panel.set_info({"name": "m", "folder": folder, "params": {"unet": 11_450_500}, "guidance": 6.0,
+                    "load_seconds": 7.61, "warm_up_seconds": 2.35, "device": "cpu", "torch_threads": 2})
+    panel.resize(280, 700)
+    panel.show()
+    qtbot.waitExposed(panel)
+    label = panel.fields["folder"]
+    assert panel.minimumSizeHint().width() <= 280
+    assert label.width() <= 280
+    shown = QLabel.text(label)  # what is drawn
+    assert shown != folder and "\u2026" in shown
+    assert shown.startswith("/home/") and shown.endswith("cxr-model")
+    assert label.text() == folder and folder in label.toolTip()
+    assert panel.fields["load"].text() == "7.61 s + 2.35 s warm-up"
+    assert panel.fields["unet"].text() == QLabel.text(panel.fields["unet"]) == "11.5 M"  # short: not elided

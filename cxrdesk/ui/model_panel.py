@@ -1,9 +1,10 @@
 """Model info panel: components, sizes, device, load time, model card, "load model folder..."."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
+                               QMenu, QPushButton, QScrollArea, QTextBrowser, QVBoxLayout, QWidget)
 
 from ..core.pipeline import FULL_INTERVAL, interval_text
 
@@ -23,13 +24,75 @@ def _count(n) -> str:
     return str(n)
 
 
+class ElidedLabel(QLabel):
+    """One line of text that fits any width: too long, it is cut in the middle with an ellipsis
+    (a folder path keeps its start and its last folder). `text()` is the full text; the tooltip
+    shows it, and right-click copies it."""
+
+    MIN_CHARS = 18
+
+    def __init__(self, tip: str = "", parent=None):
+        super().__init__(parent)
+        self._full = ""
+        self._tip = tip
+        self.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
+        self.setText("-")
+
+    def text(self) -> str:  # noqa: D102 - the full text, not the elided one shown
+        return self._full
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = str(text)
+        self._show()
+        self.updateGeometry()
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, super().sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        # Short values keep their full width (so a form puts them beside their label); long ones
+        # ask for MIN_CHARS characters (so a form with WrapLongRows moves them below the label).
+        fm = self.fontMetrics()
+        width = min(fm.horizontalAdvance(self._full) + 4, fm.averageCharWidth() * self.MIN_CHARS)
+        return QSize(width, super().minimumSizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._show()
+
+    def _show(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.ElideMiddle, max(1, self.contentsRect().width()))
+        QLabel.setText(self, shown)
+        tip = self._tip
+        if shown != self._full:
+            tip = f"{self._full}\n\n{tip}" if tip else self._full
+        self.setToolTip(tip)
+
+    def _menu(self, pos) -> None:
+        menu = QMenu(self)
+        menu.addAction("Copy", lambda: QGuiApplication.clipboard().setText(self._full))
+        menu.exec(self.mapToGlobal(pos))
+
+
 class ModelPanel(QWidget):
     loadFolderRequested = Signal(str)
     loadNowRequested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        lay = QVBoxLayout(self)
+        # Everything scrolls as one page when the dock is too short for it, rather than squeezing
+        # the rows of the form over each other.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        outer.addWidget(scroll)
+        page = QWidget()
+        scroll.setWidget(page)
+        lay = QVBoxLayout(page)
         lay.setContentsMargins(6, 6, 6, 6)
         self.state_label = QLabel("Model not loaded yet: it loads in the background on first use.")
         self.state_label.setObjectName("modelState")
@@ -50,7 +113,10 @@ class ModelPanel(QWidget):
 
         g = QGroupBox("Components")
         self.form = QFormLayout(g)
-        self.fields: dict[str, QLabel] = {}
+        # The dock is narrow: a value too long to sit beside its label goes on its own line below
+        # it, and one too long even for that is elided (full text in the tooltip).
+        self.form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self.fields: dict[str, ElidedLabel] = {}
         for key, label, tip in (
             ("name", "Model", "Model name (from cxrdesk.json or the folder name)"),
             ("folder", "Folder", "Where the model was loaded from"),
@@ -61,18 +127,16 @@ class ModelPanel(QWidget):
             ("latent", "Latent shape", "Channels x height x width of the latent the UNet denoises"),
             ("native", "Native size", "Image size the model draws; larger outputs are upsampled"),
             ("prediction", "Prediction", "What the UNet predicts (noise 'epsilon' or 'v')"),
-            ("guidance", "Recommended adherence", "The guidance scale this model was tuned for; the Generator "
+            ("guidance", "Adherence", "The prompt adherence (guidance scale) this model was tuned for; the Generator "
                                                   "uses it unless you choose another. Where it applies only to "
                                                   "part of the noise schedule, the other steps run unguided "
                                                   "(faster, more varied)"),
             ("device", "Device", "Where the model runs"),
             ("dtype", "Precision", "Numeric precision of inference"),
-            ("load", "Load time", "Seconds to load the model"),
+            ("load", "Load time", "Seconds to load the model, then (+) seconds preparing faster "
+                                  "graphs of the UNet for this CPU (TorchScript warm-up)"),
         ):
-            lab = QLabel("-")
-            lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
-            lab.setWordWrap(True)
-            lab.setToolTip(tip)
+            lab = ElidedLabel(tip)
             self.fields[key] = lab
             self.form.addRow(label, lab)
         lay.addWidget(g)
@@ -86,6 +150,7 @@ class ModelPanel(QWidget):
         self.card.setOpenExternalLinks(False)
         self.card.setToolTip("The model card shipped with the model folder")
         self.card.setMarkdown("*The model card appears when the model is loaded.*")
+        self.card.setMinimumHeight(160)
         lay.addWidget(self.card, 1)
         self.info: dict = {}
 
@@ -135,7 +200,7 @@ class ModelPanel(QWidget):
         ls, wu = info.get("load_seconds"), info.get("warm_up_seconds")
         text = f"{ls:.2f} s" if isinstance(ls, (int, float)) else "-"
         if isinstance(wu, (int, float)) and wu > 0:
-            text += f" (+ {wu:.2f} s preparing faster graphs for this CPU)"
+            text += f" + {wu:.2f} s warm-up"
         f["load"].setText(text)
         if info.get("random_weights"):
             self.random_label.setText("This model has RANDOM weights (a test model): it draws noise, "
