@@ -387,3 +387,34 @@ def test_a_background_task_finishing_after_its_relay_is_gone_is_quiet(qtbot):
     task.setAutoDelete(False)
     shiboken6.delete(relay)  # the application shut down while the task ran
     task.run()  # raised "Signal source has been deleted" before
+
+
+def test_old_settings_move_to_new_defaults_but_keep_real_choices(qtbot, make_window, tiny_model_dir):
+    """A version-1 settings file stored its day's defaults (sampler dpm++, sharp preview every 2
+    steps): they become today's defaults once; other stored choices stay."""
+    from PySide6.QtCore import QSettings
+
+    from cxrdesk.ui.generator_panel import DEFAULT_SAMPLER, SHARP_PREVIEW_EVERY
+    from cxrdesk.ui.paths import settings_path
+
+    def write(**values):
+        s = QSettings(str(settings_path()), QSettings.IniFormat)
+        s.clear()
+        for k, v in values.items():
+            s.setValue(f"generator/{k}", v)
+        s.sync()
+
+    write(sampler="dpm++", preview_every=2, steps=17)  # version 1: no settings_version
+    w = make_window(tiny_model_dir)
+    assert w.generator.sampler_box.currentData() == DEFAULT_SAMPLER != "dpm++"
+    assert w.generator.preview_spin.value() == SHARP_PREVIEW_EVERY != 2
+    assert w.generator.steps_spin.value() == 17
+    w.generator.sampler_box.setCurrentIndex(w.generator.sampler_box.findData("dpm++"))
+    w.close()
+    assert w.generator.sampler_box.currentData() == "dpm++"
+    w2 = make_window(tiny_model_dir)  # a choice saved as version 2 is kept, even the old default
+    assert w2.generator.sampler_box.currentData() == "dpm++"
+    w2.close()
+    write(sampler="euler", preview_every=3)  # version 1 values that were not the defaults: kept
+    w3 = make_window(tiny_model_dir)
+    assert w3.generator.sampler_box.currentData() == "euler" and w3.generator.preview_spin.value() == 3
