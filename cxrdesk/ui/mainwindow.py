@@ -606,7 +606,8 @@ class MainWindow(QMainWindow):
             self.view_b_doc = real
             self.viewer.view_b.set_image(real.data, window=real.window, synthetic=real.synthetic,
                                          caption=real.title, bits=real.bits)
-            self.viewer.show_compare(f"{gen.title}  ({DISCLAIMER})", f"Real: {real.title}")
+            # short titles, so the pane keeps them whole: the image itself carries the DISCLAIMER badge
+            self.viewer.show_compare(f"Synthetic: {gen.title}", f"Real: {real.title}")
             self.viewer._sync_window(self.view, self.viewer.view_b)
             self.act_compare.setChecked(True)
             self.statusBar().showMessage("Comparing: zoom, pan and window/level are linked; C returns to one image",

@@ -1,10 +1,11 @@
 """Model info panel: components, sizes, device, load time, model card, "load model folder..."."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QFileDialog, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel,
-                               QMenu, QPushButton, QScrollArea, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+                               QTextBrowser, QWidget)
+
+from .layout import ElidedLabel, scrolling_body
 
 from ..core.pipeline import FULL_INTERVAL, interval_text
 
@@ -24,57 +25,6 @@ def _count(n) -> str:
     return str(n)
 
 
-class ElidedLabel(QLabel):
-    """One line of text that fits any width: too long, it is cut in the middle with an ellipsis
-    (a folder path keeps its start and its last folder). `text()` is the full text; the tooltip
-    shows it, and right-click copies it."""
-
-    MIN_CHARS = 18
-
-    def __init__(self, tip: str = "", parent=None):
-        super().__init__(parent)
-        self._full = ""
-        self._tip = tip
-        self.setContextMenuPolicy(Qt.CustomContextMenu)
-        self.customContextMenuRequested.connect(self._menu)
-        self.setText("-")
-
-    def text(self) -> str:  # noqa: D102 - the full text, not the elided one shown
-        return self._full
-
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
-        self._full = str(text)
-        self._show()
-        self.updateGeometry()
-
-    def sizeHint(self) -> QSize:  # noqa: N802
-        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, super().sizeHint().height())
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
-        # Short values keep their full width (so a form puts them beside their label); long ones
-        # ask for MIN_CHARS characters (so a form with WrapLongRows moves them below the label).
-        fm = self.fontMetrics()
-        width = min(fm.horizontalAdvance(self._full) + 4, fm.averageCharWidth() * self.MIN_CHARS)
-        return QSize(width, super().minimumSizeHint().height())
-
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        super().resizeEvent(event)
-        self._show()
-
-    def _show(self) -> None:
-        shown = self.fontMetrics().elidedText(self._full, Qt.ElideMiddle, max(1, self.contentsRect().width()))
-        QLabel.setText(self, shown)
-        tip = self._tip
-        if shown != self._full:
-            tip = f"{self._full}\n\n{tip}" if tip else self._full
-        self.setToolTip(tip)
-
-    def _menu(self, pos) -> None:
-        menu = QMenu(self)
-        menu.addAction("Copy", lambda: QGuiApplication.clipboard().setText(self._full))
-        menu.exec(self.mapToGlobal(pos))
-
-
 class ModelPanel(QWidget):
     loadFolderRequested = Signal(str)
     loadNowRequested = Signal()
@@ -83,17 +33,7 @@ class ModelPanel(QWidget):
         super().__init__(parent)
         # Everything scrolls as one page when the dock is too short for it, rather than squeezing
         # the rows of the form over each other.
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        page = QWidget()
-        scroll.setWidget(page)
-        lay = QVBoxLayout(page)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay = scrolling_body(self)
         self.state_label = QLabel("Model not loaded yet: it loads in the background on first use.")
         self.state_label.setObjectName("modelState")
         self.state_label.setWordWrap(True)

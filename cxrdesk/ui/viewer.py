@@ -5,28 +5,14 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSplitter, QVBoxLayout, QWidget
 
 from .imageview import ImageView
-
-
-class _ElidedLabel(QLabel):
-    def setText(self, text: str) -> None:
-        self._full = text
-        self.setToolTip(text)
-        self._elide()
-
-    def resizeEvent(self, ev) -> None:
-        super().resizeEvent(ev)
-        self._elide()
-
-    def _elide(self) -> None:
-        full = getattr(self, "_full", "")
-        QLabel.setText(self, self.fontMetrics().elidedText(full, Qt.ElideMiddle, max(10, self.width() - 8)))
+from .layout import ElidedLabel
 
 
 class _Pane(QWidget):
     def __init__(self, view: ImageView, parent=None):
         super().__init__(parent)
         self.view = view
-        self.title = _ElidedLabel("")
+        self.title = ElidedLabel()
         self.title.setObjectName("paneTitle")
         self.title.setAlignment(Qt.AlignCenter)
         # long titles must not widen the centre (and squeeze the side panels): elide instead
