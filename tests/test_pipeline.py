@@ -107,6 +107,8 @@ def test_attention_maps_for_prompt_words_do_not_change_the_image(pipe):
 def test_step_metrics(pipe):
     r = pipe.generate("normal", steps=3, seed=1, step_metrics=True)
     assert [m["step"] for m in r.step_metrics] == [1, 2, 3]
+    from cxrdesk.core import imaging
+    assert {k: v for k, v in r.step_metrics[-1].items() if k != "step"} == imaging.image_metrics(r.image)
     assert {"contrast", "sharpness", "entropy"} <= set(r.step_metrics[0])
 
 
@@ -201,6 +203,7 @@ def test_previews_mix_fast_and_full_decodes(pipe):
     r = pipe.generate("normal", steps=6, seed=2, preview_every=3, on_step=lambda i, n, p: got.append(p))
     assert len(got) == 6 and all(p is not None and p.shape == (256, 256) for p in got)
     assert np.allclose(got[-1], got[-1].clip(0, 1))
+    assert np.array_equal(got[-1], r.image)  # the last step's preview is the final image (one decode)
     off = []
     pipe.generate("normal", steps=3, seed=2, preview_every=0, on_step=lambda i, n, p: off.append(p))
     assert off == [None, None, None]

@@ -195,6 +195,14 @@ class _RecordingAttnProcessor:
         return out
 
 
+def _step_metrics(image: np.ndarray, step: int) -> dict:
+    from . import imaging
+
+    m = imaging.image_metrics(image)
+    m["step"] = step
+    return m
+
+
 def _plain_unet(unet):
     """``unet(sample, t, context)`` as a module whose forward returns a tensor, for tracing."""
     import torch
@@ -579,9 +587,10 @@ class Pipeline:
                     if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)
-                    full = preview_every > 0 and ((i + 1) % preview_every == 0 or last)
+                    full = preview_every > 0 and (i + 1) % preview_every == 0
                     wants = on_step is not None and preview_every > 0
-                    x0 = self._x0(sched, latents, out, t) if (wants or step_metrics) else None
+                    # The last step's preview is the final image itself, decoded once below.
+                    x0 = self._x0(sched, latents, out, t) if (wants or step_metrics) and not last else None
                     latents = sched.step(out, t, latents).prev_sample
                     preview = None
                     if x0 is not None:
@@ -589,17 +598,17 @@ class Pipeline:
                         # latent-to-gray approximation on the others.
                         preview = self.decode(x0) if (full or step_metrics) else self.fast_preview(x0)
                         if step_metrics:
-                            from . import imaging
-
-                            m = imaging.image_metrics(preview)
-                            m["step"] = i + 1
-                            metrics.append(m)
-                    if on_step is not None:
+                            metrics.append(_step_metrics(preview, i + 1))
+                    if on_step is not None and not last:
                         on_step(i + 1, total, preview)
                 timings["denoise"] = time.perf_counter() - t1
                 t2 = time.perf_counter()
                 image = self.decode(latents)
                 timings["decode"] = time.perf_counter() - t2
+                if step_metrics:
+                    metrics.append(_step_metrics(image, total))
+                if on_step is not None:
+                    on_step(total, total, image if preview_every > 0 else None)
             finally:
                 if store is not None:
                     self.unet.set_attn_processor(saved)
