@@ -1,13 +1,15 @@
 """Generation speed on this machine: seconds per image and per step, and peak memory.
 
     .venv/bin/python bench/bench_generate.py [--model DIR] [--n 5] [--steps 20] [--precision fp32|bf16|both]
-                                             [--guidance-interval LO,HI]
+                                             [--guidance-interval LO,HI] [--app]
 
 256x256, 20 steps, classifier-free guidance at the model's recommended scale and interval (or the
 one given), the default sampler, CPU unless CUDA is present. Each precision is timed twice: with the eager
 UNet (a single image from `cxrdesk generate`) and after Pipeline.warm_up() has traced it (the app,
-`evaluate`, and `generate --n 5` or more); runs alternate between the two so that a machine whose
-speed drifts affects both alike. Prints figures; asserts nothing.
+`evaluate`, and `generate --n 5` or more); `--app` adds a third kind, the traced UNet generating as
+the app's worker does (a sharp preview every 5 steps, a fast one on the others, and attention
+maps recorded for one word). Runs alternate between the kinds so that a machine whose speed drifts
+affects them alike. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"])
     ap.add_argument("--guidance-interval", default=None, help="LO,HI (default: the model's)")
+    ap.add_argument("--app", action="store_true", help="also time generation as the app does it")
     args = ap.parse_args()
     import torch
 
@@ -40,6 +43,8 @@ def main() -> None:
         traced = Pipeline.load(args.model, device="auto", precision=prec)
         warm = traced.warm_up((1, 2) if interval else None)
         kinds = {"eager": eager, "traced": traced} if warm > 0 else {"eager": eager}
+        if args.app:
+            kinds["app"] = traced
         times = {k: [] for k in kinds}
         per = {k: {"text": [], "denoise": [], "decode": []} for k in kinds}
         for pipe in kinds.values():
@@ -48,8 +53,10 @@ def main() -> None:
         for i in range(args.n):
             for kind, pipe in kinds.items():
                 t = time.perf_counter()
+                app = kind == "app"
                 r = pipe.generate("right lower lobe pneumonia with small effusion", steps=args.steps,
-                                  guidance_interval=interval, seed=i, on_step=lambda *a: None, preview_every=0)
+                                  guidance_interval=interval, seed=i, on_step=lambda *a: None,
+                                  preview_every=5 if app else 0, attention_words=["effusion"] if app else None)
                 times[kind].append(time.perf_counter() - t)
                 guided = r.params
                 for k in per[kind]:
