@@ -45,16 +45,20 @@ def make_dataset(root: Path, n: int = 12, corrupt: bool = False, size: int = 256
     return root
 
 
-def model_copy_recommending(src: Path, dest: Path, guidance, interval=None) -> Path:
+def model_copy_recommending(src: Path, dest: Path, guidance=None, interval=None, label_counts=None) -> Path:
     """A copy of a model folder whose cxrdesk.json recommends ``guidance`` and, when given, a guidance
-    ``interval`` (any JSON values, to test bad ones too)."""
+    ``interval`` (any JSON values, to test bad ones too), and records ``label_counts`` (training films
+    per finding) when given."""
     import json
     import shutil
 
     shutil.copytree(src, dest)
     meta = json.loads((dest / "cxrdesk.json").read_text())
-    meta["sampling"] = {"guidance": guidance}
-    if interval is not None:
-        meta["sampling"]["guidance_interval"] = interval
+    if guidance is not None:
+        meta["sampling"] = {"guidance": guidance}
+        if interval is not None:
+            meta["sampling"]["guidance_interval"] = interval
+    if label_counts is not None:
+        meta.setdefault("training", {})["label_counts"] = label_counts
     (dest / "cxrdesk.json").write_text(json.dumps(meta))
     return dest

@@ -130,3 +130,15 @@ def test_unwritable_output_leaves_no_partial_file(tiny, tmp_path):
 def test_version_is_fast_path():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("cxrdesk ")
+
+
+def test_generate_notes_a_rare_finding(tiny, tmp_path):
+    from .fixtures import model_copy_recommending
+
+    model = model_copy_recommending(tiny, tmp_path / "counted", label_counts={"No Finding": 500, "Cardiomegaly": 13})
+    args = ("--steps", "1", "--seed", "1", "--model", str(model), "--quiet")
+    r = run("generate", "Cardiomegaly. No pleural effusion.", "-o", str(tmp_path / "a.png"), *args)
+    assert r.returncode == 0, r.stderr
+    assert "note: Few training films show cardiomegaly (13)" in r.stderr
+    r = run("generate", "Normal heart size. No cardiomegaly.", "-o", str(tmp_path / "b.png"), *args)
+    assert r.returncode == 0 and "Few training films" not in r.stderr

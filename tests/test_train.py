@@ -32,6 +32,24 @@ def test_captions_vary_include_negations_and_notes():
     assert len(pool) == len(set(pool)) == 6 and pool == cap.caption_pool(["Cardiomegaly"], n=6)
 
 
+def test_prompt_findings_respect_negation_and_rare_ones_are_named():
+    m = cap.mentioned_findings
+    assert m("Cardiomegaly. No pleural effusion.") == ["Cardiomegaly"]
+    assert m("No focal consolidation, effusion or pneumothorax. Normal heart size.") == []
+    assert m("Right lower lobe pneumonia with small right pleural effusion") == ["Pneumonia", "Effusion"]
+    assert m("no effusion, but a large left pneumothorax") == ["Pneumothorax"]  # 'but' ends the negation
+    assert m("Enlarged cardiac silhouette with pulmonary oedema") == ["Cardiomegaly", "Edema"]
+    assert m("Massive effusion") == ["Effusion"]  # 'massive' is not a mass
+    assert m("normal chest radiograph") == []
+    counts = {"No Finding": 8715, "Pneumonia": 555, "Effusion": 75, "Cardiomegaly": 13}
+    assert cap.rare_findings("Cardiomegaly and pneumonia; small effusion", counts) == [
+        ("Cardiomegaly", 13), ("Effusion", 75)]
+    assert cap.rare_findings("Hiatal hernia", counts) == [("Hernia", 0)]  # never seen: 0 films
+    assert cap.rare_findings("Cardiomegaly", {}) == []  # a model folder without counts: no claim
+    assert cap.rare_note([("Cardiomegaly", 13)]).startswith("Few training films show cardiomegaly (13)")
+    assert "draw them" in cap.rare_note([("COVID-19", 5), ("Effusion", 7)])
+
+
 def test_iu_layout_is_read(tmp_path):
     import cv2
 
@@ -93,6 +111,8 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
     assert p2.info["guidance"] == 4.0  # no recommendation given: the default
     assert p2.info["guidance_interval"] == (0.0, 1.0)
+    # training-film counts per finding (validation films left out: 9 of the 12 fixture films)
+    assert p2.info["training"]["label_counts"] == {"No Finding": 3, "COVID-19": 3, "Effusion": 3, "Pneumonia": 3}
     tuned = Pipeline.load(export_from_checkpoint(run, tmp_path / "tuned", guidance=5.5, guidance_interval=(0.25, 1)))
     assert tuned.info["guidance"] == 5.5 and tuned.info["guidance_interval"] == (0.25, 1.0)
     # a new run initialised from the exported model starts from its weights, not at random

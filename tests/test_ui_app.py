@@ -418,3 +418,20 @@ def test_old_settings_move_to_new_defaults_but_keep_real_choices(qtbot, make_win
     write(sampler="euler", preview_every=3)  # version 1 values that were not the defaults: kept
     w3 = make_window(tiny_model_dir)
     assert w3.generator.sampler_box.currentData() == "euler" and w3.generator.preview_spin.value() == 3
+
+
+def test_prompt_asking_for_a_rare_finding_gets_a_note(qtbot, make_window, tiny_model_dir, tmp_path):
+    from tests.fixtures import model_copy_recommending
+
+    counted = model_copy_recommending(tiny_model_dir, tmp_path / "counted",
+                                      label_counts={"No Finding": 900, "Effusion": 75, "Pneumonia": 555})
+    w = make_window(counted)
+    g = w.generator
+    g.prompt_edit.setPlainText("Right lower lobe pneumonia with small pleural effusion")
+    assert not g.rare_label.isVisible()  # counts are known only once the model has loaded
+    w.model_panel.loadNowRequested.emit()
+    qtbot.waitUntil(lambda: w.model_state == "loaded", timeout=GEN_TIMEOUT)
+    assert g.rare_label.isVisible() and "effusion (75)" in g.rare_label.text()
+    assert "pneumonia" not in g.rare_label.text()  # 555 films: not rare
+    g.prompt_edit.setPlainText("Right lower lobe pneumonia. No pleural effusion.")
+    assert not g.rare_label.isVisible()

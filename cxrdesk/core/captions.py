@@ -151,3 +151,68 @@ def caption_pool(labels: list[str], note: str = "", n: int = 6, seed: int = 0) -
         if len(seen) >= n:
             break
     return seen
+
+
+# How a free-text prompt names each finding (case-blind regular expressions, anchored at a word
+# start). Used to tell a user when a prompt asks for a finding the model saw few films of.
+FINDING_TERMS: dict[str, str] = {
+    "COVID-19": r"covid|sars-cov-2|coronavirus",
+    "Pneumonia": r"pneumoni",
+    "Infiltration": r"infiltrat",
+    "Fibrosis": r"fibros|fibrotic",
+    "Atelectasis": r"atelecta",
+    "Edema": r"o?edema",
+    "Effusion": r"effusion",
+    "Consolidation": r"consolidat",
+    "Cardiomegaly": r"cardiomegaly|enlarged (?:heart|cardiac)|heart is enlarged",
+    "Mass": r"mass(?:es)?\b",
+    "Nodule": r"nodul",
+    "Pleural Thickening": r"pleural thickening",
+    "Pneumothorax": r"pneumothora",
+    "Emphysema": r"emphysema",
+    "Hernia": r"hernia",
+    "ARDS": r"ards\b|respiratory distress",
+}
+_NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|resolved)\b")
+_CLAUSE = re.compile(r"[.;:\n]|\bbut\b|\bhowever\b|\balthough\b")
+NEGATION_WORDS = 6  # a negation covers the findings up to this many words after it ("no focal
+#                     consolidation, effusion or pneumothorax"), within its clause
+
+
+def mentioned_findings(prompt: str) -> list[str]:
+    """The findings (VOCAB labels) that ``prompt`` asks for, in order, leaving out negated ones:
+    "Cardiomegaly. No pleural effusion." -> ["Cardiomegaly"]. A simple NegEx-style rule (a
+    negation word covers the next few words of its clause), good for a hint, not for parsing
+    reports."""
+    found: list[tuple[int, int, str]] = []  # (clause, position, label)
+    for k, clause in enumerate(_CLAUSE.split(prompt.lower())):
+        cues = [m.end() for m in _NEGATION.finditer(clause)]
+        for label, pattern in FINDING_TERMS.items():
+            for m in re.finditer(r"\b(?:" + pattern + ")", clause):
+                if not any(c <= m.start() and len(clause[c:m.start()].split()) < NEGATION_WORDS for c in cues):
+                    found.append((k, m.start(), label))
+                    break
+    labels: list[str] = []
+    for *_, label in sorted(found):
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+RARE_FILMS = 100  # a finding with fewer training films than this is called rare (hint only)
+
+
+def rare_findings(prompt: str, label_counts: dict, below: int = RARE_FILMS) -> list[tuple[str, int]]:
+    """(finding, training films) for each finding the prompt asks for that the model was trained on
+    fewer than ``below`` films of; empty when the model folder records no counts."""
+    if not label_counts:
+        return []
+    return [(label, int(label_counts.get(label, 0))) for label in mentioned_findings(prompt)
+            if int(label_counts.get(label, 0)) < below]
+
+
+def rare_note(rare: list[tuple[str, int]]) -> str:
+    """'Few training films show cardiomegaly (13): the model may not draw it convincingly.'"""
+    names = ", ".join(f"{label if label.isupper() else label.lower()} ({n})" for label, n in rare)
+    them = "it" if len(rare) == 1 else "them"
+    return f"Few training films show {names}: the model may not draw {them} convincingly."

@@ -640,8 +640,11 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     params = {}
     if (run / "unet" / "params.json").exists():
         params = json.loads((run / "unet" / "params.json").read_text())
-    write_model_folder(tmp, vae, ema_unet, name=name or dest.name,
-                       training={"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]},
+    training = {"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]}
+    counts = training_label_counts(run)
+    if counts:
+        training["label_counts"] = counts
+    write_model_folder(tmp, vae, ema_unet, name=name or dest.name, training=training,
                        preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)),
                        guidance=guidance, guidance_interval=guidance_interval)
     if card.exists():
@@ -653,6 +656,20 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
+
+
+def training_label_counts(run: Path) -> dict[str, int]:
+    """How many training films (not validation) carry each finding label, from the run's cache;
+    written into the model folder so the app can say when a prompt asks for a rare finding."""
+    records = run / "cache" / "records.json"
+    if not records.exists():
+        return {}
+    counts: dict[str, int] = {}
+    for r in json.loads(records.read_text()):
+        if r.get("split") != "val":
+            for label in r.get("labels", []):
+                counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def fit_preview_map(run: Path, n: int = 512) -> list[float] | None:

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .layout import fit_scroll_width, scrolling_body
+from ..core.captions import rare_findings, rare_note
 from ..core.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
 from .chart import MetricsChart
 from .paths import resource_path
@@ -100,6 +101,14 @@ class GeneratorPanel(QWidget):
         self.negative_edit.setPlaceholderText("Negative prompt (optional): what to steer away from")
         self.negative_edit.setToolTip("Findings or qualities the image should not show, e.g. 'effusion, tubes'")
         gl.addWidget(self.negative_edit)
+        self.label_counts: dict = {}
+        self.rare_label = QLabel("")
+        self.rare_label.setObjectName("caveatNote")
+        self.rare_label.setWordWrap(True)
+        self.rare_label.setToolTip("From the training-film counts in the model folder: a finding the model "
+                                   "saw few films of is often drawn weakly or not at all")
+        self.rare_label.hide()
+        gl.addWidget(self.rare_label)
         lay.addWidget(g)
 
         # --- parameters --------------------------------------------------------------------
@@ -258,6 +267,18 @@ class GeneratorPanel(QWidget):
 
     def _prompt_changed(self) -> None:
         self.error_label.hide()
+        self._update_rare()
+
+    def set_label_counts(self, counts: dict | None) -> None:
+        """The loaded model's training-film count per finding label (empty: unknown, no hint)."""
+        self.label_counts = dict(counts or {})
+        self._update_rare()
+
+    def _update_rare(self) -> None:
+        rare = rare_findings(self.prompt_edit.toPlainText(), self.label_counts)
+        if rare:
+            self.rare_label.setText(rare_note(rare) + " Try several seeds.")
+        self.rare_label.setVisible(bool(rare))
 
     # ------------------------------------------------------------------ parameters
     def job_params(self) -> dict:
