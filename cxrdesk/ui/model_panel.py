@@ -5,9 +5,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                                QTextBrowser, QWidget)
 
-from .layout import ElidedLabel, scrolling_body
-
 from ..core.pipeline import FULL_INTERVAL, interval_text
+from .layout import ElidedLabel, scrolling_body
 
 NO_CARD = ("*This model folder has no `model_card.md`.*\n\n"
            "Generated images are synthetic and for education only: not for diagnosis.")
@@ -67,10 +66,10 @@ class ModelPanel(QWidget):
             ("latent", "Latent shape", "Channels x height x width of the latent the UNet denoises"),
             ("native", "Native size", "Image size the model draws; larger outputs are upsampled"),
             ("prediction", "Prediction", "What the UNet predicts (noise 'epsilon' or 'v')"),
-            ("guidance", "Adherence", "The prompt adherence (guidance scale) this model was tuned for; the Generator "
-                                                  "uses it unless you choose another. Where it applies only to "
-                                                  "part of the noise schedule, the other steps run unguided "
-                                                  "(faster, more varied)"),
+            ("guidance", "Adherence", "The prompt adherence (guidance scale) this model was tuned for; "
+                                      "the Generator uses it unless you choose another. Where it applies "
+                                      "only to part of the noise schedule, the other steps run unguided "
+                                      "(faster, more varied)"),
             ("device", "Device", "Where the model runs"),
             ("dtype", "Precision", "Numeric precision of inference"),
             ("load", "Load time", "Seconds to load the model, then (+) seconds preparing faster "
