@@ -251,3 +251,25 @@ def test_class_balance_weights_even_out_the_classes():
     assert shares(1) == pytest.approx([1 / 3] * 3)
     half = shares(0.5)  # between the data's 80/15/5 and even thirds, in the same order
     assert 1 / 3 < half[0] < 0.8 and 0.05 < half[2] < 1 / 3 and half[0] > half[1] > half[2]
+
+
+def test_unet_learning_rate_warms_up_holds_then_anneals():
+    from cxrdesk.core.train import LR_DECAY_END, UNetConfig, unet_lr
+
+    flat = UNetConfig(steps=1000, lr=1e-4, warmup=100)
+    assert unet_lr(flat, 0) == pytest.approx(1e-6)  # warm-up
+    assert unet_lr(flat, 99) == unet_lr(flat, 999) == pytest.approx(1e-4)  # constant to the end
+    ann = UNetConfig(steps=1000, lr=1e-4, warmup=100, lr_decay_steps=400)
+    assert unet_lr(ann, 599) == pytest.approx(1e-4)  # before the anneal
+    assert unet_lr(ann, 799) == pytest.approx(1e-4 * (1 + LR_DECAY_END) / 2)  # half-way down
+    assert unet_lr(ann, 999) == pytest.approx(1e-4 * LR_DECAY_END)  # the last step
+    assert unet_lr(ann, 1500) == pytest.approx(1e-4 * LR_DECAY_END)  # never below the floor
+    assert all(unet_lr(ann, s) >= unet_lr(ann, s + 1) for s in range(100, 999))
+
+
+def test_cli_rejects_an_anneal_longer_than_the_run(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "done.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "unet", "--run-dir", str(tmp_path),
+                        "--steps", "10", "--lr-decay-steps", "20"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--lr-decay-steps must be between 0 and --steps" in r.stderr

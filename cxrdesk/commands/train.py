@@ -42,6 +42,9 @@ def register(sub) -> None:
                    help="unet: 0 draws films as the data has them; up to 1 draws the classes normal, COVID-19 "
                         "and other findings more evenly (weight n_class^-B), so that rare findings are learnt; "
                         "resuming with a new value fine-tunes from there (default: the checkpoint's value, else 0)")
+    t.add_argument("--lr-decay-steps", type=int, metavar="N",
+                   help="unet: over the last N steps before --steps, lower the learning rate linearly to a "
+                        "tenth (an anneal before a release; default 0, constant)")
     t.add_argument("--guidance", type=float,
                    help="export: the guidance scale the model folder recommends to the app, generate and "
                         "evaluate (choose it with 'cxrdesk evaluate --split tune'; default 4)")
@@ -91,6 +94,10 @@ def cmd_train(args) -> int:
             if args.class_balance is not None and not 0 <= args.class_balance <= 1:
                 raise CliError("--class-balance must be between 0 and 1")
             cfg.class_balance = args.class_balance
+            if args.lr_decay_steps is not None:
+                if not 0 <= args.lr_decay_steps <= cfg.steps:
+                    raise CliError("--lr-decay-steps must be between 0 and --steps")
+                cfg.lr_decay_steps = args.lr_decay_steps
             out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                export_to=args.out)
             if os.environ.get("RANK", "0") == "0":

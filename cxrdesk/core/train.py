@@ -468,6 +468,24 @@ class UNetConfig:
     # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
     # the run has no checkpoint of its own yet.
     init_from: str | None = None
+    # Anneal: over the last N steps before `steps`, the learning rate falls linearly from `lr` to
+    # LR_DECAY_END x `lr`. 0 keeps it constant after warm-up, so that a finished run can be extended
+    # with more steps (an annealed run can be too; the rate then steps back up to `lr`).
+    lr_decay_steps: int = 0
+
+
+LR_DECAY_END = 0.1
+
+
+def unet_lr(cfg: "UNetConfig", step: int) -> float:
+    """Learning rate for optimisation step `step` (0-based): linear warm-up, constant, then the
+    optional linear anneal to LR_DECAY_END x lr over the last `lr_decay_steps` steps."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.lr_decay_steps > 0:
+        into = step + 1 - (cfg.steps - cfg.lr_decay_steps)
+        if into > 0:
+            lr *= 1.0 - (1.0 - LR_DECAY_END) * min(1.0, into / cfg.lr_decay_steps)
+    return lr
 
 
 FINE_TUNE_SETTINGS = ("noise_offset", "class_balance")
@@ -581,8 +599,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         snr = alphas[t] / (1 - alphas[t])
         weight = torch.clamp(snr, max=cfg.snr_gamma) / snr
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        # Constant after warm-up, so that a finished run can be extended with more steps.
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = unet_lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
