@@ -1,0 +1,120 @@
+"""How each model draws each finding: the judge's reading and the films' exposure, next to real films.
+
+    .venv/bin/python bench/bench_findings.py --model models/cxrdesk-cxr256 [--model OTHER ...]
+        --data ../shared/data/cxr256 --run-dir RUN [--classifier RUN/classifier] [--n 12] [--out sheet.png]
+
+`cxrdesk evaluate` scores three prompts; this goes through one fixed prompt per common finding
+(normal, COVID-19, pneumonia, infiltration, fibrosis, effusion) with the same seeds for every model,
+and prints, for the generated films and for the real validation films with that label:
+- the judge's reading (the classifier `cxrdesk evaluate` trains: normal / COVID-19 / other finding);
+- mean grey and contrast (standard deviation of grey) over the central chest, where a film that
+  is "whited out" reads brighter and flatter than real films.
+It writes a contact sheet: per finding, a row of real validation films, then a row per model.
+Use it to compare two releases by eye and by number before shipping one. Prints figures; asserts
+nothing. The real films' judge figures are the judge's accuracy on real films of that finding (small
+samples for the rarer findings: the count is printed).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+FINDINGS = [  # (label in the data, prompt)
+    ("No Finding", "normal chest radiograph, clear lungs, normal heart size"),
+    ("COVID-19", "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia"),
+    ("Pneumonia", "right lower lobe pneumonia"),
+    ("Infiltration", "patchy infiltrates in both lungs"),
+    ("Fibrosis", "pulmonary fibrosis with coarse reticular opacities"),
+    ("Effusion", "small left pleural effusion"),
+]
+SEED = 100
+SHOW = 8
+TILE = 128
+
+
+def chest_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean grey and standard deviation of grey over the central chest (rows and columns 15-85%),
+    averaged over films; images (N, H, W) uint8 or float in [0, 1]."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.max() > 1.5:
+        x = x / 255.0
+    h, w = x.shape[1:]
+    c = x[:, int(0.15 * h):int(0.85 * h), int(0.15 * w):int(0.85 * w)]
+    return float(c.mean()), float(c.reshape(len(c), -1).std(axis=1).mean())
+
+
+def _row(images: np.ndarray) -> np.ndarray:
+    import cv2
+
+    tiles = []
+    for im in list(images[:SHOW]) + [np.zeros_like(images[0])] * (SHOW - min(SHOW, len(images))):
+        im = np.asarray(im)
+        if im.dtype != np.uint8:
+            im = np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        tiles.append(cv2.resize(im, (TILE, TILE), interpolation=cv2.INTER_AREA))
+    return np.concatenate(tiles, axis=1)
+
+
+def _label(row: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    bar = np.zeros((18, row.shape[1]), np.uint8)
+    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, 255, 1, cv2.LINE_AA)
+    return np.concatenate([bar, row], axis=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", action="append", required=True, help="model folder (repeat to compare)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run-dir", required=True, help="run folder holding the image cache (and the classifier)")
+    ap.add_argument("--classifier", help="classifier folder (default RUN/classifier)")
+    ap.add_argument("--n", type=int, default=12, help="films per prompt and model (seeds 100, 101, ...)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", default="findings_sheet.png")
+    args = ap.parse_args()
+
+    import cv2
+
+    from cxrdesk.core.evaluate import CLASSES, load_classifier, predict
+    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.train import load_image_cache
+
+    run = Path(args.run_dir)
+    clf = load_classifier(Path(args.classifier) if args.classifier else run / "classifier")
+    records, images = load_image_cache(args.data, run)
+
+    def reading(ims: np.ndarray) -> str:
+        pred = predict(clf, ims)
+        share = np.bincount(pred, minlength=len(CLASSES)) / len(pred)
+        return " ".join(f"{c} {100 * s:3.0f}%" for c, s in zip(CLASSES, share))
+
+    pipes = [Pipeline.load(m) for m in args.model]
+    for p in pipes:
+        p.warm_up()
+    names = [Path(m).name + f" [{p.info['hash']}]" for m, p in zip(args.model, pipes)]
+    blocks = []
+    print(f"{args.n} films per prompt and model, seeds {SEED}-{SEED + args.n - 1}, {args.steps} steps, each "
+          f"model's recommended guidance and the default sampler; judge = the evaluate classifier")
+    print(f"{'finding':13s} {'films':34s} {'n':>4s}  {'judge reads':34s} {'grey':>5s} {'contrast':>8s}")
+    for label, prompt in FINDINGS:
+        real = np.stack([images[i] for i, r in enumerate(records) if r.split == "val" and label in r.labels]
+                        or [np.zeros(images.shape[1:], np.uint8)])
+        grey, sd = chest_stats(real)
+        print(f"{label:13s} {'real validation films':34s} {len(real):4d}  {reading(real):34s} {grey:5.3f} {sd:8.3f}")
+        rows = [_label(_row(real), f"{label}: real validation films")]
+        for name, pipe in zip(names, pipes):
+            gen = np.stack([pipe.generate(prompt, steps=args.steps, seed=SEED + k).image for k in range(args.n)])
+            grey, sd = chest_stats(gen)
+            print(f"{'':13s} {name[:34]:34s} {len(gen):4d}  {reading(gen):34s} {grey:5.3f} {sd:8.3f}")
+            rows.append(_label(_row(gen), f"{name}: \"{prompt}\""))
+        blocks.append(np.concatenate(rows, axis=0))
+    sheet = np.concatenate(blocks, axis=0)
+    cv2.imwrite(args.out, sheet)
+    print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
+
+
+if __name__ == "__main__":
+    main()
