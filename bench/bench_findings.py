@@ -35,25 +35,23 @@ TILE = 128
 
 
 def chest_stats(images: np.ndarray) -> tuple[float, float]:
-    """Mean grey and standard deviation of grey over the central chest (rows and columns 15-85%),
-    averaged over films; images (N, H, W) uint8 or float in [0, 1]."""
-    x = np.asarray(images, dtype=np.float32)
-    if x.max() > 1.5:
-        x = x / 255.0
-    h, w = x.shape[1:]
-    c = x[:, int(0.15 * h):int(0.85 * h), int(0.15 * w):int(0.85 * w)]
-    return float(c.mean()), float(c.reshape(len(c), -1).std(axis=1).mean())
+    """Mean grey and contrast (the app's RMS contrast) over the central chest (rows and columns
+    15-85%), averaged over films; images (N, H, W) uint8 or float in [0, 1]."""
+    from cxrdesk.core.imaging import image_metrics
+
+    h, w = np.asarray(images).shape[1:]
+    m = [image_metrics(im[int(0.15 * h):int(0.85 * h), int(0.15 * w):int(0.85 * w)]) for im in images]
+    return float(np.mean([x["mean"] for x in m])), float(np.mean([x["contrast"] for x in m]))
 
 
 def _row(images: np.ndarray) -> np.ndarray:
     import cv2
 
+    from cxrdesk.core.imaging import from_unit, to_unit
+
     tiles = []
     for im in list(images[:SHOW]) + [np.zeros_like(images[0])] * (SHOW - min(SHOW, len(images))):
-        im = np.asarray(im)
-        if im.dtype != np.uint8:
-            im = np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        tiles.append(cv2.resize(im, (TILE, TILE), interpolation=cv2.INTER_AREA))
+        tiles.append(cv2.resize(from_unit(to_unit(im), np.uint8), (TILE, TILE), interpolation=cv2.INTER_AREA))
     return np.concatenate(tiles, axis=1)
 
 
