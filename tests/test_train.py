@@ -27,6 +27,10 @@ def test_captions_vary_include_negations_and_notes():
     assert not any("no pleural effusion" in c for c in eff)  # never negate a present finding
     notes = {cap.make_caption(["COVID-19"], "Diffuse opacities in a 45-year-old man.", rng) for _ in range(50)}
     assert any(c.startswith("Diffuse opacities") and "year-old" not in c for c in notes)
+    # COVID-19 films (six to one against pneumonia films here) are always named, never "pneumonia":
+    # otherwise a prompt saying "pneumonia" draws the COVID-19 pattern
+    covid = {cap.make_caption(["COVID-19"], "", rng) for _ in range(100)}
+    assert all("covid-19" in c.lower() and "pneumonia" not in c.lower() for c in covid)
     pool = cap.caption_pool(["Cardiomegaly"], n=6)
     assert len(pool) == len(set(pool)) == 6 and pool == cap.caption_pool(["Cardiomegaly"], n=6)
 
@@ -214,6 +218,34 @@ def test_decoder_finetune_keeps_encoder_and_latents(tmp_path):
     rows = list(csv.DictReader(open(run / "decoder" / "loss.csv")))
     assert rows[-1]["step"] == "3"
     assert float(rows[-1]["d"]) >= 0 and float(rows[-1]["adv_w"]) >= 0
+
+
+def test_captions_only_reencodes_text_and_keeps_latents(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    cache = encode_dataset(str(data), run, threads=1, progress=False)
+    latents, done = (cache / "latents.npy").read_bytes(), (cache / "done.json").read_text()
+    assert "a re-worded covid caption" not in (cache / "captions.json").read_text()
+    monkeypatch.setitem(cap.PHRASES, "COVID-19", ["a re-worded covid caption"])
+    assert encode_dataset(str(data), run, threads=1, progress=False) == cache  # done: nothing re-encoded
+    assert "a re-worded covid caption" not in (cache / "captions.json").read_text()
+    encode_dataset(str(data), run, threads=1, progress=False, captions_only=True)
+    texts = json.loads((cache / "captions.json").read_text())
+    assert "a re-worded covid caption" in texts and texts[0] == ""
+    ids = np.load(cache / "caption_ids.npy")
+    assert ids.shape[0] == 6 and ids.max() < len(np.load(cache / "text_emb.npy")) == len(texts)
+    records = json.loads((cache / "records.json").read_text())
+    covid = [i for i, r in enumerate(records) if "COVID-19" in r["labels"] and i != 1]  # film 1 has a note
+    assert covid and all("a re-worded covid caption" in texts[j] for i in covid for j in ids[i])
+    assert (cache / "latents.npy").read_bytes() == latents and (cache / "done.json").read_text() == done
+    assert not list(cache.glob("*.tmp"))
+    other = make_dataset(tmp_path / "other", n=5)
+    with pytest.raises(ValueError, match="was encoded from"):
+        encode_dataset(str(other), run, threads=1, progress=False, captions_only=True)
+    r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "encode", "--captions-only", "--data", str(data),
+                        "--run-dir", str(tmp_path / "empty-run")], capture_output=True, text=True)
+    assert r.returncode != 0 and "no encoded dataset" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_csv_log_resume_keeps_existing_columns(tmp_path):

@@ -51,6 +51,9 @@ def register(sub) -> None:
     t.add_argument("--guidance-interval", type=interval_arg, metavar="LO,HI",
                    help="export: where in the noise schedule the recommended guidance applies: " + INTERVAL_HELP
                         + " (default 0,1)")
+    t.add_argument("--captions-only", action="store_true",
+                   help="encode: re-encode only the captions of an encoded run (after the caption rules change), "
+                        "keeping its image latents; then resume 'train unet' to fine-tune on them")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -80,9 +83,15 @@ def cmd_train(args) -> int:
             _apply(cfg, args)
             T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
         elif stage == "encode":
-            if not (run / "vae" / "final").is_dir():
+            if args.captions_only and not (run / "cache" / "done.json").is_file():
+                raise CliError(f"no encoded dataset in {run}/cache to re-caption: run 'cxrdesk train encode' first")
+            if not args.captions_only and not (run / "vae" / "final").is_dir():
                 raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
-            T.encode_dataset(_need_data(args), run, threads=args.threads, progress=progress)
+            try:
+                T.encode_dataset(_need_data(args), run, threads=args.threads, progress=progress,
+                                 captions_only=args.captions_only)
+            except ValueError as e:
+                raise CliError(str(e)) from None
         elif stage == "unet":
             if not (run / "cache" / "done.json").is_file():
                 raise CliError(f"no encoded dataset in {run}/cache: run 'cxrdesk train encode' first")

@@ -19,11 +19,14 @@ VOCAB = [
 # Several phrasings for each finding, as a radiologist might write them.
 PHRASES: dict[str, list[str]] = {
     "COVID-19": [
-        "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
+        # Each names COVID-19 and none says "pneumonia": COVID-19 films outnumber pneumonia films
+        # six to one here, and captions that called them "COVID-19 pneumonia" taught the model that
+        # a prompt saying "pneumonia" means the COVID-19 pattern.
+        "bilateral peripheral ground-glass opacities consistent with COVID-19",
         "multifocal patchy airspace opacities in both lungs, typical of COVID-19",
-        "COVID-19 pneumonia with bilateral lower zone predominant opacities",
-        "diffuse bilateral hazy opacities, viral pneumonia pattern, COVID-19",
-        "findings compatible with SARS-CoV-2 pneumonia",
+        "COVID-19 with bilateral lower zone predominant opacities",
+        "diffuse bilateral hazy opacities, viral pattern, COVID-19",
+        "findings compatible with COVID-19 (SARS-CoV-2 infection)",
         "COVID-19",
     ],
     "Pneumonia": [
