@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_findings.py --model models/cxrdesk-cxr256 [--model OTHER ...]
         --data ../shared/data/cxr256 --run-dir RUN [--classifier RUN/classifier] [--n 12] [--out sheet.png]
 
-`cxrdesk evaluate` scores three prompts; this goes through one fixed prompt per common finding
-(normal, COVID-19, pneumonia, infiltration, fibrosis, effusion) with the same seeds for every model,
+`cxrdesk evaluate` scores three prompts; this goes through the findings check's fixed prompt per
+common finding (normal, COVID-19, pneumonia, infiltration, fibrosis, effusion; `cxrdesk evaluate
+--findings N` writes the same check for one model into a JSON) with the same seeds for every model,
 and prints, for the generated films and for the real validation films with that label:
 - the judge's reading (the classifier `cxrdesk evaluate` trains: normal / COVID-19 / other finding);
 - mean grey and contrast (standard deviation of grey) over the central chest, where a film that
@@ -21,15 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-FINDINGS = [  # (label in the data, prompt)
-    ("No Finding", "normal chest radiograph, clear lungs, normal heart size"),
-    ("COVID-19", "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia"),
-    ("Pneumonia", "right lower lobe pneumonia"),
-    ("Infiltration", "patchy infiltrates in both lungs"),
-    ("Fibrosis", "pulmonary fibrosis with coarse reticular opacities"),
-    ("Effusion", "small left pleural effusion"),
-]
-SEED = 100
 SHOW = 8
 TILE = 128
 
@@ -76,7 +68,7 @@ def main() -> None:
 
     import cv2
 
-    from cxrdesk.core.evaluate import CLASSES, load_classifier, predict
+    from cxrdesk.core.evaluate import FINDING_PROMPTS, FINDINGS_SEED, findings_check, judge_reading, load_classifier
     from cxrdesk.core.pipeline import Pipeline
     from cxrdesk.core.train import load_image_cache
 
@@ -85,26 +77,25 @@ def main() -> None:
     records, images = load_image_cache(args.data, run)
 
     def reading(ims: np.ndarray) -> str:
-        pred = predict(clf, ims)
-        share = np.bincount(pred, minlength=len(CLASSES)) / len(pred)
-        return " ".join(f"{c} {100 * s:3.0f}%" for c, s in zip(CLASSES, share))
+        return " ".join(f"{c} {100 * s:3.0f}%" for c, s in judge_reading(clf, ims).items())
 
     pipes = [Pipeline.load(m) for m in args.model]
     for p in pipes:
         p.warm_up()
     names = [Path(m).name + f" [{p.info['hash']}]" for m, p in zip(args.model, pipes)]
+    films = [findings_check(p, clf, records, images, n=args.n, steps=args.steps)[1] for p in pipes]
     blocks = []
-    print(f"{args.n} films per prompt and model, seeds {SEED}-{SEED + args.n - 1}, {args.steps} steps, each "
-          f"model's recommended guidance and the default sampler; judge = the evaluate classifier")
+    print(f"{args.n} films per prompt and model, seeds {FINDINGS_SEED}-{FINDINGS_SEED + args.n - 1}, {args.steps} steps, "
+          f"each model's recommended guidance and the default sampler; judge = the evaluate classifier")
     print(f"{'finding':13s} {'films':34s} {'n':>4s}  {'judge reads':34s} {'grey':>5s} {'contrast':>8s}")
-    for label, prompt in FINDINGS:
+    for label, prompt in FINDING_PROMPTS:
         real = np.stack([images[i] for i, r in enumerate(records) if r.split == "val" and label in r.labels]
                         or [np.zeros(images.shape[1:], np.uint8)])
         grey, sd = chest_stats(real)
         print(f"{label:13s} {'real validation films':34s} {len(real):4d}  {reading(real):34s} {grey:5.3f} {sd:8.3f}")
         rows = [_label(_row(real), f"{label}: real validation films")]
-        for name, pipe in zip(names, pipes):
-            gen = np.stack([pipe.generate(prompt, steps=args.steps, seed=SEED + k).image for k in range(args.n)])
+        for name, gen_by_label in zip(names, films):
+            gen = gen_by_label[label]
             grey, sd = chest_stats(gen)
             print(f"{'':13s} {name[:34]:34s} {len(gen):4d}  {reading(gen):34s} {grey:5.3f} {sd:8.3f}")
             rows.append(_label(_row(gen), f"{name}: \"{prompt}\""))

@@ -45,10 +45,21 @@ def make_dataset(root: Path, n: int = 12, corrupt: bool = False, size: int = 256
     return root
 
 
-def model_copy_recommending(src: Path, dest: Path, guidance=None, interval=None, label_counts=None) -> Path:
+# A findings check (as `cxrdesk evaluate --findings` writes it) in which pneumonia prompts gave
+# COVID-19-like films and effusion prompts gave films read as effusion as often as real ones.
+FINDINGS_CHECK = {"classes": ["normal", "covid", "other"], "findings": [
+    {"label": "Pneumonia", "expected": "other", "n": 16, "real_n": 39,
+     "generated": {"normal": 0.0, "covid": 1.0, "other": 0.0}, "real": {"normal": 0.23, "covid": 0.03, "other": 0.74}},
+    {"label": "Effusion", "expected": "other", "n": 16, "real_n": 8,
+     "generated": {"normal": 0.25, "covid": 0.0, "other": 0.75}, "real": {"normal": 0.0, "covid": 0.0, "other": 1.0}},
+]}
+
+
+def model_copy_recommending(src: Path, dest: Path, guidance=None, interval=None, label_counts=None,
+                            findings_check=None) -> Path:
     """A copy of a model folder whose cxrdesk.json recommends ``guidance`` and, when given, a guidance
     ``interval`` (any JSON values, to test bad ones too), and records ``label_counts`` (training films
-    per finding) when given."""
+    per finding) and a ``findings_check`` (a dict, or a string written as is) when given."""
     import json
     import shutil
 
@@ -61,4 +72,7 @@ def model_copy_recommending(src: Path, dest: Path, guidance=None, interval=None,
     if label_counts is not None:
         meta.setdefault("training", {})["label_counts"] = label_counts
     (dest / "cxrdesk.json").write_text(json.dumps(meta))
+    if findings_check is not None:
+        (dest / "findings_check.json").write_text(findings_check if isinstance(findings_check, str)
+                                                  else json.dumps(findings_check))
     return dest

@@ -142,3 +142,19 @@ def test_generate_notes_a_rare_finding(tiny, tmp_path):
     assert "note: Few training films show cardiomegaly (13)" in r.stderr
     r = run("generate", "Normal heart size. No cardiomegaly.", "-o", str(tmp_path / "b.png"), *args)
     assert r.returncode == 0 and "Few training films" not in r.stderr
+
+
+def test_generate_notes_a_finding_the_findings_check_found_drawn_poorly(tiny, tmp_path):
+    from .fixtures import FINDINGS_CHECK, model_copy_recommending
+
+    model = model_copy_recommending(tiny, tmp_path / "checked", findings_check=FINDINGS_CHECK)
+    args = ("--steps", "1", "--seed", "1", "--model", str(model), "--quiet")
+    r = run("generate", "Right lower lobe pneumonia", "-o", str(tmp_path / "a.png"), *args)
+    assert r.returncode == 0, r.stderr
+    assert "note: Asked for pneumonia, this model mostly draws COVID-19-like films" in r.stderr
+    r = run("generate", "Small left pleural effusion", "-o", str(tmp_path / "b.png"), *args)
+    assert r.returncode == 0 and "note:" not in r.stderr
+    broken = model_copy_recommending(tiny, tmp_path / "broken", findings_check="{not json")
+    r = run("generate", "Right lower lobe pneumonia", "-o", str(tmp_path / "c.png"), "--steps", "1",
+            "--model", str(broken), "--quiet")
+    assert r.returncode == 0 and "note:" not in r.stderr and (tmp_path / "c.png").is_file()

@@ -98,3 +98,33 @@ def test_evaluate_on_the_tune_split(tmp_path, tiny_model_dir, capsys, monkeypatc
     assert res["guidance_interval"] == [0.5, 1.0] and res["guidance"] == 4.0  # the tiny model's default
     assert used and all(iv == [0.5, 1.0] for iv in used)  # every generated image used it
     assert "do not report" in capsys.readouterr().out
+
+
+def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from cxrdesk.core.evaluate import FINDING_PROMPTS
+    from cxrdesk.core.pipeline import Pipeline
+
+    data = make_dataset(tmp_path / "data", n=24)
+    out = tmp_path / "findings"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                 "--findings", "2", "--steps", "2", "--quiet"]) == 0
+    res = json.loads((out / "findings_check.json").read_text())
+    assert [f["label"] for f in res["findings"]] == [label for label, _ in FINDING_PROMPTS]
+    assert res["seeds"] == [100, 101] and res["steps"] == 2 and res["model_hash"]
+    by = {f["label"]: f for f in res["findings"]}
+    # fixture: 24 films, every 4th validation, labels cycle normal / COVID-19 / effusion + pneumonia
+    assert by["No Finding"]["real_n"] == 2 and by["Pneumonia"]["real_n"] == 2 and by["Fibrosis"]["real_n"] == 0
+    assert by["Fibrosis"]["real"] is None and by["Pneumonia"]["expected"] == "other"
+    for f in res["findings"]:
+        assert f["n"] == 2 and sum(f["generated"].values()) == pytest.approx(1)
+    assert not (out / "eval.json").exists()  # the check only
+    assert "judge reads" in capsys.readouterr().out
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copy(out / "findings_check.json", model)
+    assert Pipeline.load(model).info["findings_check"] == res
+    assert Pipeline.load(tiny_model_dir).info["findings_check"] is None
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                 "--findings", "0", "--quiet"]) == 2

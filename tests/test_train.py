@@ -53,6 +53,25 @@ def test_prompt_findings_respect_negation_and_rare_ones_are_named():
     assert "draw them" in cap.rare_note([("COVID-19", 5), ("Effusion", 7)])
 
 
+def test_findings_drawn_poorly_are_named_from_the_findings_check():
+    from .fixtures import FINDINGS_CHECK
+
+    weak = cap.weak_findings("Right lower lobe pneumonia with a small pleural effusion", FINDINGS_CHECK)
+    assert [f["label"] for f in weak] == ["Pneumonia"]  # effusion: 75% vs 100% of real films, not poor
+    note = cap.weak_note(weak[0])
+    assert note.startswith("Asked for pneumonia, this model mostly draws COVID-19-like films")
+    assert "16 of the 16 films" in note and "1 of 39 real pneumonia films" in note
+    assert cap.weak_findings("No pneumonia. Normal chest.", FINDINGS_CHECK) == []  # negated
+    assert cap.weak_findings("right lower lobe pneumonia", None) == []  # no check in the folder
+    assert cap.weak_findings("pneumonia", {"findings": [{"label": "Pneumonia", "generated": 1}]}) == []  # malformed
+    assert cap.weak_findings("pneumonia", {"findings": "nonsense"}) == []
+    # the finding's own class is the largest share, but far below the real films': said so
+    faint = {**FINDINGS_CHECK["findings"][1], "generated": {"normal": 0.3, "covid": 0.3, "other": 0.4}}
+    assert cap.drawn_poorly(faint)
+    assert cap.weak_note(faint).startswith("This model draws effusion less clearly than real films")
+    assert "6 of the 16 films" in cap.weak_note(faint) and "8 of 8 real effusion films" in cap.weak_note(faint)
+
+
 def test_iu_layout_is_read(tmp_path):
     import cv2
 

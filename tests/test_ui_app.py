@@ -435,3 +435,21 @@ def test_prompt_asking_for_a_rare_finding_gets_a_note(qtbot, make_window, tiny_m
     assert "pneumonia" not in g.rare_label.text()  # 555 films: not rare
     g.prompt_edit.setPlainText("Right lower lobe pneumonia. No pleural effusion.")
     assert not g.rare_label.isVisible()
+
+
+def test_prompt_asking_for_a_finding_drawn_poorly_gets_a_note(qtbot, make_window, tiny_model_dir, tmp_path):
+    from tests.fixtures import FINDINGS_CHECK, model_copy_recommending
+
+    checked = model_copy_recommending(tiny_model_dir, tmp_path / "checked", findings_check=FINDINGS_CHECK,
+                                      label_counts={"No Finding": 900, "Effusion": 75, "Pneumonia": 555})
+    w = make_window(checked)
+    g = w.generator
+    w.model_panel.loadNowRequested.emit()
+    qtbot.waitUntil(lambda: w.model_state == "loaded", timeout=GEN_TIMEOUT)
+    g.prompt_edit.setPlainText("Right lower lobe pneumonia")
+    assert g.rare_label.isVisible() and "mostly draws COVID-19-like films" in g.rare_label.text()
+    assert "Compare with real films" in g.rare_label.text()
+    g.prompt_edit.setPlainText("Right lower lobe pneumonia with small pleural effusion")  # both notes
+    assert "effusion (75)" in g.rare_label.text() and "COVID-19-like" in g.rare_label.text()
+    g.prompt_edit.setPlainText("Normal chest radiograph. No pneumonia.")
+    assert not g.rare_label.isVisible()

@@ -27,6 +27,12 @@ def register(sub) -> None:
                    help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "
                         "training films, for choosing a checkpoint or sampling setting without looking at "
                         "the validation films (optimistic figures: compare settings with it, do not report it)")
+    e.add_argument("--findings", type=int, metavar="N",
+                   help="instead of the scores above, run the findings check: N films for each of six fixed "
+                        "finding prompts (normal, COVID-19, pneumonia, infiltration, fibrosis, effusion), read by "
+                        "the classifier next to real films with that finding; writes OUT/findings_check.json. "
+                        "Copied into the model folder, it lets the app and generate warn when a prompt asks for a "
+                        "finding the model draws poorly (16 is a good N)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
@@ -54,6 +60,8 @@ def cmd_evaluate(args) -> int:
     if not (cls_dir / "classifier.safetensors").is_file():
         train_classifier(images, records, cls_dir, progress=not args.quiet)
     clf = load_classifier(cls_dir)
+    if args.findings is not None:
+        return _findings(args, pipe, clf, records, images, out)
     res = evaluate(pipe, images, records, clf, out,
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                               split=args.split, guidance_interval=args.guidance_interval),
@@ -79,3 +87,34 @@ def cmd_evaluate(args) -> int:
         print("split 'tune': training films the model saw; compare settings with these figures, do not report them")
     print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
     return 0
+
+
+def _findings(args, pipe, clf, records, images, out: Path) -> int:
+    from ..core.captions import drawn_poorly, weak_note
+    from ..core.evaluate import findings_check
+
+    if args.findings < 1:
+        raise CliError("--findings needs at least 1 film per prompt")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.findings * 6, desc="findings check", unit="film")
+    res, _ = findings_check(pipe, clf, records, images, n=args.findings, steps=args.steps, split=args.split,
+                            on_progress=(lambda d, t: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "findings_check.json").write_text(json.dumps(res, indent=2))
+    print(f"judge reads (normal / COVID-19 / other finding), {args.findings} films per prompt, "
+          f"guidance {res['guidance']:g}, seeds {res['seeds'][0]}-{res['seeds'][1]}")
+    for f in res["findings"]:
+        def pct(r):
+            return "n/a" if r is None else " / ".join(f"{100 * r[c]:3.0f}" for c in res["classes"]) + "%"
+
+        print(f"{f['label']:13s} generated {pct(f['generated'])}   real ({f['real_n']:4d}) {pct(f['real'])}")
+    for f in filter(drawn_poorly, res["findings"]):
+        print(f"drawn poorly: {weak_note(f)}")
+    print(f"wrote {out / 'findings_check.json'} (copy it into the model folder to give users these hints)")
+    return 0
+

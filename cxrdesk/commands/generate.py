@@ -122,11 +122,13 @@ def cmd_generate(args) -> int:
                       args.guidance_interval)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
-    from ..core.captions import rare_findings, rare_note
+    from ..core.captions import rare_findings, rare_note, weak_findings, weak_note
 
     rare = rare_findings(args.prompt, (pipe.info.get("training") or {}).get("label_counts", {}))
     if rare:
         print(f"cxrdesk: note: {rare_note(rare)}", file=sys.stderr)
+    for f in weak_findings(args.prompt, pipe.info.get("findings_check")):
+        print(f"cxrdesk: note: {weak_note(f)}", file=sys.stderr)
     if args.n >= WARM_UP_FROM:  # tracing costs about a second per graph and saves time on every image
         pipe.warm_up()
     series = None

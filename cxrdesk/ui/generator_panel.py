@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .layout import fit_scroll_width, scrolling_body
-from ..core.captions import rare_findings, rare_note
+from ..core.captions import rare_findings, rare_note, weak_findings, weak_note
 from ..core.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
 from .chart import MetricsChart
 from .paths import resource_path
@@ -105,8 +105,10 @@ class GeneratorPanel(QWidget):
         self.rare_label = QLabel("")
         self.rare_label.setObjectName("caveatNote")
         self.rare_label.setWordWrap(True)
-        self.rare_label.setToolTip("From the training-film counts in the model folder: a finding the model "
-                                   "saw few films of is often drawn weakly or not at all")
+        self.findings_check: dict | None = None
+        self.rare_label.setToolTip("From the model folder's training-film counts and findings check: a finding "
+                                   "the model saw few films of, or drew poorly when checked, is best taught "
+                                   "with real films")
         self.rare_label.hide()
         gl.addWidget(self.rare_label)
         lay.addWidget(g)
@@ -269,16 +271,21 @@ class GeneratorPanel(QWidget):
         self.error_label.hide()
         self._update_rare()
 
-    def set_label_counts(self, counts: dict | None) -> None:
-        """The loaded model's training-film count per finding label (empty: unknown, no hint)."""
+    def set_label_counts(self, counts: dict | None, findings_check: dict | None = None) -> None:
+        """The loaded model's training-film count per finding label and its findings check (empty or
+        None: unknown, no hint)."""
         self.label_counts = dict(counts or {})
+        self.findings_check = findings_check
         self._update_rare()
 
     def _update_rare(self) -> None:
-        rare = rare_findings(self.prompt_edit.toPlainText(), self.label_counts)
-        if rare:
-            self.rare_label.setText(rare_note(rare) + " Try several seeds.")
-        self.rare_label.setVisible(bool(rare))
+        prompt = self.prompt_edit.toPlainText()
+        rare = rare_findings(prompt, self.label_counts)
+        notes = [rare_note(rare) + " Try several seeds."] if rare else []
+        notes += [weak_note(f) + " Compare with real films." for f in weak_findings(prompt, self.findings_check)]
+        if notes:
+            self.rare_label.setText("\n".join(notes))
+        self.rare_label.setVisible(bool(notes))
 
     # ------------------------------------------------------------------ parameters
     def job_params(self) -> dict:

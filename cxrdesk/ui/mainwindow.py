@@ -339,7 +339,8 @@ class MainWindow(QMainWindow):
         self.model_info = info
         self.model_panel.set_info(info)
         self.generator.set_recommended_guidance(info.get("guidance", DEFAULT_GUIDANCE))
-        self.generator.set_label_counts((info.get("training") or {}).get("label_counts"))
+        self.generator.set_label_counts((info.get("training") or {}).get("label_counts"),
+                                        info.get("findings_check"))
         dev = str(info.get("device", "cpu")).upper()
         self.device_label.setText(f"Device: {'CUDA' if dev.startswith('CUDA') else 'CPU'}")
         warn = "  [random weights]" if info.get("random_weights") else ""
