@@ -128,3 +128,15 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     assert Pipeline.load(tiny_model_dir).info["findings_check"] is None
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
                  "--findings", "0", "--quiet"]) == 2
+    # on the tune split the real films are the tune films (training films), not the validation ones
+    from cxrdesk.core.datasets import read_dataset
+    from cxrdesk.core.evaluate import held_out_split
+
+    records = read_dataset(str(data))
+    tune = held_out_split(records, "tune")[0]
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                 "--findings", "1", "--steps", "1", "--split", "tune", "--quiet"]) == 0
+    res = json.loads((out / "findings_check.json").read_text())
+    assert res["split"] == "tune"
+    assert [f["real_n"] for f in res["findings"]] == [
+        sum(label in records[i].labels for i in tune) for label, _ in FINDING_PROMPTS]

@@ -91,7 +91,7 @@ def cmd_evaluate(args) -> int:
 
 def _findings(args, pipe, clf, records, images, out: Path) -> int:
     from ..core.captions import drawn_poorly, weak_note
-    from ..core.evaluate import findings_check
+    from ..core.evaluate import FINDINGS_CHECK_FILE, findings_check
 
     if args.findings < 1:
         raise CliError("--findings needs at least 1 film per prompt")
@@ -100,12 +100,13 @@ def _findings(args, pipe, clf, records, images, out: Path) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=args.findings * 6, desc="findings check", unit="film")
+    pipe.warm_up()
     res, _ = findings_check(pipe, clf, records, images, n=args.findings, steps=args.steps, split=args.split,
                             on_progress=(lambda d, t: bar.update(1)) if bar else None)
     if bar:
         bar.close()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "findings_check.json").write_text(json.dumps(res, indent=2))
+    (out / FINDINGS_CHECK_FILE).write_text(json.dumps(res, indent=2))
     print(f"judge reads (normal / COVID-19 / other finding), {args.findings} films per prompt, "
           f"guidance {res['guidance']:g}, seeds {res['seeds'][0]}-{res['seeds'][1]}")
     for f in res["findings"]:
@@ -115,6 +116,6 @@ def _findings(args, pipe, clf, records, images, out: Path) -> int:
         print(f"{f['label']:13s} generated {pct(f['generated'])}   real ({f['real_n']:4d}) {pct(f['real'])}")
     for f in filter(drawn_poorly, res["findings"]):
         print(f"drawn poorly: {weak_note(f)}")
-    print(f"wrote {out / 'findings_check.json'} (copy it into the model folder to give users these hints)")
+    print(f"wrote {out / FINDINGS_CHECK_FILE} (copy it into the model folder to give users these hints)")
     return 0
 

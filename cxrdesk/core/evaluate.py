@@ -350,19 +350,18 @@ def judge_reading(classifier: CxrClassifier, images: np.ndarray) -> dict[str, fl
 
 def findings_check(pipe, classifier: CxrClassifier, records: list[Record], images: np.ndarray,
                    n: int = 16, steps: int = 20, seed: int = FINDINGS_SEED, split: str = "val",
-                   on_progress=None, cancel=None) -> tuple[dict, dict[str, np.ndarray]]:
+                   on_progress=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Generate ``n`` films per FINDING_PROMPTS prompt (seeds seed.., the model's recommended
     guidance) and read them with the judge, next to the real ``split`` films with that label.
 
     Returns the JSON-ready result and the generated films per label (uint8, N x H x W)."""
     findings, generated = [], {}
     total, done = n * len(FINDING_PROMPTS), 0
+    held_out = held_out_split(records, split)[0]
     for label, prompt in FINDING_PROMPTS:
-        real_idx = [i for i, r in enumerate(records) if r.split == split and label in r.labels]
+        real_idx = [int(i) for i in held_out if label in records[i].labels]
         films = []
         for k in range(n):
-            if cancel is not None and cancel():
-                raise InterruptedError("findings check cancelled")
             films.append(pipe.generate(prompt, steps=steps, seed=seed + k).image)
             done += 1
             if on_progress:
