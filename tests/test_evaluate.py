@@ -126,6 +126,8 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     shutil.copy(out / "findings_check.json", model)
     assert Pipeline.load(model).info["findings_check"] == res
     assert Pipeline.load(tiny_model_dir).info["findings_check"] is None
+    (model / "findings_check.json").write_text(json.dumps({**res, "model_hash": "0123456789ab"}))
+    assert Pipeline.load(model).info["findings_check"] is None  # a check of other weights is ignored
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
                  "--findings", "0", "--quiet"]) == 2
     # on the tune split the real films are the tune films (training films), not the validation ones

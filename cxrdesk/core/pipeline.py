@@ -318,11 +318,14 @@ class Pipeline:
                 check = json.loads((folder / "findings_check.json").read_text())
             except (OSError, ValueError):
                 check = None
+        weights_hash = file_hash(weights)
+        if isinstance(check, dict) and check.get("model_hash") not in (None, weights_hash):
+            check = None  # a check of other weights (the folder was retrained): no hints from it
         native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
         info = {
             "name": extra.get("name", folder.name),
             "folder": str(folder),
-            "hash": file_hash(weights),
+            "hash": weights_hash,
             "random_weights": bool(extra.get("random_weights", False)),
             "device": device,
             "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
