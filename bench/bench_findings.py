@@ -76,14 +76,14 @@ def main() -> None:
     clf = load_classifier(Path(args.classifier) if args.classifier else run / "classifier")
     records, images = load_image_cache(args.data, run)
 
-    def reading(ims: np.ndarray) -> str:
-        return " ".join(f"{c} {100 * s:3.0f}%" for c, s in judge_reading(clf, ims).items())
+    def shown(share: dict[str, float]) -> str:
+        return " ".join(f"{c} {100 * s:3.0f}%" for c, s in share.items())
 
     pipes = [Pipeline.load(m) for m in args.model]
     for p in pipes:
         p.warm_up()
     names = [Path(m).name + f" [{p.info['hash']}]" for m, p in zip(args.model, pipes)]
-    films = [findings_check(p, clf, records, images, n=args.n, steps=args.steps)[1] for p in pipes]
+    checks = [findings_check(p, clf, records, images, n=args.n, steps=args.steps) for p in pipes]
     blocks = []
     print(f"{args.n} films per prompt and model, seeds {FINDINGS_SEED}-{FINDINGS_SEED + args.n - 1}, {args.steps} steps, "
           f"each model's recommended guidance and the default sampler; judge = the evaluate classifier")
@@ -92,12 +92,14 @@ def main() -> None:
         real = np.stack([images[i] for i, r in enumerate(records) if r.split == "val" and label in r.labels]
                         or [np.zeros(images.shape[1:], np.uint8)])
         grey, sd = chest_stats(real)
-        print(f"{label:13s} {'real validation films':34s} {len(real):4d}  {reading(real):34s} {grey:5.3f} {sd:8.3f}")
+        print(f"{label:13s} {'real validation films':34s} {len(real):4d}  {shown(judge_reading(clf, real)):34s} "
+              f"{grey:5.3f} {sd:8.3f}")
         rows = [_label(_row(real), f"{label}: real validation films")]
-        for name, gen_by_label in zip(names, films):
-            gen = gen_by_label[label]
+        for name, (result, films) in zip(names, checks):
+            gen = films[label]
+            read = next(f["generated"] for f in result["findings"] if f["label"] == label)
             grey, sd = chest_stats(gen)
-            print(f"{'':13s} {name[:34]:34s} {len(gen):4d}  {reading(gen):34s} {grey:5.3f} {sd:8.3f}")
+            print(f"{'':13s} {name[:34]:34s} {len(gen):4d}  {shown(read):34s} {grey:5.3f} {sd:8.3f}")
             rows.append(_label(_row(gen), f"{name}: \"{prompt}\""))
         blocks.append(np.concatenate(rows, axis=0))
     sheet = np.concatenate(blocks, axis=0)

@@ -91,7 +91,8 @@ def cmd_evaluate(args) -> int:
 
 def _findings(args, pipe, clf, records, images, out: Path) -> int:
     from ..core.captions import drawn_poorly, weak_note
-    from ..core.evaluate import FINDINGS_CHECK_FILE, findings_check
+    from ..core.evaluate import FINDING_PROMPTS, findings_check
+    from ..core.pipeline import FINDINGS_CHECK_FILE
 
     if args.findings < 1:
         raise CliError("--findings needs at least 1 film per prompt")
@@ -99,7 +100,7 @@ def _findings(args, pipe, clf, records, images, out: Path) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.findings * 6, desc="findings check", unit="film")
+        bar = tqdm(total=args.findings * len(FINDING_PROMPTS), desc="findings check", unit="film")
     pipe.warm_up()
     res, _ = findings_check(pipe, clf, records, images, n=args.findings, steps=args.steps, split=args.split,
                             on_progress=(lambda d, t: bar.update(1)) if bar else None)

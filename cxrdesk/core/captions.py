@@ -216,7 +216,7 @@ def rare_findings(prompt: str, label_counts: dict, below: int = RARE_FILMS) -> l
 
 def rare_note(rare: list[tuple[str, int]]) -> str:
     """'Few training films show cardiomegaly (13): the model may not draw it convincingly.'"""
-    names = ", ".join(f"{label if label.isupper() else label.lower()} ({n})" for label, n in rare)
+    names = ", ".join(f"{_name(label)} ({n})" for label, n in rare)
     them = "it" if len(rare) == 1 else "them"
     return f"Few training films show {names}: the model may not draw {them} convincingly."
 
@@ -227,7 +227,8 @@ _READS_AS = {"normal": "normal-looking films", "covid": "COVID-19-like films", "
 
 
 def _name(label: str) -> str:
-    return label if label.isupper() or "-" in label else label.lower()
+    """A label as written in a sentence: 'COVID-19', 'ARDS' as they are; 'Effusion' -> 'effusion'."""
+    return label if label.isupper() else label.lower()
 
 
 def weak_findings(prompt: str, check: dict | None) -> list[dict]:
@@ -256,8 +257,8 @@ def weak_note(f: dict) -> str:
     if reads == f["expected"]:  # still the largest share, but far below real films
         want = f["expected"]
         return (f"This model draws {name} less clearly than real films show it: a classifier recognised it "
-                f"in {round(gen[want] * n)} of the {n} films it drew for its findings check, and {round(real[want] * real_n)} of {real_n} "
-                f"real {name} films.")
+                f"in {round(gen[want] * n)} of the {n} films it drew for its findings check, and "
+                f"{round(real[want] * real_n)} of {real_n} real {name} films.")
     return (f"Asked for {name}, this model mostly draws {_READS_AS.get(reads, reads)}: a classifier read "
-            f"{round(gen[reads] * n)} of the {n} films it drew for its findings check that way, and {round(real.get(reads, 0) * real_n)} "
-            f"of {real_n} real {name} films.")
+            f"{round(gen[reads] * n)} of the {n} films it drew for its findings check that way, and "
+            f"{round(real.get(reads, 0) * real_n)} of {real_n} real {name} films.")

@@ -327,8 +327,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 # `evaluate` asks for three classes only. The findings check gives one fixed prompt per common
 # finding and records how the judge (the classifier above) reads the films, next to how it reads
 # real validation films with that finding. A model folder that holds the result
-# (FINDINGS_CHECK_FILE) lets the app tell a user when a prompt asks for a finding the model draws
-# poorly (captions.weak_findings).
+# (pipeline.FINDINGS_CHECK_FILE) lets the app tell a user when a prompt asks for a finding the
+# model draws poorly (captions.weak_findings).
 FINDING_PROMPTS = [  # (label in the data, prompt)
     ("No Finding", "normal chest radiograph, clear lungs, normal heart size"),
     ("COVID-19", "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia"),
@@ -337,7 +337,6 @@ FINDING_PROMPTS = [  # (label in the data, prompt)
     ("Fibrosis", "pulmonary fibrosis with coarse reticular opacities"),
     ("Effusion", "small left pleural effusion"),
 ]
-FINDINGS_CHECK_FILE = "findings_check.json"
 FINDINGS_SEED = 100
 
 

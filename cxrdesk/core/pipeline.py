@@ -39,6 +39,7 @@ SAMPLERS = ("dpm++-karras", "dpm++", "ddim", "euler")
 # DPM++ 2M on Karras et al.'s noise levels (more steps where the noise is low): on the tune split it
 # beat the evenly spaced DPM++ 2M on FD, adherence and diversity at 20 steps (see the model card).
 DEFAULT_SAMPLER = "dpm++-karras"
+FINDINGS_CHECK_FILE = "findings_check.json"  # optional in a model folder (`cxrdesk evaluate --findings`)
 SIZES = (256, 512, 768)
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
@@ -313,14 +314,14 @@ class Pipeline:
         if (folder / "cxrdesk.json").is_file():
             extra = json.loads((folder / "cxrdesk.json").read_text())
         check = None
-        if (folder / "findings_check.json").is_file():  # evaluate --findings; a broken file gives no hints
+        if (folder / FINDINGS_CHECK_FILE).is_file():  # evaluate --findings; a broken file gives no hints
             try:
-                check = json.loads((folder / "findings_check.json").read_text())
+                check = json.loads((folder / FINDINGS_CHECK_FILE).read_text())
             except (OSError, ValueError):
-                check = None
+                pass
         weights_hash = file_hash(weights)
-        if isinstance(check, dict) and check.get("model_hash") not in (None, weights_hash):
-            check = None  # a check of other weights (the folder was retrained): no hints from it
+        if not isinstance(check, dict) or check.get("model_hash") not in (None, weights_hash):
+            check = None  # not a check, or one of other weights (the folder was retrained): no hints
         native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
         info = {
             "name": extra.get("name", folder.name),
@@ -343,7 +344,7 @@ class Pipeline:
             "guidance": recommended_guidance(extra),
             "guidance_interval": recommended_interval(extra),
             # how the judge read the films it drew for common findings (captions.weak_findings)
-            "findings_check": check if isinstance(check, dict) else None,
+            "findings_check": check,
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
