@@ -168,6 +168,12 @@ def test_train_stages_end_to_end_resume_and_export(tmp_path):
     assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
     p3 = Pipeline.load(export_from_checkpoint(run, tmp_path / "offset"))
     assert p3.info["training"]["unet"]["class_balance"] == 0.5
+    # asking for the finding balance on resume turns the class balance off, from that step
+    train_unet(run, UNetConfig(steps=10, batch=4, preset="tiny", finding_balance=0.5, sample_every=100,
+                               export_every=100), threads=1, progress=False)
+    params = json.loads((run / "unet" / "params.json").read_text())
+    assert params["finding_balance"] == 0.5 and params["finding_balance_since"] == 9
+    assert params["class_balance"] == 0.0 and params["class_balance_since"] == 9
     assert p3.info["noise_offset"] == 0.1 and p2.info["noise_offset"] == 0.0
     with_offset = p3.generate("normal chest radiograph", steps=2, seed=3).image
     assert np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
@@ -304,6 +310,29 @@ def test_class_balance_weights_even_out_the_classes():
     assert 1 / 3 < half[0] < 0.8 and 0.05 < half[2] < 1 / 3 and half[0] > half[1] > half[2]
 
 
+def test_finding_balance_weights_lift_the_rare_findings_within_other():
+    from cxrdesk.core.train import UNetConfig, draw_weights_for, finding_balance_weights
+
+    labels = ([["No Finding"]] * 60 + [["COVID-19"]] * 24 + [["Infiltration"]] * 12
+              + [["Infiltration", "Pneumonia"]] * 4)
+    assert finding_balance_weights(labels, 0) is None
+
+    def shares(w):
+        return [float(w[a:z].sum() / w.sum()) for a, z in ((0, 60), (60, 84), (84, 96), (96, 100))]
+
+    # 1: every rarest-finding group the same share; a film counts by its rarest finding, so the four
+    # pneumonia films (also infiltration) form a group of their own
+    assert shares(finding_balance_weights(labels, 1)) == pytest.approx([1 / 4] * 4)
+    half = shares(finding_balance_weights(labels, 0.5))
+    assert half[0] < 0.6 and half[3] > 0.04 and half[0] > half[1] > half[2] > half[3]
+    # the class balance cannot tell pneumonia from infiltration: both get the same per-film weight
+    cls = draw_weights_for(labels, UNetConfig(class_balance=1.0))
+    assert cls[84] == cls[99]
+    assert draw_weights_for(labels, UNetConfig()) is None
+    with pytest.raises(ValueError):
+        draw_weights_for(labels, UNetConfig(class_balance=0.5, finding_balance=0.5))
+
+
 def test_unet_learning_rate_warms_up_holds_then_anneals():
     from cxrdesk.core.train import LR_DECAY_END, UNetConfig, unet_lr
 
@@ -324,3 +353,12 @@ def test_cli_rejects_an_anneal_longer_than_the_run(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "unet", "--run-dir", str(tmp_path),
                         "--steps", "10", "--lr-decay-steps", "20"], capture_output=True, text=True)
     assert r.returncode != 0 and "--lr-decay-steps must be between 0 and --steps" in r.stderr
+
+
+def test_cli_rejects_both_balances(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "done.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "unet", "--run-dir", str(tmp_path),
+                        "--steps", "10", "--class-balance", "0.5", "--finding-balance", "0.5"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "not both" in r.stderr

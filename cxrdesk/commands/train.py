@@ -42,6 +42,11 @@ def register(sub) -> None:
                    help="unet: 0 draws films as the data has them; up to 1 draws the classes normal, COVID-19 "
                         "and other findings more evenly (weight n_class^-B), so that rare findings are learnt; "
                         "resuming with a new value fine-tunes from there (default: the checkpoint's value, else 0)")
+    t.add_argument("--finding-balance", type=float,
+                   help="unet: instead of --class-balance, draw films by their rarest finding (weight n^-B, "
+                        "n = films with that finding), so pneumonia, infiltration, fibrosis and effusion are "
+                        "each seen more often; turns --class-balance off; resuming with a new value fine-tunes "
+                        "from there (default: the checkpoint's value, else 0)")
     t.add_argument("--lr-decay-steps", type=int, metavar="N",
                    help="unet: over the last N steps before --steps, lower the learning rate linearly to a "
                         "tenth (an anneal before a release; default 0, constant)")
@@ -103,6 +108,11 @@ def cmd_train(args) -> int:
             if args.class_balance is not None and not 0 <= args.class_balance <= 1:
                 raise CliError("--class-balance must be between 0 and 1")
             cfg.class_balance = args.class_balance
+            if args.finding_balance is not None and not 0 <= args.finding_balance <= 1:
+                raise CliError("--finding-balance must be between 0 and 1")
+            if args.finding_balance and args.class_balance:
+                raise CliError("use --class-balance or --finding-balance, not both")
+            cfg.finding_balance = args.finding_balance
             if args.lr_decay_steps is not None:
                 if not 0 <= args.lr_decay_steps <= cfg.steps:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -490,6 +491,12 @@ class UNetConfig:
     # that way draws them rarely when asked); 1 gives each class the same share; 0.5 is between.
     # None: keep the checkpoint's value when resuming, else 0.
     class_balance: float | None = None
+    # Finding-balanced sampling, finer than class_balance (use one or the other): each film is
+    # drawn with probability proportional to n ** -finding_balance, where n is the number of
+    # training films that share the film's rarest finding label (1 gives each such group the same
+    # share). Findings that share the "other" class (pneumonia, infiltration, fibrosis, effusion
+    # ...) are then no longer outnumbered by one another or by COVID-19. None: keep the checkpoint's value when resuming, else 0.
+    finding_balance: float | None = None
     # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
     # the run has no checkpoint of its own yet.
     init_from: str | None = None
@@ -513,7 +520,7 @@ def unet_lr(cfg: "UNetConfig", step: int) -> float:
     return lr
 
 
-FINE_TUNE_SETTINGS = ("noise_offset", "class_balance")
+FINE_TUNE_SETTINGS = ("noise_offset", "class_balance", "finding_balance")
 
 SAMPLE_PROMPTS = [
     "normal chest radiograph",
@@ -532,6 +539,27 @@ def class_balance_weights(labels: list[list[str]], balance: float) -> torch.Tens
     classes = [record_class(lab) for lab in labels]
     counts = {c: classes.count(c) for c in set(classes)}
     return torch.tensor([counts[c] ** -float(balance) for c in classes], dtype=torch.float64)
+
+
+def finding_balance_weights(labels: list[list[str]], balance: float) -> torch.Tensor | None:
+    """Sampling weights n ** -balance per film, n = films whose rarest finding label (the label
+    fewest training films carry) is this film's (see UNetConfig.finding_balance); None for 0."""
+    if not balance:
+        return None
+    counts = Counter(lab for film in labels for lab in set(film) or {"No Finding"})
+    rarest = [min(sorted(set(film) or {"No Finding"}), key=counts.__getitem__) for film in labels]
+    groups = Counter(rarest)
+    return torch.tensor([groups[g] ** -float(balance) for g in rarest], dtype=torch.float64)
+
+
+def draw_weights_for(labels: list[list[str]], cfg: "UNetConfig") -> torch.Tensor | None:
+    """The training sampler's per-film weights for cfg's class or finding balance (not both)."""
+    if cfg.class_balance and cfg.finding_balance:
+        raise ValueError("use class balance or finding balance, not both "
+                         "(set the other to 0 when resuming a run that had it)")
+    if cfg.finding_balance:
+        return finding_balance_weights(labels, cfg.finding_balance)
+    return class_balance_weights(labels, cfg.class_balance)
 
 
 def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
@@ -565,6 +593,11 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     # Settings whose change on resume starts a fine-tune of the model trained so far: the step it
     # began is recorded as "<name>_since". None in cfg keeps the checkpoint's value, else 0.
     since = {k: 0 for k in FINE_TUNE_SETTINGS}
+    # The two balances are alternatives: asking for one (when resuming too) turns the other off.
+    if cfg.finding_balance and cfg.class_balance is None:
+        cfg.class_balance = 0.0
+    if cfg.class_balance and cfg.finding_balance is None:
+        cfg.finding_balance = 0.0
     if ckpt.exists():
         state = load_ckpt(ckpt)
         unet.load_state_dict(state["model"])
@@ -593,7 +626,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         if getattr(cfg, k) is None:
             setattr(cfg, k, 0.0)
     since_meta = {f"{k}_since": v for k, v in since.items()}
-    draw_weights = class_balance_weights([recs[i]["labels"] for i in train_idx.tolist()], cfg.class_balance)
+    draw_weights = draw_weights_for([recs[i]["labels"] for i in train_idx.tolist()], cfg)
     model = _wrap(unet, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
