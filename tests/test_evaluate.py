@@ -117,6 +117,8 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     # fixture: 24 films, every 4th validation, labels cycle normal / COVID-19 / effusion + pneumonia
     assert by["No Finding"]["real_n"] == 2 and by["Pneumonia"]["real_n"] == 2 and by["Fibrosis"]["real_n"] == 0
     assert by["Fibrosis"]["real"] is None and by["Pneumonia"]["expected"] == "other"
+    assert by["Fibrosis"]["real_autoencoded"] is None
+    assert sum(by["Pneumonia"]["real_autoencoded"].values()) == pytest.approx(1)
     for f in res["findings"]:
         assert f["n"] == 2 and sum(f["generated"].values()) == pytest.approx(1)
     assert not (out / "eval.json").exists()  # the check only
@@ -142,3 +144,14 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     assert res["split"] == "tune"
     assert [f["real_n"] for f in res["findings"]] == [
         sum(label in records[i].labels for i in tune) for label, _ in FINDING_PROMPTS]
+
+
+def test_autoencoded_films_keep_shape_and_range(tiny_model_dir):
+    from cxrdesk.core.evaluate import autoencoded
+    from cxrdesk.core.pipeline import Pipeline
+
+    pipe = Pipeline.load(tiny_model_dir)
+    films = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    rec = autoencoded(pipe, films)
+    assert rec.shape == films.shape and rec.dtype == np.float32 and 0 <= rec.min() and rec.max() <= 1
+    np.testing.assert_array_equal(rec, autoencoded(pipe, films.astype(np.float32) / 255))  # uint8 or [0, 1]

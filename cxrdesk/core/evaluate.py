@@ -156,20 +156,32 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
+def autoencoded(pipe, images: np.ndarray) -> np.ndarray | None:
+    """``images`` (N x H x W, [0, 1] floats or uint8) encoded and decoded by the model's VAE, as
+    [0, 1] floats: what the autoencoder keeps of real films. None for a VAE that is not 1-channel."""
+    vae = pipe.vae
+    if vae.config.in_channels != 1:
+        return None
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255
+    dtype = next(vae.parameters()).dtype
+    rec = []
+    with torch.no_grad():
+        for s in range(0, len(images), 16):
+            x = torch.from_numpy(np.ascontiguousarray(images[s:s + 16], np.float32)).unsqueeze(1)
+            z = vae.encode(x.to(pipe.device, dtype) * 2 - 1).latent_dist.mode()
+            rec.append(((vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
+    return np.concatenate(rec)
+
+
 def _reconstruction(pipe, real_val: np.ndarray, f_ref: np.ndarray, classifier: CxrClassifier,
                     asked: np.ndarray) -> dict | None:
     """The autoencoder's ceiling: the same real validation images, encoded and decoded by the
     model's VAE, scored like generated ones. A generator can do no better than this."""
-    vae = pipe.vae
-    if vae.config.in_channels != 1:
+    rec = autoencoded(pipe, real_val)
+    if rec is None:
         return None
-    dtype = next(vae.parameters()).dtype
-    rec = []
-    for s in range(0, len(real_val), 16):
-        x = torch.from_numpy(real_val[s:s + 16]).unsqueeze(1).to(pipe.device, dtype) * 2 - 1
-        z = vae.encode(x).latent_dist.mode()
-        rec.append(((vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
-    rec = np.concatenate(rec)
     pred = predict(classifier, rec)
     fd = frechet_distance(features(classifier, rec), f_ref)
     return {"frechet_vs_train": fd, "accuracy": float((pred == asked).mean()),
@@ -367,11 +379,15 @@ def findings_check(pipe, classifier: CxrClassifier, records: list[Record], image
                 on_progress(done, total)
         gen = np.stack(films)
         generated[label] = gen
+        real = np.stack([images[i] for i in real_idx]) if real_idx else None
+        rec = autoencoded(pipe, real) if real_idx else None
         findings.append({
             "label": label, "prompt": prompt, "expected": record_class([label]),
             "generated": judge_reading(classifier, gen), "n": n,
-            "real": judge_reading(classifier, np.stack([images[i] for i in real_idx])) if real_idx else None,
+            "real": judge_reading(classifier, real) if real_idx else None,
             "real_n": len(real_idx),
+            # the same real films after the model's autoencoder: the most a generator on it can show
+            "real_autoencoded": judge_reading(classifier, rec) if rec is not None else None,
         })
     result = {"model": pipe.info["name"], "model_hash": pipe.info["hash"], "steps": steps,
               "seeds": [seed, seed + n - 1], "guidance": pipe.info["guidance"],
