@@ -167,14 +167,14 @@ def autoencoded(pipe, images: np.ndarray) -> np.ndarray | None:
         images = images.astype(np.float32) / 255
     dtype = next(vae.parameters()).dtype
     rec = []
-    with torch.no_grad():
-        for s in range(0, len(images), 16):
-            x = torch.from_numpy(np.ascontiguousarray(images[s:s + 16], np.float32)).unsqueeze(1)
-            z = vae.encode(x.to(pipe.device, dtype) * 2 - 1).latent_dist.mode()
-            rec.append(((vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
+    for s in range(0, len(images), 16):
+        x = torch.from_numpy(np.ascontiguousarray(images[s:s + 16], np.float32)).unsqueeze(1)
+        z = vae.encode(x.to(pipe.device, dtype) * 2 - 1).latent_dist.mode()
+        rec.append(((vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
     return np.concatenate(rec)
 
 
+@torch.no_grad()
 def _reconstruction(pipe, real_val: np.ndarray, f_ref: np.ndarray, classifier: CxrClassifier,
                     asked: np.ndarray) -> dict | None:
     """The autoencoder's ceiling: the same real validation images, encoded and decoded by the
@@ -386,7 +386,8 @@ def findings_check(pipe, classifier: CxrClassifier, records: list[Record], image
             "generated": judge_reading(classifier, gen), "n": n,
             "real": judge_reading(classifier, real) if real_idx else None,
             "real_n": len(real_idx),
-            # the same real films after the model's autoencoder: the most a generator on it can show
+            # the same real films after the model's autoencoder: a reference for what a generator
+            # on it can show the judge
             "real_autoencoded": judge_reading(classifier, rec) if rec is not None else None,
         })
     result = {"model": pipe.info["name"], "model_hash": pipe.info["hash"], "steps": steps,
