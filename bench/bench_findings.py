@@ -8,8 +8,8 @@ common finding (normal, COVID-19, pneumonia, infiltration, fibrosis, effusion; `
 --findings N` writes the same check for one model into a JSON) with the same seeds for every model,
 and prints, for the generated films and for the real validation films with that label:
 - the judge's reading (the classifier `cxrdesk evaluate` trains: normal / COVID-19 / other finding),
-  also of the real films after the first model's autoencoder (encode, decode): the most a
-  generator on that autoencoder can show the judge;
+  also of the real films after the first model's autoencoder (encode, decode): a reference for
+  what a generator on that autoencoder can show the judge;
 - mean grey and contrast (standard deviation of grey) over the central chest, where a film that
   is "whited out" reads brighter and flatter than real films.
 It writes a contact sheet: per finding, a row of real validation films, then a row per model.
@@ -97,8 +97,7 @@ def main() -> None:
         grey, sd = chest_stats(real)
         print(f"{label:13s} {'real validation films':34s} {len(real):4d}  {shown(judge_reading(clf, real)):34s} "
               f"{grey:5.3f} {sd:8.3f}")
-        # what the judge reads in the same films after the (first) model's autoencoder: the most a
-        # generator on that autoencoder can show it
+        # what the judge reads in the same films after the (first) model's autoencoder
         rec = autoencoded(pipes[0], real)
         if rec is not None:
             grey, sd = chest_stats(rec)

@@ -115,7 +115,7 @@ def _findings(args, pipe, clf, records, images, out: Path) -> int:
             return "n/a" if r is None else " / ".join(f"{100 * r[c]:3.0f}" for c in res["classes"]) + "%"
 
         print(f"{f['label']:13s} generated {pct(f['generated'])}   real ({f['real_n']:4d}) {pct(f['real'])}"
-              f"   real after the autoencoder {pct(f.get('real_autoencoded'))}")
+              f"   real after the autoencoder {pct(f['real_autoencoded'])}")
     for f in filter(drawn_poorly, res["findings"]):
         print(f"drawn poorly: {weak_note(f)}")
     print(f"wrote {out / FINDINGS_CHECK_FILE} (copy it into the model folder to give users these hints)")

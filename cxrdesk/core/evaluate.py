@@ -178,7 +178,8 @@ def autoencoded(pipe, images: np.ndarray) -> np.ndarray | None:
 def _reconstruction(pipe, real_val: np.ndarray, f_ref: np.ndarray, classifier: CxrClassifier,
                     asked: np.ndarray) -> dict | None:
     """The autoencoder's ceiling: the same real validation images, encoded and decoded by the
-    model's VAE, scored like generated ones. A generator can do no better than this."""
+    model's VAE, scored like generated ones. Generated films pass through the same decoder, so this
+    is a reference for what a generator on this autoencoder can reach (not a strict bound)."""
     rec = autoencoded(pipe, real_val)
     if rec is None:
         return None

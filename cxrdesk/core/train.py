@@ -495,7 +495,8 @@ class UNetConfig:
     # drawn with probability proportional to n ** -finding_balance, where n is the number of
     # training films that share the film's rarest finding label (1 gives each such group the same
     # share). Findings that share the "other" class (pneumonia, infiltration, fibrosis, effusion
-    # ...) are then no longer outnumbered by one another or by COVID-19. None: keep the checkpoint's value when resuming, else 0.
+    # ...) are then no longer outnumbered by one another or by COVID-19. None: keep the
+    # checkpoint's value when resuming, else 0.
     finding_balance: float | None = None
     # Start from an existing model folder's UNet (continue or fine-tune a shipped model) when
     # the run has no checkpoint of its own yet.
@@ -555,8 +556,7 @@ def finding_balance_weights(labels: list[list[str]], balance: float) -> torch.Te
 def draw_weights_for(labels: list[list[str]], cfg: "UNetConfig") -> torch.Tensor | None:
     """The training sampler's per-film weights for cfg's class or finding balance (not both)."""
     if cfg.class_balance and cfg.finding_balance:
-        raise ValueError("use class balance or finding balance, not both "
-                         "(set the other to 0 when resuming a run that had it)")
+        raise ValueError("use class balance or finding balance, not both")
     if cfg.finding_balance:
         return finding_balance_weights(labels, cfg.finding_balance)
     return class_balance_weights(labels, cfg.class_balance)
