@@ -362,3 +362,59 @@ def test_cli_rejects_both_balances(tmp_path):
                         "--steps", "10", "--class-balance", "0.5", "--finding-balance", "0.5"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "not both" in r.stderr
+
+
+def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tiny_model_dir):
+    """Sharpen a shipped model's decoder: `train decoder --init-from M`, then `train export --init-from M`
+    pairs the new decoder with M's UNet and sampling settings; a VAE with another encoder is refused."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from .fixtures import model_copy_recommending
+
+    model = model_copy_recommending(tiny_model_dir, tmp_path / "model", guidance=5.5, interval=[0.2, 1.0])
+    meta = json.loads((model / "cxrdesk.json").read_text())
+    meta["noise_offset"] = 0.1
+    (model / "cxrdesk.json").write_text(json.dumps(meta))
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "cxrdesk", "train"]
+    r = subprocess.run(cli + ["decoder", "--run-dir", str(run), "--data", str(data), "--steps", "2", "--batch", "2",
+                              "--threads", "1", "--quiet"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--init-from" in r.stderr  # no VAE in the run: says how to start from a model
+    r = subprocess.run(cli + ["decoder", "--run-dir", str(run), "--data", str(data), "--steps", "2", "--batch", "2",
+                              "--threads", "1", "--init-from", str(model), "--adv-weight", "0", "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "sharper"
+    r = subprocess.run(cli + ["export", "--run-dir", str(run), "--init-from", str(model), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    base, new = (AutoencoderKL.from_pretrained(d).state_dict() for d in (model / "vae", out / "vae"))
+    enc = [k for k in base if k.startswith(("encoder.", "quant_conv."))]
+    assert all(torch.equal(base[k], new[k]) for k in enc)
+    assert any(not torch.equal(base[k], new[k]) for k in base if k.startswith("decoder."))
+    unets = [UNet2DConditionModel.from_pretrained(d).state_dict() for d in (model / "unet", out / "unet")]
+    assert all(torch.equal(unets[0][k], unets[1][k]) for k in unets[0])
+    written = json.loads((out / "cxrdesk.json").read_text())
+    assert written["sampling"] == {"guidance": 5.5, "guidance_interval": [0.2, 1.0]}
+    assert written["noise_offset"] == 0.1
+    assert written["training"]["decoder"]["steps"] == 2 and written["training"]["decoder"]["adv_weight"] == 0.0
+    pipe = Pipeline.load(out)
+    assert pipe.info["guidance"] == 5.5
+    assert pipe.generate("normal chest radiograph", steps=2, seed=1).image.shape == (256, 256)
+
+    # a run whose VAE encodes differently (here: another random tiny VAE) cannot borrow that UNet
+    other = tmp_path / "other-run"
+    from cxrdesk.core.pipeline import make_tiny_model
+
+    make_tiny_model(tmp_path / "other-model", seed=3)
+    (other / "vae").mkdir(parents=True)
+    shutil.copytree(tmp_path / "other-model" / "vae", other / "vae" / "final")
+    r = subprocess.run(cli + ["export", "--run-dir", str(other), "--init-from", str(model), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "encodes differently" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -30,7 +30,10 @@ def register(sub) -> None:
     t.add_argument("--sample-every", type=int, help="sample grid every N steps")
     t.add_argument("--name", help="model name written into the folder")
     t.add_argument("--init-from", metavar="MODEL_DIR",
-                   help="unet: start from this model folder's UNet (needs the same VAE latents)")
+                   help="start from this model folder when the run has nothing of its own yet. unet: its UNet "
+                        "(needs the same VAE latents); decoder: its VAE (to sharpen a shipped model's decoder); "
+                        "export: its UNet, scheduler and sampling settings with the run's VAE (a run that "
+                        "fine-tuned only a decoder; the encoder must be unchanged)")
     t.add_argument("--adv-weight", type=float,
                    help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
                         "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
@@ -83,8 +86,13 @@ def cmd_train(args) -> int:
             if args.adv_weight is not None and args.adv_weight < 0:
                 raise CliError("--adv-weight must be 0 or more")
             cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
-            if stage == "decoder" and not (run / "vae" / "final").is_dir():
-                raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
+            if stage == "decoder":
+                if args.init_from:
+                    _need_model(args.init_from)
+                    cfg.init_from = args.init_from
+                elif not (run / "vae" / "final").is_dir():
+                    raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first, "
+                                   f"or start from a model folder's VAE with --init-from MODEL_DIR")
             _apply(cfg, args)
             T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
         elif stage == "encode":
@@ -126,8 +134,20 @@ def cmd_train(args) -> int:
 
             if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
                 raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
-            out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name, guidance=args.guidance,
-                                           guidance_interval=args.guidance_interval)
+            if args.init_from:
+                _need_model(args.init_from)
+                if (run / "unet" / "ckpt.pt").exists():
+                    raise CliError(f"{run} has a UNet checkpoint of its own: export it without --init-from")
+                if not (run / "vae" / "final").is_dir():
+                    raise CliError(f"no VAE in {run}/vae/final: run 'cxrdesk train decoder --init-from' first")
+                try:
+                    out = T.export_with_model_unet(run, args.init_from, args.out or run / "model", name=args.name,
+                                                   guidance=args.guidance, guidance_interval=args.guidance_interval)
+                except ValueError as e:
+                    raise CliError(str(e)) from None
+            else:
+                out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name,
+                                               guidance=args.guidance, guidance_interval=args.guidance_interval)
             print(f"model folder: {out}")
         elif stage == "classifier":
             from ..core.evaluate import train_classifier
@@ -137,6 +157,11 @@ def cmd_train(args) -> int:
                                    epochs=args.steps or 4)
             print((out / "classifier.json").read_text())
     return 0
+
+
+def _need_model(folder: str) -> None:
+    if not (Path(folder) / "vae" / "config.json").is_file() or not (Path(folder) / "unet" / "config.json").is_file():
+        raise CliError(f"not a model folder (needs vae/ and unet/): {folder}")
 
 
 def _apply(cfg, args) -> None:

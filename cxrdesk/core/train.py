@@ -187,6 +187,9 @@ class VAEConfig:
     # None: 500 for decoder-only fine-tuning (the critic learns first), else 0
     adv_start: int | None = None
     disc_lr: float = 2e-4
+    # Decoder-only: start from this model folder's VAE when the run has no VAE of its own yet (to
+    # sharpen the decoder of a shipped model; `export --init-from` then pairs it with that UNet).
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.lr is None:
@@ -278,6 +281,10 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
         from diffusers import AutoencoderKL
 
         base = run / "vae" / "final"
+        if not base.is_dir() and cfg.init_from:
+            if dist.main:
+                _copy_model_vae(Path(cfg.init_from), base)
+            _barrier(dist)
         if not base.is_dir():
             raise FileNotFoundError(f"decoder fine-tuning needs a trained VAE in {base}")
         vae = AutoencoderKL.from_pretrained(base, local_files_only=True).to(dist.device)
@@ -366,6 +373,30 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             vae.save_pretrained(final, safe_serialization=True)
     _barrier(dist)
     return final
+
+
+def _copy_model_vae(model_dir: Path, dest: Path) -> None:
+    """A model folder's VAE, as float32 safetensors, into a run's vae/final (written whole or not at all)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", local_files_only=True, use_safetensors=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    vae.float().save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, dest)
+
+
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+def same_encoder(a, b) -> bool:
+    """Whether two AutoencoderKLs encode alike (same encoder and quant_conv weights), i.e. share
+    one latent space: a UNet trained on the latents of one draws for the other's decoder too."""
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = [k for k in sa if k.startswith(ENCODER_PREFIXES)]
+    return bool(keys) and keys == [k for k in sb if k.startswith(ENCODER_PREFIXES)] and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k].float(), sb[k].float()) for k in keys)
 
 
 @torch.no_grad()
@@ -711,7 +742,6 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    card = dest / "model_card.md"
     params = {}
     if (run / "unet" / "params.json").exists():
         params = json.loads((run / "unet" / "params.json").read_text())
@@ -722,15 +752,59 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name, training=training,
                        preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)),
                        guidance=guidance, guidance_interval=guidance_interval)
-    if card.exists():
-        shutil.copy(card, tmp / "model_card.md")
-    for extra in ("eval.json", "eval_grid.png"):
+    return _replace_folder(tmp, dest)
+
+
+def _replace_folder(tmp: Path, dest: Path) -> Path:
+    """Move a freshly written model folder over ``dest``, keeping the card and evaluation files
+    ``dest`` already had (they are rewritten by hand or by `evaluate` for the new weights)."""
+    for extra in ("model_card.md", "eval.json", "eval_grid.png"):
         if (dest / extra).exists():
             shutil.copy(dest / extra, tmp / extra)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
+
+
+def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str | Path,
+                           name: str | None = None, guidance: float | None = None,
+                           guidance_interval: tuple[float, float] | None = None) -> Path:
+    """A model folder with the run's VAE (a decoder fine-tuned by `train decoder --init-from`) and
+    ``model_dir``'s UNet, scheduler, training record and sampling settings: for a run that trained a
+    decoder but no UNet. The run's encoder must be the model's, since the UNet draws its latents."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from .pipeline import recommended_guidance, recommended_interval, write_model_folder
+
+    run, model, dest = Path(run_dir), Path(model_dir), Path(dest)
+    if not (model / "text_encoder" / "cxrdesk_text_encoder.json").is_file():
+        raise ValueError(f"{model} is not a cxrdesk model folder (it has its own text encoder)")
+    vae = AutoencoderKL.from_pretrained(run / "vae" / "final", local_files_only=True, use_safetensors=True)
+    base = AutoencoderKL.from_pretrained(model / "vae", local_files_only=True, use_safetensors=True)
+    if not same_encoder(vae, base):
+        raise ValueError(f"the VAE in {run / 'vae' / 'final'} encodes differently from {model.name}'s: "
+                         f"that model's UNet would not fit it (fine-tune the decoder only: 'train decoder --init-from')")
+    vae.register_to_config(scaling_factor=base.config.scaling_factor)
+    unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True, use_safetensors=True)
+    extra = json.loads((model / "cxrdesk.json").read_text()) if (model / "cxrdesk.json").is_file() else {}
+    training = dict(extra.get("training") or {})
+    ckpt = run / "decoder" / "ckpt.pt"
+    if ckpt.exists():
+        state = load_ckpt(ckpt)
+        keep = ("steps", "batch", "crop", "lr", "edge_weight", "adv_weight", "adv_start")
+        training["decoder"] = {"steps": int(state["step"]), "from": extra.get("name", model.name),
+                               **{k: state.get("config", {}).get(k) for k in keep}}
+    sched_file = model / "scheduler" / "scheduler_config.json"
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write_model_folder(tmp, vae, unet, name=name or extra.get("name") or dest.name, training=training,
+                       scheduler=json.loads(sched_file.read_text()) if sched_file.is_file() else None,
+                       preview_map=extra.get("preview_map"), noise_offset=float(extra.get("noise_offset") or 0.0),
+                       guidance=recommended_guidance(extra) if guidance is None else guidance,
+                       guidance_interval=recommended_interval(extra) if guidance_interval is None else guidance_interval)
+    return _replace_folder(tmp, dest)
 
 
 def training_label_counts(run: Path) -> dict[str, int]:
