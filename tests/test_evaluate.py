@@ -155,3 +155,4 @@ def test_autoencoded_films_keep_shape_and_range(tiny_model_dir):
     rec = autoencoded(pipe, films)
     assert rec.shape == films.shape and rec.dtype == np.float32 and 0 <= rec.min() and rec.max() <= 1
     np.testing.assert_array_equal(rec, autoencoded(pipe, films.astype(np.float32) / 255))  # uint8 or [0, 1]
+    np.testing.assert_array_equal(rec, autoencoded(pipe.vae, films))  # a pipeline or its VAE itself

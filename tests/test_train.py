@@ -418,3 +418,34 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
                        capture_output=True, text=True)
     assert r.returncode != 0 and "encodes differently" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_path):
+    """`train vae --latent-channels 8`: the VAE keeps 8 channels through a resume, refuses another
+    count, its latents are cached with 8 channels, and the UNet trained on them draws a film."""
+    from cxrdesk.core.train import load_vae
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "cxrdesk", "train", "vae", "--run-dir", str(run), "--data", str(data),
+           "--preset", "tiny", "--batch", "2", "--threads", "1", "--quiet"]
+    r = subprocess.run(cli + ["--steps", "2", "--latent-channels", "8"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(cli + ["--steps", "3", "--latent-channels", "4"], capture_output=True, text=True)
+    assert r.returncode != 0 and "8 latent channels, not 4" in r.stderr
+    r = subprocess.run(cli + ["--steps", "3"], capture_output=True, text=True)  # resumes with its own 8
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(csv.DictReader(open(run / "vae" / "loss.csv")))[-1]["step"] == "3"
+    for where in (run, run / "vae" / "ckpt.pt"):  # the run folder's final VAE and the checkpoint alike
+        assert load_vae(where).config.latent_channels == 8
+    r = subprocess.run(cli[:4] + ["decoder"] + cli[5:] + ["--steps", "1", "--latent-channels", "8"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "'train vae' only" in r.stderr
+
+    cache = encode_dataset(str(data), run, threads=1, progress=False)
+    assert np.load(cache / "latents.npy").shape == (6, 8, 32, 32)
+    model = train_unet(run, UNetConfig(steps=2, batch=2, preset="tiny", export_every=2, sample_every=2),
+                       threads=1, progress=False)
+    pipe = Pipeline.load(model)
+    assert pipe.unet.config.in_channels == 8
+    assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)

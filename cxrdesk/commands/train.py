@@ -37,6 +37,9 @@ def register(sub) -> None:
     t.add_argument("--adv-weight", type=float,
                    help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
                         "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
+    t.add_argument("--latent-channels", type=int, metavar="C",
+                   help="vae: latent channels of a new VAE (default 4); more keep more fine texture through the "
+                        "autoencoder (the UNet then denoises C channels; retrain it on the new latents)")
     t.add_argument("--noise-offset", type=float,
                    help="unet: offset noise (per-channel constant added to the training noise) so the model "
                         "learns each film's exposure; resuming with a new value fine-tunes from there (default: the "
@@ -86,6 +89,12 @@ def cmd_train(args) -> int:
             if args.adv_weight is not None and args.adv_weight < 0:
                 raise CliError("--adv-weight must be 0 or more")
             cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
+            if args.latent_channels is not None:
+                if stage != "vae":
+                    raise CliError("--latent-channels applies to 'train vae' only (a decoder keeps its encoder's latents)")
+                if not 1 <= args.latent_channels <= 64:
+                    raise CliError("--latent-channels must be between 1 and 64")
+                cfg.latent_channels = args.latent_channels
             if stage == "decoder":
                 if args.init_from:
                     _need_model(args.init_from)
@@ -94,7 +103,10 @@ def cmd_train(args) -> int:
                     raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first, "
                                    f"or start from a model folder's VAE with --init-from MODEL_DIR")
             _apply(cfg, args)
-            T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
+            try:
+                T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
+            except ValueError as e:
+                raise CliError(str(e)) from None
         elif stage == "encode":
             if args.captions_only and not (run / "cache" / "done.json").is_file():
                 raise CliError(f"no encoded dataset in {run}/cache to re-caption: run 'cxrdesk train encode' first")

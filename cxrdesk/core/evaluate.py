@@ -156,20 +156,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def autoencoded(pipe, images: np.ndarray) -> np.ndarray | None:
-    """``images`` (N x H x W, [0, 1] floats or uint8) encoded and decoded by the model's VAE, as
-    [0, 1] floats: what the autoencoder keeps of real films. None for a VAE that is not 1-channel."""
-    vae = pipe.vae
+def autoencoded(pipe_or_vae, images: np.ndarray) -> np.ndarray | None:
+    """``images`` (N x H x W, [0, 1] floats or uint8) encoded and decoded by a model's VAE (a
+    Pipeline's, or an ``AutoencoderKL`` itself), as [0, 1] floats: what the autoencoder keeps of
+    real films. None for a VAE that is not 1-channel."""
+    vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
     if vae.config.in_channels != 1:
         return None
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255
-    dtype = next(vae.parameters()).dtype
+    p = next(vae.parameters())
     rec = []
     for s in range(0, len(images), 16):
         x = torch.from_numpy(np.ascontiguousarray(images[s:s + 16], np.float32)).unsqueeze(1)
-        z = vae.encode(x.to(pipe.device, dtype) * 2 - 1).latent_dist.mode()
+        z = vae.encode(x.to(p.device, p.dtype) * 2 - 1).latent_dist.mode()
         rec.append(((vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2)[:, 0].cpu().numpy())
     return np.concatenate(rec)
 

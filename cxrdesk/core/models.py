@@ -26,11 +26,13 @@ PRESETS = {
 }
 
 
-def vae_config(preset: str = "default", image_size: int = 256) -> dict:
+def vae_config(preset: str = "default", image_size: int = 256, latent_channels: int | None = None) -> dict:
+    """``latent_channels`` overrides the preset's (4): more channels keep more of a film's fine
+    texture in the latents at the same 8x downsampling, at little cost to the UNet."""
     p = PRESETS[preset]["vae"]
     n = len(p["block_out_channels"])
     return dict(
-        in_channels=1, out_channels=1, latent_channels=p["latent_channels"],
+        in_channels=1, out_channels=1, latent_channels=latent_channels or p["latent_channels"],
         block_out_channels=list(p["block_out_channels"]), layers_per_block=p["layers_per_block"],
         down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
         norm_num_groups=8, sample_size=image_size, scaling_factor=1.0,
@@ -54,10 +56,10 @@ def scheduler_config() -> dict:
                 steps_offset=1, timestep_spacing="leading")
 
 
-def build_vae(preset: str = "default", image_size: int = 256):
+def build_vae(preset: str = "default", image_size: int = 256, latent_channels: int | None = None):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**vae_config(preset, image_size))
+    return AutoencoderKL(**vae_config(preset, image_size, latent_channels))
 
 
 def build_unet(preset: str = "default", latent_size: int = 32, latent_channels: int = 4):

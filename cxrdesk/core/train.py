@@ -172,6 +172,8 @@ class VAEConfig:
     edge_weight: float = 0.5
     preset: str = "default"
     image_size: int = 256
+    # latent channels of a new VAE (None: the preset's, 4); a resumed run keeps its checkpoint's
+    latent_channels: int | None = None
     ckpt_every: int = 200
     sample_every: int = 500
     seed: int = 0
@@ -296,7 +298,14 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))},
                       str(out / "encoder_reference.safetensors"))
     else:
-        vae = build_vae(cfg.preset, cfg.image_size).to(dist.device)
+        ckpt = out / "ckpt.pt"
+        if ckpt.exists():
+            had = load_ckpt(ckpt)["model"]["quant_conv.weight"].shape[0] // 2  # mean and log-variance
+            if cfg.latent_channels and had != cfg.latent_channels:
+                raise ValueError(f"{ckpt} is a VAE with {had} latent channels, not {cfg.latent_channels}: "
+                                 f"resume without --latent-channels, or use a new run folder")
+            cfg.latent_channels = had
+        vae = build_vae(cfg.preset, cfg.image_size, cfg.latent_channels).to(dist.device)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     disc = dopt = None
     if cfg.adv_weight > 0:
@@ -385,6 +394,25 @@ def _copy_model_vae(model_dir: Path, dest: Path) -> None:
         shutil.rmtree(tmp)
     vae.float().save_pretrained(tmp, safe_serialization=True)
     os.replace(tmp, dest)
+
+
+def load_vae(path: str | Path):
+    """Any VAE a user points at, as float32 in eval mode: a model folder (its vae/), a VAE folder,
+    a run folder (its vae/final), or a vae or decoder training checkpoint (a ckpt.pt)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    if path.is_file():
+        state = load_ckpt(path)
+        sd, cfg = state["model"], state.get("config", {})
+        vae = build_vae(cfg.get("preset", "default"), cfg.get("image_size", 256),
+                        sd["quant_conv.weight"].shape[0] // 2)
+        vae.load_state_dict(sd)
+        return vae.float().eval()
+    for folder in (path / "vae", path / "vae" / "final", path):
+        if (folder / "config.json").is_file():
+            return AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32).eval()
+    raise FileNotFoundError(f"no VAE in {path}: give a model folder, a VAE folder, a run folder or a ckpt.pt")
 
 
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
