@@ -420,9 +420,13 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
     assert not (tmp_path / "x").exists()
 
 
-def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_path):
+def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_path, tiny_model_dir):
     """`train vae --latent-channels 8`: the VAE keeps 8 channels through a resume, refuses another
-    count, its latents are cached with 8 channels, and the UNet trained on them draws a film."""
+    count, its latents are cached with 8 channels, and a UNet trained on them draws a film; a UNet
+    can start from a 4-channel model's weights (all but its input and output layers)."""
+    import torch
+    from safetensors.torch import load_file
+
     from cxrdesk.core.train import load_vae
 
     data = make_dataset(tmp_path / "data", n=6)
@@ -444,8 +448,20 @@ def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_p
 
     cache = encode_dataset(str(data), run, threads=1, progress=False)
     assert np.load(cache / "latents.npy").shape == (6, 8, 32, 32)
-    model = train_unet(run, UNetConfig(steps=2, batch=2, preset="tiny", export_every=2, sample_every=2),
-                       threads=1, progress=False)
+    cfg = UNetConfig(steps=1, batch=2, preset="tiny", export_every=1, sample_every=1, lr=1e-12,
+                     init_from=str(tiny_model_dir))
+    model = train_unet(run, cfg, threads=1, progress=False)
     pipe = Pipeline.load(model)
-    assert pipe.unet.config.in_channels == 8
+    assert pipe.unet.config.in_channels == pipe.unet.config.out_channels == 8
     assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)
+    source = load_file(str(next((tiny_model_dir / "unet").glob("*.safetensors"))))
+    now = pipe.unet.state_dict()
+    carried = [k for k in source if not k.startswith(("conv_in.", "conv_out."))]
+    assert carried and all(torch.allclose(now[k].float(), source[k].float(), atol=1e-3) for k in carried)
+    assert now["conv_in.weight"].shape[1] == 8 and source["conv_in.weight"].shape[1] == 4
+
+    with pytest.raises(ValueError, match="another size"):  # another preset's UNet does not fit
+        from cxrdesk.core.models import build_unet
+        from cxrdesk.core.train import init_across_latent_channels
+
+        init_across_latent_channels(build_unet("tiny", 32, 8), build_unet("default", 32, 4).state_dict())

@@ -31,7 +31,8 @@ def register(sub) -> None:
     t.add_argument("--name", help="model name written into the folder")
     t.add_argument("--init-from", metavar="MODEL_DIR",
                    help="start from this model folder when the run has nothing of its own yet. unet: its UNet "
-                        "(needs the same VAE latents); decoder: its VAE (to sharpen a shipped model's decoder); "
+                        "(trained on the same VAE's latents; for a VAE with another --latent-channels, all but "
+                        "its input and output layers); decoder: its VAE (to sharpen a shipped model's decoder); "
                         "export: its UNet, scheduler and sampling settings with the run's VAE (a run that "
                         "fine-tuned only a decoder; the encoder must be unchanged)")
     t.add_argument("--adv-weight", type=float,
@@ -137,8 +138,11 @@ def cmd_train(args) -> int:
                 if not 0 <= args.lr_decay_steps <= cfg.steps:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")
                 cfg.lr_decay_steps = args.lr_decay_steps
-            out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
-                               export_to=args.out)
+            try:
+                out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
+                                   export_to=args.out)
+            except ValueError as e:
+                raise CliError(str(e)) from None
             if os.environ.get("RANK", "0") == "0":
                 print(f"model folder: {out}")
         elif stage == "export":

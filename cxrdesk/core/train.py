@@ -621,6 +621,24 @@ def draw_weights_for(labels: list[list[str]], cfg: "UNetConfig") -> torch.Tensor
     return class_balance_weights(labels, cfg.class_balance)
 
 
+LATENT_LAYERS = ("conv_in.", "conv_out.")
+
+
+def init_across_latent_channels(unet: nn.Module, sd: dict) -> bool:
+    """Load a UNet state dict into ``unet``; where only the latent channel count differs (a new VAE
+    with more channels), keep ``unet``'s fresh input and output convolutions and take every other
+    weight: the text conditioning and the layout of a chest carry over, and only the mapping to and
+    from the new latents is learnt anew. True if those layers were left fresh; ValueError for a UNet
+    of another size."""
+    own = unet.state_dict()
+    fits = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    left = sorted(set(own) - set(fits))
+    if set(sd) != set(own) or any(not k.startswith(LATENT_LAYERS) for k in left):
+        raise ValueError("that UNet is of another size or layout than this run's: use the same --preset")
+    unet.load_state_dict(fits, strict=not left)
+    return bool(left)
+
+
 def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
                device: str = "auto", progress: bool = True, on_progress: ProgressFn | None = None,
                export_to: str | Path | None = None) -> Path:
@@ -677,7 +695,11 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         weights = sorted((Path(cfg.init_from) / "unet").glob("*.safetensors"))
         if not weights:
             raise FileNotFoundError(f"no UNet safetensors in {cfg.init_from}/unet")
-        unet.load_state_dict(load_file(str(weights[0])))
+        sd = load_file(str(weights[0]))
+        adapted = init_across_latent_channels(unet, sd)
+        if adapted and dist.main:
+            print(f"{cfg.init_from}: its UNet denoises {sd['conv_in.weight'].shape[1]} latent channels and this "
+                  f"run's latents have {c}: starting from its weights with new input and output layers")
         with torch.no_grad():
             for e, p in zip(ema, unet.parameters()):
                 e.copy_(p)
