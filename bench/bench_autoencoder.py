@@ -18,7 +18,7 @@ reference films, it prints, for the real films and then for each VAE after its r
 - the judge's accuracy (normal / COVID-19 / other finding) and its recall per class;
 - sharpness (variance of the Laplacian) and contrast (standard deviation of grey), each as a
   fraction of the real films'; the latent shape and the VAE's parameter count.
-It writes a sheet: a row of real films, then a row per VAE, and 2x crops of the right lung base.
+It writes a sheet: a row of real films, then a row per VAE, and magnified crops of the right lung base.
 Prints figures; asserts nothing. The judge is trained by `cxrdesk train classifier`; it moves when
 retrained, so compare figures only under one judge.
 """
@@ -112,11 +112,12 @@ def main() -> None:
         crops.append(rec[:SHOW, CROP[0], CROP[1]])
     sheet = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
     zoom = np.concatenate([np.concatenate(list(c), axis=1) for c in crops], axis=0)
-    zoom = cv2.resize(zoom, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    k = max(1, sheet.shape[1] // zoom.shape[1])  # as wide as the sheet (4x for 256-px films)
+    zoom = cv2.resize(zoom, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
     zoom = np.pad(zoom, ((0, 0), (0, max(0, sheet.shape[1] - zoom.shape[1]))))[:, :sheet.shape[1]]
     out = np.concatenate([sheet, np.zeros((8, sheet.shape[1]), np.float32), zoom], axis=0)
     cv2.imwrite(args.out, (np.clip(out, 0, 1) * 255).astype(np.uint8))
-    print(f"wrote {args.out}: rows real, " + ", ".join(label for label, _ in specs) + "; then 2x crops of the lung base")
+    print(f"wrote {args.out}: rows real, " + ", ".join(label for label, _ in specs) + f"; then {k}x crops of the lung base")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
