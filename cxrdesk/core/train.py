@@ -279,6 +279,8 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
     val_idx = [i for i, r in enumerate(records) if r.split == "val"][:4] or list(range(min(4, len(records))))
 
     torch.manual_seed(cfg.seed)
+    ckpt = out / "ckpt.pt"
+    state = load_ckpt(ckpt) if ckpt.exists() else None  # resume
     if cfg.decoder_only:
         from diffusers import AutoencoderKL
 
@@ -298,9 +300,8 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             save_file({k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))},
                       str(out / "encoder_reference.safetensors"))
     else:
-        ckpt = out / "ckpt.pt"
-        if ckpt.exists():
-            had = load_ckpt(ckpt)["model"]["quant_conv.weight"].shape[0] // 2  # mean and log-variance
+        if state is not None:
+            had = latent_channels_of(state["model"])
             if cfg.latent_channels and had != cfg.latent_channels:
                 raise ValueError(f"{ckpt} is a VAE with {had} latent channels, not {cfg.latent_channels}: "
                                  f"resume without --latent-channels, or use a new run folder")
@@ -312,9 +313,7 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
         disc = PatchDiscriminator().to(dist.device)
         dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9), weight_decay=0.0)
     step = 0
-    ckpt = out / "ckpt.pt"
-    if ckpt.exists():
-        state = load_ckpt(ckpt)
+    if state is not None:
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
@@ -396,6 +395,11 @@ def _copy_model_vae(model_dir: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def latent_channels_of(vae_state: dict) -> int:
+    """The latent channel count of an AutoencoderKL state dict (quant_conv gives mean and log-variance)."""
+    return vae_state["quant_conv.weight"].shape[0] // 2
+
+
 def load_vae(path: str | Path):
     """Any VAE a user points at, as float32 in eval mode: a model folder (its vae/), a VAE folder,
     a run folder (its vae/final), or a vae or decoder training checkpoint (a ckpt.pt)."""
@@ -405,8 +409,7 @@ def load_vae(path: str | Path):
     if path.is_file():
         state = load_ckpt(path)
         sd, cfg = state["model"], state.get("config", {})
-        vae = build_vae(cfg.get("preset", "default"), cfg.get("image_size", 256),
-                        sd["quant_conv.weight"].shape[0] // 2)
+        vae = build_vae(cfg.get("preset", "default"), cfg.get("image_size", 256), latent_channels_of(sd))
         vae.load_state_dict(sd)
         return vae.float().eval()
     for folder in (path / "vae", path / "vae" / "final", path):
