@@ -465,3 +465,54 @@ def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_p
         from cxrdesk.core.train import init_across_latent_channels
 
         init_across_latent_channels(build_unet("tiny", 32, 8), build_unet("default", 32, 4).state_dict())
+
+
+def test_channel_norm_trains_each_latent_channel_at_unit_variance_and_the_model_decodes_with_it(tmp_path):
+    """`train unet --channel-norm`: the UNet sees each latent channel at zero mean and unit variance;
+    the statistics travel in the checkpoint and the exported VAE config (diffusers' latents_mean /
+    latents_std), the pipeline decodes through them, and a resume keeps the run's choice."""
+    import torch
+
+    from cxrdesk.core.models import unet_to_vae_latents, vae_to_unet_latents
+    from cxrdesk.core.train import channel_stats, load_ckpt, normalise_latents
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    cache = encode_dataset(str(data), run, threads=1, progress=False)
+    raw = torch.from_numpy(np.load(cache / "latents.npy")).float()
+    meta = json.loads((cache / "done.json").read_text())
+    stats = channel_stats(raw)
+    z = normalise_latents(raw, meta, stats)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
+    assert torch.allclose(normalise_latents(raw, meta, None), raw * meta["scaling_factor"])
+
+    cfg = UNetConfig(steps=2, batch=2, preset="tiny", ckpt_every=1, export_every=2, sample_every=2, channel_norm=True)
+    pipe = Pipeline.load(train_unet(run, cfg, threads=1, progress=False))
+    vc = pipe.vae.config
+    train_films = [i for i, r in enumerate(json.loads((cache / "records.json").read_text())) if r["split"] != "val"]
+    assert vc.scaling_factor == 1.0 and len(vc.latents_mean) == len(vc.latents_std) == 4
+    assert np.allclose(vc.latents_mean, channel_stats(raw[train_films])["mean"], atol=1e-5)
+    assert pipe.info["training"]["latent_norm"] == "per channel"
+    assert load_ckpt(run / "unet" / "ckpt.pt")["latent_norm"]["std"] == vc.latents_std
+    # the conversions invert each other, and the pipeline decodes a normalised latent to the VAE's film
+    assert torch.allclose(unet_to_vae_latents(vae_to_unet_latents(raw[:2], vc), vc), raw[:2], atol=1e-5)
+    direct = ((pipe.vae.decode(raw[:1]).sample.float().clamp(-1, 1) + 1) / 2)[0, 0].detach().numpy()
+    assert np.allclose(pipe.decode(vae_to_unet_latents(raw[:1], vc)), direct, atol=1e-4)
+    assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)
+
+    with pytest.raises(ValueError, match="per-channel latent normalisation"):
+        train_unet(run, UNetConfig(steps=3, batch=2, preset="tiny", channel_norm=False), threads=1, progress=False)
+    train_unet(run, UNetConfig(steps=3, batch=2, preset="tiny", ckpt_every=1), threads=1, progress=False)  # keeps it
+    out = Pipeline.load(export_from_checkpoint(run, tmp_path / "exported"))
+    assert out.info["training"]["unet_steps"] == 3 and out.vae.config.latents_std == vc.latents_std
+    # a run that started with one scaling factor refuses to switch
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in ("vae", "cache", "images_256.npy", "images_256.json"):
+        os.symlink(run / f, plain / f)
+    train_unet(plain, UNetConfig(steps=1, batch=2, preset="tiny", ckpt_every=1), threads=1, progress=False)
+    assert load_ckpt(plain / "unet" / "ckpt.pt")["latent_norm"] is None
+    with pytest.raises(ValueError, match="without per-channel"):
+        train_unet(plain, UNetConfig(steps=2, batch=2, preset="tiny", channel_norm=True), threads=1, progress=False)

@@ -54,6 +54,10 @@ def register(sub) -> None:
                         "n = films with that finding), so pneumonia, infiltration, fibrosis and effusion are "
                         "each seen more often; turns --class-balance off; resuming with a new value fine-tunes "
                         "from there (default: the checkpoint's value, else 0)")
+    t.add_argument("--channel-norm", action="store_true", default=None,
+                   help="unet: denoise each latent channel at zero mean and unit variance (statistics of the "
+                        "training latents, written to the model's VAE config) instead of one scale for all; for a "
+                        "VAE with many latent channels (--latent-channels 16). A run keeps the choice it started with")
     t.add_argument("--lr-decay-steps", type=int, metavar="N",
                    help="unet: over the last N steps before --steps, lower the learning rate linearly to a "
                         "tenth (an anneal before a release; default 0, constant)")
@@ -134,6 +138,7 @@ def cmd_train(args) -> int:
             if args.finding_balance and args.class_balance:
                 raise CliError("use --class-balance or --finding-balance, not both")
             cfg.finding_balance = args.finding_balance
+            cfg.channel_norm = args.channel_norm
             if args.lr_decay_steps is not None:
                 if not 0 <= args.lr_decay_steps <= cfg.steps:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")

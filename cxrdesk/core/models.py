@@ -56,6 +56,37 @@ def scheduler_config() -> dict:
                 steps_offset=1, timestep_spacing="leading")
 
 
+def _channel_stats(config, like):
+    """The VAE config's per-channel latents_mean / latents_std as (1, C, 1, 1) tensors, or None."""
+    import torch
+
+    mean, std = config.get("latents_mean"), config.get("latents_std")
+    if mean is None or std is None:
+        return None
+    shape = (1, len(mean)) + (1,) * (like.ndim - 2)
+    return (torch.as_tensor(mean, dtype=like.dtype, device=like.device).view(shape),
+            torch.as_tensor(std, dtype=like.dtype, device=like.device).view(shape))
+
+
+def vae_to_unet_latents(z, config):
+    """Latents as the VAE encodes them -> the space the UNet denoises. diffusers' convention: with
+    per-channel ``latents_mean`` / ``latents_std`` in the VAE config (a UNet trained with
+    ``--channel-norm``), each channel at zero mean and unit variance, times ``scaling_factor``;
+    without them, only times ``scaling_factor``."""
+    stats = _channel_stats(config, z)
+    if stats is None:
+        return z * config.scaling_factor
+    return (z - stats[0]) * config.scaling_factor / stats[1]
+
+
+def unet_to_vae_latents(z, config):
+    """The inverse of :func:`vae_to_unet_latents`: what the VAE's decoder takes."""
+    stats = _channel_stats(config, z)
+    if stats is None:
+        return z / config.scaling_factor
+    return z * stats[1] / config.scaling_factor + stats[0]
+
+
 def build_vae(preset: str = "default", image_size: int = 256, latent_channels: int | None = None):
     from diffusers import AutoencoderKL
 

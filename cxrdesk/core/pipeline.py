@@ -35,6 +35,8 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import numpy as np
 
+from .models import unet_to_vae_latents, vae_to_unet_latents
+
 SAMPLERS = ("dpm++-karras", "dpm++", "ddim", "euler")
 # DPM++ 2M on Karras et al.'s noise levels (more steps where the noise is low): on the tune split it
 # beat the evenly spaced DPM++ 2M on FD, adherence and diversity at 20 steps (see the model card).
@@ -386,7 +388,7 @@ class Pipeline:
         import torch
 
         with torch.no_grad(), self._precision():
-            img = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
+            img = self.vae.decode(unet_to_vae_latents(latents, self.vae.config)).sample.float()
         img = (img.clamp(-1, 1) + 1) / 2
         arr = img[0].cpu().numpy()
         if arr.shape[0] == 3:  # standard RGB VAE: convert to grayscale (ITU-R BT.601 luma)
@@ -404,7 +406,7 @@ class Pipeline:
         c, h, w = self.info["latent_shape"]
         gen = torch.Generator("cpu").manual_seed(0)
         z = torch.randn((1, c, h, w), generator=gen).to(self.device, next(self.vae.parameters()).dtype)
-        img = self.decode(z * self.vae.config.scaling_factor)
+        img = self.decode(vae_to_unet_latents(z, self.vae.config))
         import cv2
 
         small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).reshape(-1)
@@ -418,7 +420,7 @@ class Pipeline:
         import cv2
 
         coef = np.asarray(self._fit_preview_map(), np.float32)
-        z = (latents[0] / self.vae.config.scaling_factor).float().cpu().numpy()
+        z = unet_to_vae_latents(latents[:1].float(), self.vae.config)[0].cpu().numpy()
         small = np.tensordot(coef[:-1], z, axes=(0, 0)) + coef[-1]
         size = self.info["native_size"]
         return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1).astype(np.float32)

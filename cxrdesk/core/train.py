@@ -567,6 +567,14 @@ class UNetConfig:
     # LR_DECAY_END x `lr`. 0 keeps it constant after warm-up, so that a finished run can be extended
     # with more steps (an annealed run can be too; the rate then steps back up to `lr`).
     lr_decay_steps: int = 0
+    # Per-channel latent normalisation: denoise each latent channel at zero mean and unit variance
+    # (statistics of the training films' latents, kept in the checkpoint and written to the VAE
+    # config as diffusers' latents_mean / latents_std) instead of one scaling factor for all. A VAE
+    # with many latent channels has channels of very unequal spread (0.2 to 1.7 after the global
+    # scaling for the 16-channel one): under one noise schedule the quiet channels drown first and
+    # a UNet's small errors in them decode to speckle. A run keeps the choice it started with.
+    # None: the checkpoint's, else off.
+    channel_norm: bool | None = None
 
 
 LR_DECAY_END = 0.1
@@ -624,6 +632,23 @@ def draw_weights_for(labels: list[list[str]], cfg: "UNetConfig") -> torch.Tensor
     return class_balance_weights(labels, cfg.class_balance)
 
 
+def channel_stats(latents: torch.Tensor) -> dict:
+    """Per-channel mean and standard deviation of (N, C, H, W) latents, as lists (for the
+    checkpoint and the VAE config's latents_mean / latents_std)."""
+    std, mean = torch.std_mean(latents.float(), dim=(0, 2, 3))
+    return {"mean": mean.tolist(), "std": std.clamp_min(1e-6).tolist()}
+
+
+def normalise_latents(latents: torch.Tensor, meta: dict, norm: dict | None) -> torch.Tensor:
+    """Cached (raw) VAE latents -> the space the UNet denoises: per channel with ``norm`` (then
+    scaling factor 1), else times the encode stage's one scaling factor. The model folder's VAE
+    config records the same (see models.unet_to_vae_latents)."""
+    if norm is None:
+        return latents * meta["scaling_factor"]
+    shape = (1, -1) + (1,) * (latents.ndim - 2)
+    return (latents - torch.tensor(norm["mean"]).view(shape)) / torch.tensor(norm["std"]).view(shape)
+
+
 LATENT_LAYERS = ("conv_in.", "conv_out.")
 
 
@@ -653,7 +678,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     run = Path(run_dir)
     cache = run / "cache"
     meta = json.loads((cache / "done.json").read_text())
-    latents = torch.from_numpy(np.load(cache / "latents.npy")).float() * meta["scaling_factor"]
+    latents = torch.from_numpy(np.load(cache / "latents.npy")).float()
     text_emb = torch.from_numpy(np.load(cache / "text_emb.npy"))
     cap_ids = torch.from_numpy(np.load(cache / "caption_ids.npy")).long()
     recs = json.loads((cache / "records.json").read_text())
@@ -678,8 +703,16 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         cfg.class_balance = 0.0
     if cfg.class_balance and cfg.finding_balance is None:
         cfg.finding_balance = 0.0
-    if ckpt.exists():
-        state = load_ckpt(ckpt)
+    state = load_ckpt(ckpt) if ckpt.exists() else None
+    norm = state.get("latent_norm") if state else None
+    if state and cfg.channel_norm is not None and cfg.channel_norm != bool(norm):
+        raise ValueError(f"{run} trained its UNet {'with' if norm else 'without'} per-channel latent "
+                         f"normalisation: resume without --channel-norm, or use a new run folder")
+    cfg.channel_norm = bool(norm) if state else bool(cfg.channel_norm)
+    if cfg.channel_norm and norm is None:
+        norm = channel_stats(latents[train_idx])
+    latents = normalise_latents(latents, meta, norm)
+    if state:
         unet.load_state_dict(state["model"])
         for e, v in zip(ema, state["ema"]):
             e.copy_(v)
@@ -764,9 +797,9 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                        "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-                         "config": cfg.__dict__, **since_meta}, ckpt)
+                         "config": cfg.__dict__, "latent_norm": norm, **since_meta}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
-            folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step)
+            folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step, latent_norm=norm)
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 _unet_samples(folder, out / f"samples_{step:06d}.png")
     if bar:
@@ -777,8 +810,9 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
 
 def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int = 0,
                  name: str | None = None, guidance: float | None = None,
-                 guidance_interval: tuple[float, float] | None = None) -> Path:
-    """Write a diffusers model folder with the EMA UNet weights and the trained VAE."""
+                 guidance_interval: tuple[float, float] | None = None, latent_norm: dict | None = None) -> Path:
+    """Write a diffusers model folder with the EMA UNet weights and the trained VAE (its config
+    carrying the UNet's latent scaling: one factor, or per-channel statistics)."""
     import copy
 
     from diffusers import AutoencoderKL
@@ -791,14 +825,18 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         for p, e in zip(ema_unet.parameters(), ema):
             p.copy_(e)
     vae = AutoencoderKL.from_pretrained(run / "vae" / "final", local_files_only=True)
-    vae.register_to_config(scaling_factor=meta["scaling_factor"])
+    if latent_norm:
+        vae.register_to_config(scaling_factor=1.0, latents_mean=latent_norm["mean"], latents_std=latent_norm["std"])
+    else:
+        vae.register_to_config(scaling_factor=meta["scaling_factor"])
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     params = {}
     if (run / "unet" / "params.json").exists():
         params = json.loads((run / "unet" / "params.json").read_text())
-    training = {"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"]}
+    training = {"unet_steps": step, "unet": params, "scaling_factor": meta["scaling_factor"],
+                "latent_norm": "per channel" if latent_norm else "scaling factor"}
     counts = training_label_counts(run)
     if counts:
         training["label_counts"] = counts
@@ -838,7 +876,8 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
     if not same_encoder(vae, base):
         raise ValueError(f"the VAE in {run / 'vae' / 'final'} encodes differently from {model.name}'s: "
                          f"that model's UNet would not fit it (fine-tune the decoder only: 'train decoder --init-from')")
-    vae.register_to_config(scaling_factor=base.config.scaling_factor)
+    vae.register_to_config(scaling_factor=base.config.scaling_factor, latents_mean=base.config.get("latents_mean"),
+                           latents_std=base.config.get("latents_std"))
     unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True, use_safetensors=True)
     extra = json.loads((model / "cxrdesk.json").read_text()) if (model / "cxrdesk.json").is_file() else {}
     training = dict(extra.get("training") or {})
@@ -911,7 +950,7 @@ def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | No
     unet = build_unet(cfg.get("preset", "default"), h, c)
     unet.load_state_dict(state["model"])
     return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name, guidance=guidance,
-                        guidance_interval=guidance_interval)
+                        guidance_interval=guidance_interval, latent_norm=state.get("latent_norm"))
 
 
 def _unet_samples(folder: Path, path: Path) -> None:
