@@ -50,7 +50,8 @@ def test_same_seed_same_file_pixels(tiny, tmp_path):
 def test_info(tiny):
     r = run("info", "--model", str(tiny))
     assert r.returncode == 0
-    for word in ("unet", "vae", "text encoder", "device", "random weights", "guidance 4 recommended"):
+    for word in ("unet", "vae", "text encoder", "device", "random weights", "guidance 4 recommended",
+                 "latents 4x32x32 (one scale)"):
         assert word in r.stdout.lower()
 
 

@@ -190,7 +190,8 @@ def cmd_info(args) -> int:
     if i["random_weights"]:
         print("WARNING:      random weights (test model) - draws noise")
     print(f"device:       {i['device']} ({i['dtype']}), {torch.get_num_threads()} CPU threads")
-    print(f"native size:  {i['native_size']}x{i['native_size']}, latents {'x'.join(map(str, i['latent_shape']))}")
+    scale = "each channel normalised" if pipe.vae.config.get("latents_mean") is not None else "one scale"
+    print(f"native size:  {i['native_size']}x{i['native_size']}, latents {'x'.join(map(str, i['latent_shape']))} ({scale})")
     print(f"unet:         {i['params']['unet'] / 1e6:.2f} M parameters ({i['prediction_type']} prediction)")
     print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
     print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
