@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import labelled
+
 SHOW = 6
 CROP = (slice(150, 214), slice(40, 104))  # 64x64 of the right lung base on a 256x256 film
 
@@ -42,7 +44,7 @@ def sharpness(images: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vae", action="append", required=True, metavar="LABEL=PATH", help="a VAE to score (repeat)")
+    ap.add_argument("--vae", action="append", type=labelled, required=True, metavar="LABEL=PATH", help="a VAE to score (repeat)")
     ap.add_argument("--data", required=True, help="dataset folder")
     ap.add_argument("--run-dir", required=True, help="run folder holding the image cache (and the classifier)")
     ap.add_argument("--classifier", help="judge folder (default RUN/classifier)")
@@ -53,12 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default="ae_sheet.png", help="sheet PNG")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
-    specs = []
-    for s in args.vae:
-        label, sep, path = s.partition("=")
-        if not sep or not label or not path:
-            ap.error(f"--vae takes LABEL=PATH, not {s!r}")
-        specs.append((label, path))
+    specs = args.vae
 
     import cv2
     import torch

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import labelled
+
 SHOW = 3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, metavar="LABEL=PATH",
+    ap.add_argument("--model", action="append", type=labelled, required=True, metavar="LABEL=PATH",
                     help="a model folder to check (repeat)")
     ap.add_argument("--data", required=True, help="dataset folder")
     ap.add_argument("--run-dir", required=True, help="run folder holding (or receiving) the image cache")
@@ -45,12 +47,7 @@ def main() -> None:
     ap.add_argument("--out", default="denoise_sheet.png", help="sheet PNG")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
-    specs = []
-    for s in args.model:
-        label, sep, path = s.partition("=")
-        if not sep or not label or not path:
-            ap.error(f"--model takes LABEL=PATH, not {s!r}")
-        specs.append((label, path))
+    specs = args.model
     try:
         steps = [int(x) for x in args.t.split(",")]
     except ValueError:

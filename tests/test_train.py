@@ -473,8 +473,8 @@ def test_channel_norm_trains_each_latent_channel_at_unit_variance_and_the_model_
     latents_std), the pipeline decodes through them, and a resume keeps the run's choice."""
     import torch
 
-    from cxrdesk.core.models import unet_to_vae_latents, vae_to_unet_latents
-    from cxrdesk.core.train import channel_stats, load_ckpt, normalise_latents
+    from cxrdesk.core.models import latent_scaling, unet_to_vae_latents, vae_to_unet_latents
+    from cxrdesk.core.train import channel_stats, load_ckpt
 
     data = make_dataset(tmp_path / "data", n=6)
     run = tmp_path / "run"
@@ -483,10 +483,10 @@ def test_channel_norm_trains_each_latent_channel_at_unit_variance_and_the_model_
     raw = torch.from_numpy(np.load(cache / "latents.npy")).float()
     meta = json.loads((cache / "done.json").read_text())
     stats = channel_stats(raw)
-    z = normalise_latents(raw, meta, stats)
+    z = vae_to_unet_latents(raw, latent_scaling(meta["scaling_factor"], stats))
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
     assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
-    assert torch.allclose(normalise_latents(raw, meta, None), raw * meta["scaling_factor"])
+    assert torch.allclose(vae_to_unet_latents(raw, latent_scaling(meta["scaling_factor"])), raw * meta["scaling_factor"])
 
     cfg = UNetConfig(steps=2, batch=2, preset="tiny", ckpt_every=1, export_every=2, sample_every=2, channel_norm=True)
     pipe = Pipeline.load(train_unet(run, cfg, threads=1, progress=False))

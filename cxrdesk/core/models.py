@@ -56,8 +56,20 @@ def scheduler_config() -> dict:
                 steps_offset=1, timestep_spacing="leading")
 
 
+LATENT_SCALING_KEYS = ("scaling_factor", "latents_mean", "latents_std")
+
+
+def latent_scaling(scaling_factor: float, norm: dict | None = None) -> dict:
+    """The VAE config entries that relate the UNet's latents to the VAE's (diffusers' names): one
+    scaling factor, or with ``norm`` (per-channel "mean" and "std" lists, `train unet --channel-norm`)
+    each channel at zero mean and unit variance and the factor 1."""
+    if norm:
+        return {"scaling_factor": 1.0, "latents_mean": norm["mean"], "latents_std": norm["std"]}
+    return {"scaling_factor": scaling_factor, "latents_mean": None, "latents_std": None}
+
+
 def _channel_stats(config, like):
-    """The VAE config's per-channel latents_mean / latents_std as (1, C, 1, 1) tensors, or None."""
+    """The config's per-channel latents_mean / latents_std as (1, C, 1, ...) tensors, or None."""
     import torch
 
     mean, std = config.get("latents_mean"), config.get("latents_std")
@@ -69,22 +81,22 @@ def _channel_stats(config, like):
 
 
 def vae_to_unet_latents(z, config):
-    """Latents as the VAE encodes them -> the space the UNet denoises. diffusers' convention: with
-    per-channel ``latents_mean`` / ``latents_std`` in the VAE config (a UNet trained with
-    ``--channel-norm``), each channel at zero mean and unit variance, times ``scaling_factor``;
-    without them, only times ``scaling_factor``."""
+    """Latents as the VAE encodes them -> the space the UNet denoises, by ``config`` (a VAE config
+    or :func:`latent_scaling`'s entries). diffusers' convention: with per-channel ``latents_mean`` /
+    ``latents_std``, each channel at zero mean and unit variance, times ``scaling_factor``; without
+    them, only times ``scaling_factor``."""
     stats = _channel_stats(config, z)
     if stats is None:
-        return z * config.scaling_factor
-    return (z - stats[0]) * config.scaling_factor / stats[1]
+        return z * config["scaling_factor"]
+    return (z - stats[0]) * (config["scaling_factor"] / stats[1])
 
 
 def unet_to_vae_latents(z, config):
     """The inverse of :func:`vae_to_unet_latents`: what the VAE's decoder takes."""
     stats = _channel_stats(config, z)
     if stats is None:
-        return z / config.scaling_factor
-    return z * stats[1] / config.scaling_factor + stats[0]
+        return z / config["scaling_factor"]
+    return z * (stats[1] / config["scaling_factor"]) + stats[0]
 
 
 def build_vae(preset: str = "default", image_size: int = 256, latent_channels: int | None = None):

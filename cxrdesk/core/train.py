@@ -31,7 +31,8 @@ from torch import nn
 
 from . import captions as cap
 from .datasets import Record, load_gray, read_dataset
-from .models import build_unet, build_vae, n_params, scheduler_config
+from .models import (LATENT_SCALING_KEYS, build_unet, build_vae, latent_scaling, n_params, scheduler_config,
+                     vae_to_unet_latents)
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -639,16 +640,6 @@ def channel_stats(latents: torch.Tensor) -> dict:
     return {"mean": mean.tolist(), "std": std.clamp_min(1e-6).tolist()}
 
 
-def normalise_latents(latents: torch.Tensor, meta: dict, norm: dict | None) -> torch.Tensor:
-    """Cached (raw) VAE latents -> the space the UNet denoises: per channel with ``norm`` (then
-    scaling factor 1), else times the encode stage's one scaling factor. The model folder's VAE
-    config records the same (see models.unet_to_vae_latents)."""
-    if norm is None:
-        return latents * meta["scaling_factor"]
-    shape = (1, -1) + (1,) * (latents.ndim - 2)
-    return (latents - torch.tensor(norm["mean"]).view(shape)) / torch.tensor(norm["std"]).view(shape)
-
-
 LATENT_LAYERS = ("conv_in.", "conv_out.")
 
 
@@ -711,7 +702,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     cfg.channel_norm = bool(norm) if state else bool(cfg.channel_norm)
     if cfg.channel_norm and norm is None:
         norm = channel_stats(latents[train_idx])
-    latents = normalise_latents(latents, meta, norm)
+    latents = vae_to_unet_latents(latents, latent_scaling(meta["scaling_factor"], norm))
     if state:
         unet.load_state_dict(state["model"])
         for e, v in zip(ema, state["ema"]):
@@ -825,10 +816,7 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         for p, e in zip(ema_unet.parameters(), ema):
             p.copy_(e)
     vae = AutoencoderKL.from_pretrained(run / "vae" / "final", local_files_only=True)
-    if latent_norm:
-        vae.register_to_config(scaling_factor=1.0, latents_mean=latent_norm["mean"], latents_std=latent_norm["std"])
-    else:
-        vae.register_to_config(scaling_factor=meta["scaling_factor"])
+    vae.register_to_config(**latent_scaling(meta["scaling_factor"], latent_norm))
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -876,8 +864,7 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
     if not same_encoder(vae, base):
         raise ValueError(f"the VAE in {run / 'vae' / 'final'} encodes differently from {model.name}'s: "
                          f"that model's UNet would not fit it (fine-tune the decoder only: 'train decoder --init-from')")
-    vae.register_to_config(scaling_factor=base.config.scaling_factor, latents_mean=base.config.get("latents_mean"),
-                           latents_std=base.config.get("latents_std"))
+    vae.register_to_config(**{k: base.config.get(k) for k in LATENT_SCALING_KEYS})
     unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True, use_safetensors=True)
     extra = json.loads((model / "cxrdesk.json").read_text()) if (model / "cxrdesk.json").is_file() else {}
     training = dict(extra.get("training") or {})
