@@ -10,8 +10,10 @@ high-noise steps lay out the chest and amplify errors the most. This check shows
 stands before any image is sampled. On N held-out films (``--split tune`` as in
 `cxrdesk evaluate --split tune`), each model encodes the films with its own VAE, adds noise at each
 timestep t (one fixed draw per film, the same for every model), and its UNet predicts the noise
-from each film's caption (built from its labels as in training, fixed seed). It prints, per t:
-- eps: mean squared error of the predicted noise (what training minimises, unweighted);
+(or the velocity, for a v-prediction model) from each film's caption (built from its labels as in
+training, fixed seed). It prints, per t:
+- eps: mean squared error of the predicted noise (what an epsilon model's training minimises,
+  unweighted; for a v model, of the noise implied by its prediction);
 - x0: squared error of the clean latent recovered from that prediction, as a fraction of the
   latents' mean square (above 1 the prediction is worse than predicting zeros).
 The sheet has a row per t and model: the decoded clean-latent predictions of the first films.
@@ -92,9 +94,14 @@ def main() -> None:
             for k, t in enumerate(steps):
                 tt = torch.full((len(z),), t, dtype=torch.long)
                 xt = sched.add_noise(z, noise[k], tt)
-                eps = unet(xt, tt, encoder_hidden_states=cond).sample
+                out = unet(xt, tt, encoder_hidden_states=cond).sample
                 a = sched.alphas_cumprod[t]
-                x0 = (xt - (1 - a).sqrt() * eps) / a.sqrt()
+                if sched.config.prediction_type == "v_prediction":  # the UNet predicts sqrt(a) eps - sqrt(1-a) x0
+                    x0 = a.sqrt() * xt - (1 - a).sqrt() * out
+                    eps = a.sqrt() * out + (1 - a).sqrt() * xt
+                else:
+                    eps = out
+                    x0 = (xt - (1 - a).sqrt() * eps) / a.sqrt()
                 r["eps"].append(float(((eps - noise[k]) ** 2).mean()))
                 r["x0"].append(float(((x0 - z) ** 2).mean() / (z ** 2).mean()))
                 dec = vae.decode(unet_to_vae_latents(x0[:SHOW], vae.config)).sample.clamp(-1, 1)[:, 0].numpy()

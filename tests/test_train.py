@@ -516,3 +516,56 @@ def test_channel_norm_trains_each_latent_channel_at_unit_variance_and_the_model_
     assert load_ckpt(plain / "unet" / "ckpt.pt")["latent_norm"] is None
     with pytest.raises(ValueError, match="without per-channel"):
         train_unet(plain, UNetConfig(steps=2, batch=2, preset="tiny", channel_norm=True), threads=1, progress=False)
+
+
+def test_diffusion_loss_targets_the_noise_or_the_velocity_with_the_same_min_snr_weight_on_the_film():
+    """Both targets weigh a given error in the recovered clean latent alike (min-SNR-gamma)."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from cxrdesk.core.models import scheduler_config
+    from cxrdesk.core.train import diffusion_loss
+
+    sched = DDPMScheduler(**scheduler_config("v_prediction"))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([5, 300, 700, 990])
+    a = sched.alphas_cumprod[t]
+    velocity = sched.get_velocity(x0, noise, t)
+    assert float(diffusion_loss(velocity, x0, noise, a, "v_prediction", 5.0)) < 1e-10
+    assert float(diffusion_loss(noise, x0, noise, a, "epsilon", 5.0)) < 1e-10
+    assert float(diffusion_loss(noise, x0, noise, a, "v_prediction", 5.0)) > 0.01
+    # the same clean-latent error, expressed as each model's output, costs the same
+    err = 0.1 * torch.randn(x0.shape, generator=g)
+    ar = a.view(-1, 1, 1, 1)
+    xt = ar.sqrt() * x0 + (1 - ar).sqrt() * noise
+    eps_out = (xt - ar.sqrt() * (x0 + err)) / (1 - ar).sqrt()  # an epsilon UNet whose film is off by err
+    v_out = (ar.sqrt() * xt - (x0 + err)) / (1 - ar).sqrt()    # a v UNet with the same film
+    for k in range(4):
+        one = slice(k, k + 1)
+        assert torch.allclose(diffusion_loss(eps_out[one], x0[one], noise[one], a[one], "epsilon", 5.0),
+                              diffusion_loss(v_out[one], x0[one], noise[one], a[one], "v_prediction", 5.0), rtol=1e-3)
+
+
+def test_v_prediction_is_recorded_exported_kept_on_resume_and_generates(tmp_path, tiny_model_dir):
+    """`train unet --prediction v`: the checkpoint and the model folder's scheduler record it, the
+    pipeline samples with it, a resume keeps it, a switch is refused, and a new run can start from an
+    epsilon model's weights as a v fine-tune."""
+    from cxrdesk.cli import main as cli
+    from cxrdesk.core.train import load_ckpt
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    encode_dataset(str(data), run, threads=1, progress=False)
+    assert cli(["train", "unet", "--run-dir", str(run), "--steps", "2", "--batch", "2", "--preset", "tiny",
+                "--threads", "1", "--quiet", "--prediction", "v", "--init-from", str(tiny_model_dir)]) == 0
+    pipe = Pipeline.load(run / "model")
+    assert pipe.info["prediction_type"] == "v_prediction"
+    assert load_ckpt(run / "unet" / "ckpt.pt")["prediction"] == "v_prediction"
+    assert pipe.generate("normal chest radiograph", steps=2, seed=0, sampler="ddim").image.shape == (256, 256)
+    train_unet(run, UNetConfig(steps=3, batch=2, preset="tiny", ckpt_every=1), threads=1, progress=False)
+    assert Pipeline.load(export_from_checkpoint(run, tmp_path / "out")).info["prediction_type"] == "v_prediction"
+    with pytest.raises(ValueError, match="v_prediction prediction"):
+        train_unet(run, UNetConfig(steps=4, batch=2, preset="tiny", prediction="epsilon"), threads=1, progress=False)
+    assert Pipeline.load(tiny_model_dir).info["prediction_type"] == "epsilon"

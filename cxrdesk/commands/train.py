@@ -58,6 +58,11 @@ def register(sub) -> None:
                    help="unet: denoise each latent channel at zero mean and unit variance (statistics of the "
                         "training latents, written to the model's VAE config) instead of one scale for all; for a "
                         "VAE with many latent channels (--latent-channels 16). A run keeps the choice it started with")
+    t.add_argument("--prediction", choices=("epsilon", "v"),
+                   help="unet: what the UNet predicts: the noise (epsilon, default) or the velocity (v), which "
+                        "learns the high-noise steps faster on latents with many channels; the model folder "
+                        "records it. A run keeps the choice it started with (a new run can switch from its "
+                        "--init-from model's)")
     t.add_argument("--lr-decay-steps", type=int, metavar="N",
                    help="unet: over the last N steps before --steps, lower the learning rate linearly to a "
                         "tenth (an anneal before a release; default 0, constant)")
@@ -139,6 +144,8 @@ def cmd_train(args) -> int:
                 raise CliError("use --class-balance or --finding-balance, not both")
             cfg.finding_balance = args.finding_balance
             cfg.channel_norm = args.channel_norm
+            if args.prediction:
+                cfg.prediction = "v_prediction" if args.prediction == "v" else "epsilon"
             if args.lr_decay_steps is not None:
                 if not 0 <= args.lr_decay_steps <= cfg.steps:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")

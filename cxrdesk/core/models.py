@@ -50,9 +50,16 @@ def unet_config(preset: str = "default", latent_size: int = 32, latent_channels:
     )
 
 
-def scheduler_config() -> dict:
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def scheduler_config(prediction: str = "epsilon") -> dict:
+    """The training noise schedule; ``prediction`` is what the UNet predicts (diffusers' names:
+    the noise, or the velocity sqrt(a) noise - sqrt(1 - a) latents)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
     return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
+                beta_schedule="scaled_linear", prediction_type=prediction, clip_sample=False,
                 steps_offset=1, timestep_spacing="leading")
 
 

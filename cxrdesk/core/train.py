@@ -4,7 +4,7 @@ Stages (each resumes from ``RUN/<stage>/ckpt.pt`` when present):
 
 1. ``vae``    - train the grayscale AutoencoderKL on random crops (L1 + edge + small KL).
 2. ``encode`` - encode every image once to latents; pre-encode caption embeddings.
-3. ``unet``   - train the text-conditioned UNet on cached latents (epsilon prediction, min-SNR
+3. ``unet``   - train the text-conditioned UNet on cached latents (epsilon or v prediction, min-SNR
                weighting, 10% caption dropout for classifier-free guidance, EMA weights).
 4. ``export`` - write a diffusers model folder (safetensors only) from the EMA weights.
 
@@ -576,6 +576,14 @@ class UNetConfig:
     # (On that VAE it made no difference over a UNet's first 1100 steps: see the model card.)
     # A run keeps the choice it started with. None: the checkpoint's, else off.
     channel_norm: bool | None = None
+    # What the UNet predicts: "epsilon" (the noise) or "v_prediction" (the velocity
+    # sqrt(a) noise - sqrt(1 - a) latents, Salimans & Ho 2022). At high noise an epsilon UNet must
+    # pass its input through almost unchanged, and every error there is amplified in the film it
+    # recovers (70-fold at t=900 on this schedule); a v UNet predicts the film itself there. A UNet
+    # on latents with many channels (16) learns the pass-through slowly. The exported scheduler
+    # config records it. A run keeps the choice it started with; None: the checkpoint's, else
+    # epsilon (a new run can switch from an --init-from model's: a fine-tune).
+    prediction: str | None = None
 
 
 LR_DECAY_END = 0.1
@@ -640,6 +648,23 @@ def channel_stats(latents: torch.Tensor) -> dict:
     return {"mean": mean.tolist(), "std": std.clamp_min(1e-6).tolist()}
 
 
+def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
+                   prediction: str, snr_gamma: float) -> torch.Tensor:
+    """The UNet's training loss for a batch noised as sqrt(a) x0 + sqrt(1 - a) noise (``alpha_bar``:
+    a per film): mean squared error against the noise (epsilon prediction) or the velocity
+    sqrt(a) noise - sqrt(1 - a) x0 (v prediction), with min-SNR-gamma weighting (Hang et al. 2023)
+    in the form for each target, so both weigh the films' own error alike at every noise level."""
+    a = alpha_bar.view(-1, *([1] * (x0.dim() - 1)))
+    snr = alpha_bar / (1 - alpha_bar)
+    if prediction == "v_prediction":
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)
+    else:
+        target = noise
+        weight = torch.clamp(snr, max=snr_gamma) / snr
+    return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=tuple(range(1, x0.dim())))).mean()
+
+
 LATENT_LAYERS = ("conv_in.", "conv_out.")
 
 
@@ -682,8 +707,6 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     unet = build_unet(cfg.preset, h, c).to(dist.device)
     ema = [p.detach().clone() for p in unet.parameters()]
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    sched = DDPMScheduler(**scheduler_config())
-    alphas = sched.alphas_cumprod.to(dist.device)
     step = 0
     ckpt = out / "ckpt.pt"
     # Settings whose change on resume starts a fine-tune of the model trained so far: the step it
@@ -702,6 +725,13 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     cfg.channel_norm = bool(norm) if state else bool(cfg.channel_norm)
     if cfg.channel_norm and norm is None:
         norm = channel_stats(latents[train_idx])
+    trained_as = state.get("prediction", "epsilon") if state else None
+    if state and cfg.prediction is not None and cfg.prediction != trained_as:
+        raise ValueError(f"{run} trained its UNet with {trained_as} prediction: resume without --prediction "
+                         f"(or with --prediction {trained_as}), or use a new run folder (--init-from a model of this one)")
+    cfg.prediction = trained_as or cfg.prediction or "epsilon"
+    sched = DDPMScheduler(**scheduler_config(cfg.prediction))
+    alphas = sched.alphas_cumprod.to(dist.device)
     latents = vae_to_unet_latents(latents, latent_scaling(meta["scaling_factor"], norm))
     if state:
         unet.load_state_dict(state["model"])
@@ -762,9 +792,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         t = torch.randint(0, sched.config.num_train_timesteps, (per_rank,), generator=gen).to(dist.device)
         xt = sched.add_noise(x0, noise, t)
         pred = model(xt, t, encoder_hidden_states=cond).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=cfg.snr_gamma) / snr
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = diffusion_loss(pred, x0, noise, alphas[t], cfg.prediction, cfg.snr_gamma)
         lr = unet_lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -788,9 +816,11 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
                        "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-                         "config": cfg.__dict__, "latent_norm": norm, **since_meta}, ckpt)
+                         "config": cfg.__dict__, "latent_norm": norm, "prediction": cfg.prediction,
+                         **since_meta}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
-            folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step, latent_norm=norm)
+            folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step, latent_norm=norm,
+                                  prediction=cfg.prediction)
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 _unet_samples(folder, out / f"samples_{step:06d}.png")
     if bar:
@@ -801,9 +831,11 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
 
 def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int = 0,
                  name: str | None = None, guidance: float | None = None,
-                 guidance_interval: tuple[float, float] | None = None, latent_norm: dict | None = None) -> Path:
-    """Write a diffusers model folder with the EMA UNet weights and the trained VAE (its config
-    carrying the UNet's latent scaling: one factor, or per-channel statistics)."""
+                 guidance_interval: tuple[float, float] | None = None, latent_norm: dict | None = None,
+                 prediction: str = "epsilon") -> Path:
+    """Write a diffusers model folder with the EMA UNet weights, the trained VAE (its config
+    carrying the UNet's latent scaling: one factor, or per-channel statistics) and the scheduler
+    config (with what the UNet predicts)."""
     import copy
 
     from diffusers import AutoencoderKL
@@ -830,7 +862,8 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
         training["label_counts"] = counts
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name, training=training,
                        preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)),
-                       guidance=guidance, guidance_interval=guidance_interval)
+                       guidance=guidance, guidance_interval=guidance_interval,
+                       scheduler=scheduler_config(prediction))
     return _replace_folder(tmp, dest)
 
 
@@ -937,7 +970,8 @@ def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | No
     unet = build_unet(cfg.get("preset", "default"), h, c)
     unet.load_state_dict(state["model"])
     return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name, guidance=guidance,
-                        guidance_interval=guidance_interval, latent_norm=state.get("latent_norm"))
+                        guidance_interval=guidance_interval, latent_norm=state.get("latent_norm"),
+                        prediction=state.get("prediction", "epsilon"))
 
 
 def _unet_samples(folder: Path, path: Path) -> None:
