@@ -16,6 +16,8 @@ training, fixed seed). It prints, per t:
   unweighted; for a v model, of the noise implied by its prediction);
 - x0: squared error of the clean latent recovered from that prediction, as a fraction of the
   latents' mean square (above 1 the prediction is worse than predicting zeros).
+Under each model, a "prior" row scores the best guess that knows only each latent channel's mean
+and variance (over the same films) and no text: a UNet must do better than that to lay out a chest.
 The sheet has a row per t and model: the decoded clean-latent predictions of the first films.
 Each model is scored in its own latent space (as its UNet sees it: one scaling factor, or each channel
 normalised), so compare the trend over t and the sheet, not small differences.
@@ -90,7 +92,8 @@ def main() -> None:
             cond = pipe.text_encoder.encode(captions).embeddings.float()
             gen = torch.Generator().manual_seed(args.seed)
             noise = torch.randn((len(steps),) + tuple(z.shape), generator=gen)
-            r = {"path": path, "latent_shape": list(z.shape[1:]), "eps": [], "x0": []}
+            r = {"path": path, "latent_shape": list(z.shape[1:]), "eps": [], "x0": [], "prior_eps": [], "prior_x0": []}
+            mu, var = z.mean(dim=(0, 2, 3), keepdim=True), z.var(dim=(0, 2, 3), keepdim=True)
             for k, t in enumerate(steps):
                 tt = torch.full((len(z),), t, dtype=torch.long)
                 xt = sched.add_noise(z, noise[k], tt)
@@ -104,10 +107,16 @@ def main() -> None:
                     x0 = (xt - (1 - a).sqrt() * eps) / a.sqrt()
                 r["eps"].append(float(((eps - noise[k]) ** 2).mean()))
                 r["x0"].append(float(((x0 - z) ** 2).mean() / (z ** 2).mean()))
+                # reference: the best guess knowing only each channel's mean and variance (Gaussian posterior mean)
+                x0p = mu + a.sqrt() * var / (a * var + 1 - a) * (xt - a.sqrt() * mu)
+                r["prior_eps"].append(float((((xt - a.sqrt() * x0p) / (1 - a).sqrt() - noise[k]) ** 2).mean()))
+                r["prior_x0"].append(float(((x0p - z) ** 2).mean() / (z ** 2).mean()))
                 dec = vae.decode(unet_to_vae_latents(x0[:SHOW], vae.config)).sample.clamp(-1, 1)[:, 0].numpy()
                 rows.append(np.concatenate(list((dec + 1) / 2), axis=1))
         results[label] = r
-        print(f"{label:14s} " + " ".join(f"{e:7.4f} {x:7.3f}" for e, x in zip(r["eps"], r["x0"])), flush=True)
+        print(f"{label:14s} " + " ".join(f"{e:7.4f} {x:7.3f}" for e, x in zip(r["eps"], r["x0"])))
+        print(f"{'  prior':14s} " + " ".join(f"{e:7.4f} {x:7.3f}" for e, x in zip(r["prior_eps"], r["prior_x0"])),
+              flush=True)
     sheet = np.concatenate(rows, axis=0)
     cv2.imwrite(args.out, (np.clip(sheet, 0, 1) * 255).astype(np.uint8))
     print(f"wrote {args.out}: for each model ({', '.join(label for label, _ in specs)}), a row per t "
