@@ -347,3 +347,33 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     monkeypatch.setattr(torch.jit, "trace", broken)
     q.warm_up((1, 2))
     assert q._traced == {} and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+def test_preview_film_is_recovered_from_the_exact_model_output(prediction, sampler):
+    """The previews' clean-latent estimate (Pipeline._x0) inverts an exact noise or velocity
+    prediction, on the DDPM alphas (DDIM) and on sigma-scaled latents (Euler)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cxrdesk.core.models import scheduler_config
+
+    fake = SimpleNamespace(scheduler_config=scheduler_config(prediction))
+    sched = Pipeline.make_scheduler(fake, sampler)
+    sched.set_timesteps(20)
+    t = sched.timesteps[3]
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
+    a = sched.alphas_cumprod[int(t)]
+    if sampler == "euler":
+        sigma = sched.sigmas[0]
+        latents = x0 + sigma * eps
+        a = 1 / (1 + sigma ** 2)
+    else:
+        latents = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    out = eps if prediction == "epsilon" else a ** 0.5 * eps - (1 - a) ** 0.5 * x0
+    if sampler == "euler":
+        t = sched.timesteps[0]
+    assert torch.allclose(Pipeline._x0(fake, sched, latents, out, t), x0, atol=1e-4)
