@@ -163,6 +163,14 @@ else
     echo "install.sh: NOTE: $MODELS/cxrdesk-cxr256" >&2
 fi
 
+# --- the window's system libraries: Qt's X11 plugin needs a few that minimal systems lack ----------
+MISSING_X11=$("$PREFIX/bin/python" -c 'from cxrdesk.ui.app import missing_xcb_packages as m; print(" ".join(m({"DISPLAY": ":0"})))' 2>/dev/null || true)
+if [ -n "$MISSING_X11" ]; then
+    echo "install.sh: NOTE: the window needs system libraries this machine lacks; install them with" >&2
+    echo "install.sh: NOTE:   sudo apt-get install $MISSING_X11" >&2
+    echo "install.sh: NOTE: (or from the distribution's install media). 'cxrdesk generate' works without them." >&2
+fi
+
 # --- icon, desktop entry, launcher, uninstaller --------------------------------------------------
 ICON=""
 if [ -f "$BUNDLE/share/cxrdesk.png" ]; then

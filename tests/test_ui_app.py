@@ -453,3 +453,26 @@ def test_prompt_asking_for_a_finding_drawn_poorly_gets_a_note(qtbot, make_window
     assert "effusion (75)" in g.rare_label.text() and "COVID-19-like" in g.rare_label.text()
     g.prompt_edit.setPlainText("Normal chest radiograph. No pneumonia.")
     assert not g.rare_label.isVisible()
+
+
+def test_missing_x11_libraries_are_named_with_their_packages_before_qt_starts(monkeypatch, capsys):
+    """On X11 without the libraries Qt's xcb plugin loads, the app says which packages to install
+    instead of letting Qt abort with "could not load the Qt platform plugin"."""
+    from cxrdesk.ui import app as app_mod
+
+    absent = {"libxcb-icccm.so.4", "libxcb-keysyms.so.1"}
+    have = lambda lib: lib not in absent  # noqa: E731
+    x11 = {"DISPLAY": ":0"}
+    assert app_mod.missing_xcb_packages(x11, "linux", have) == ["libxcb-icccm4", "libxcb-keysyms1"]
+    assert app_mod.missing_xcb_packages({**x11, "QT_QPA_PLATFORM": "xcb"}, "linux", have) == ["libxcb-icccm4", "libxcb-keysyms1"]
+    # not on X11: nothing to check
+    assert app_mod.missing_xcb_packages({**x11, "QT_QPA_PLATFORM": "offscreen"}, "linux", have) == []
+    assert app_mod.missing_xcb_packages({**x11, "WAYLAND_DISPLAY": "wayland-0"}, "linux", have) == []
+    assert app_mod.missing_xcb_packages({}, "linux", have) == []
+    assert app_mod.missing_xcb_packages(x11, "win32", have) == []
+    assert app_mod.missing_xcb_packages(x11, "linux", lambda lib: True) == []
+
+    monkeypatch.setattr(app_mod, "missing_xcb_packages", lambda: ["libxcb-icccm4"])
+    monkeypatch.setattr(app_mod, "make_app", lambda: pytest.fail("Qt must not start"))
+    assert app_mod.run(preload=False) == 1
+    assert "sudo apt-get install libxcb-icccm4" in capsys.readouterr().err

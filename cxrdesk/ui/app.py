@@ -100,6 +100,41 @@ def apply_style(app) -> None:
         app.setWindowIcon(QIcon(str(icon)))
 
 
+# The system libraries Qt's X11 platform plugin (libqxcb) loads, with the Debian/Ubuntu package of
+# each. A desktop install has them; a minimal one often lacks a few, and Qt then stops with "could
+# not load the Qt platform plugin xcb" and no hint of which library is missing.
+XCB_LIBRARIES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-xkb.so.1": "libxcb-xkb1", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxcb-randr.so.0": "libxcb-randr0",
+}
+
+
+def missing_xcb_packages(environ=None, platform: str | None = None, loadable=None) -> list[str]:
+    """Debian packages of the X11 libraries Qt needs but cannot load, when the window will open on
+    X11 (Linux, $DISPLAY set, not Wayland, no other QT_QPA_PLATFORM); [] otherwise."""
+    env = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux"):
+        return []
+    qpa = env.get("QT_QPA_PLATFORM", "")
+    if qpa and not qpa.startswith("xcb"):
+        return []
+    if not env.get("DISPLAY") or (not qpa and env.get("WAYLAND_DISPLAY")):
+        return []
+    if loadable is None:
+        import ctypes
+
+        def loadable(name: str) -> bool:
+            try:
+                ctypes.CDLL(name)
+                return True
+            except OSError:
+                return False
+    return [pkg for lib, pkg in XCB_LIBRARIES.items() if not loadable(lib)]
+
+
 def make_app(argv=None):
     from PySide6.QtWidgets import QApplication
 
@@ -119,6 +154,13 @@ def run(model: str | None = None, preload: bool = True) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging()
+    missing = missing_xcb_packages()
+    if missing:
+        msg = ("cxrdesk cannot open its window: this system lacks libraries that Qt needs on X11.\n"
+               f"Install them (Debian/Ubuntu):  sudo apt-get install {' '.join(missing)}")
+        logging.getLogger("cxrdesk").error(msg)
+        print(msg, file=sys.stderr)
+        return 1
     app = make_app()
     from .mainwindow import MainWindow
 
