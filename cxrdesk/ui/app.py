@@ -155,12 +155,11 @@ def run(model: str | None = None, preload: bool = True) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging()
     missing = missing_xcb_packages()
-    if missing:
-        msg = ("cxrdesk cannot open its window: this system lacks libraries that Qt needs on X11.\n"
-               f"Install them (Debian/Ubuntu):  sudo apt-get install {' '.join(missing)}")
+    if missing:  # said before Qt tries (and, if they are truly missing, stops the process)
+        msg = ("cxrdesk: this system seems to lack libraries that Qt needs for a window on X11; if the window "
+               f"does not open, install them (Debian/Ubuntu):  sudo apt-get install {' '.join(missing)}")
         logging.getLogger("cxrdesk").error(msg)
-        print(msg, file=sys.stderr)
-        return 1
+        print(msg, file=sys.stderr, flush=True)
     app = make_app()
     from .mainwindow import MainWindow
 
