@@ -569,3 +569,33 @@ def test_v_prediction_is_recorded_exported_kept_on_resume_and_generates(tmp_path
     with pytest.raises(ValueError, match="v_prediction prediction"):
         train_unet(run, UNetConfig(steps=4, batch=2, preset="tiny", prediction="epsilon"), threads=1, progress=False)
     assert Pipeline.load(tiny_model_dir).info["prediction_type"] == "epsilon"
+
+
+def test_decoder_latent_noise_decodes_perturbed_latents_and_only_for_a_decoder(tmp_path):
+    """`train decoder --latent-noise S`: the decoder is trained on its encoder's latents plus white
+    noise of up to S times each channel's spread; without it, on the latents as they are."""
+    import torch
+
+    from cxrdesk.core.models import build_vae
+    from cxrdesk.core.train import vae_loss
+
+    vae = build_vae("tiny", 64)
+    x = torch.rand(4, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        clean = vae.encode(x).latent_dist.mode()
+    seen = []
+    decode = vae.decode
+    vae.decode = lambda z: (seen.append(z.detach().clone()), decode(z))[1]
+    torch.manual_seed(0)
+    vae_loss(vae, x, VAEConfig(preset="tiny", decoder_only=True, adv_weight=0))
+    vae_loss(vae, x, VAEConfig(preset="tiny", decoder_only=True, adv_weight=0, latent_noise=0.5))
+    assert torch.equal(seen[0], clean)
+    added = seen[1] - clean
+    assert float(added.abs().max()) > 0
+    spread = clean.std(dim=(0, 2, 3), keepdim=True)
+    assert float((added / spread).std()) < 0.5  # at most 0.5 of the spread, uniform strength: below it
+    with pytest.raises(ValueError, match="decoder-only"):
+        VAEConfig(latent_noise=0.3)
+    r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "vae", "--data", str(tmp_path), "--run-dir",
+                        str(tmp_path / "run"), "--latent-noise", "0.3"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--latent-noise applies to 'train decoder' only" in r.stderr

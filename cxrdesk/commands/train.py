@@ -38,6 +38,10 @@ def register(sub) -> None:
     t.add_argument("--adv-weight", type=float,
                    help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
                         "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
+    t.add_argument("--latent-noise", type=float, metavar="S",
+                   help="decoder: decode latents with white noise of up to S times each channel's spread, so the "
+                        "decoder draws clean films from a UNet's slightly wrong latents instead of a blotchy "
+                        "texture (e.g. 0.3; default 0, off)")
     t.add_argument("--latent-channels", type=int, metavar="C",
                    help="vae: latent channels of a new VAE (default 4); more keep more fine texture through the "
                         "autoencoder (the UNet then denoises C channels; retrain it on the new latents)")
@@ -99,6 +103,12 @@ def cmd_train(args) -> int:
             if args.adv_weight is not None and args.adv_weight < 0:
                 raise CliError("--adv-weight must be 0 or more")
             cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
+            if args.latent_noise is not None:
+                if stage != "decoder":
+                    raise CliError("--latent-noise applies to 'train decoder' only (a full VAE trains on sampled latents)")
+                if not 0 <= args.latent_noise <= 2:
+                    raise CliError("--latent-noise must be between 0 and 2")
+                cfg.latent_noise = args.latent_noise
             if args.latent_channels is not None:
                 if stage != "vae":
                     raise CliError("--latent-channels applies to 'train vae' only (a decoder keeps its encoder's latents)")

@@ -193,8 +193,16 @@ class VAEConfig:
     # Decoder-only: start from this model folder's VAE when the run has no VAE of its own yet (to
     # sharpen the decoder of a shipped model; `export --init-from` then pairs it with that UNet).
     init_from: str | None = None
+    # Decoder-only: decode latents with white noise added, of a random strength up to this many times
+    # each channel's spread (per film, uniform from 0), so the decoder learns to draw a clean film from
+    # slightly wrong latents. A UNet's samples carry small uncorrelated latent errors, which a sharp
+    # adversarial decoder can render as a cellular texture (the 16-channel VAE: see the model card).
+    # 0 = off.
+    latent_noise: float = 0.0
 
     def __post_init__(self):
+        if self.latent_noise and not self.decoder_only:
+            raise ValueError("latent noise is for decoder-only fine-tuning (train decoder)")
         if self.lr is None:
             self.lr = 1e-4 if self.decoder_only else 2e-4
         if self.adv_weight is None:
@@ -237,6 +245,9 @@ def vae_loss(vae, x: torch.Tensor, cfg: VAEConfig, disc: nn.Module | None = None
         with torch.no_grad():
             post = vae.encode(x).latent_dist
         z = post.mode()
+        if cfg.latent_noise:
+            strength = cfg.latent_noise * torch.rand(len(z), 1, 1, 1, device=z.device)
+            z = z + strength * z.std(dim=(0, 2, 3), keepdim=True) * torch.randn_like(z)
     else:
         post = vae.encode(x).latent_dist
         z = post.sample()
