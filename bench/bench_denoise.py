@@ -65,7 +65,7 @@ def main() -> None:
 
     from cxrdesk.core.captions import make_caption
     from cxrdesk.core.evaluate import held_out_split
-    from cxrdesk.core.models import unet_to_vae_latents, vae_to_unet_latents
+    from cxrdesk.core.models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
     from cxrdesk.core.pipeline import Pipeline
     from cxrdesk.core.train import load_image_cache
 
@@ -97,20 +97,15 @@ def main() -> None:
             for k, t in enumerate(steps):
                 tt = torch.full((len(z),), t, dtype=torch.long)
                 xt = sched.add_noise(z, noise[k], tt)
-                out = unet(xt, tt, encoder_hidden_states=cond).sample
                 a = sched.alphas_cumprod[t]
-                if sched.config.prediction_type == "v_prediction":  # the UNet predicts sqrt(a) eps - sqrt(1-a) x0
-                    x0 = a.sqrt() * xt - (1 - a).sqrt() * out
-                    eps = a.sqrt() * out + (1 - a).sqrt() * xt
-                else:
-                    eps = out
-                    x0 = (xt - (1 - a).sqrt() * eps) / a.sqrt()
-                r["eps"].append(float(((eps - noise[k]) ** 2).mean()))
-                r["x0"].append(float(((x0 - z) ** 2).mean() / (z ** 2).mean()))
+                x0 = clean_latents(unet(xt, tt, encoder_hidden_states=cond).sample, xt, a,
+                                   sched.config.prediction_type)
                 # reference: the best guess knowing only each channel's mean and variance (Gaussian posterior mean)
                 x0p = mu + a.sqrt() * var / (a * var + 1 - a) * (xt - a.sqrt() * mu)
-                r["prior_eps"].append(float((((xt - a.sqrt() * x0p) / (1 - a).sqrt() - noise[k]) ** 2).mean()))
-                r["prior_x0"].append(float(((x0p - z) ** 2).mean() / (z ** 2).mean()))
+                for key, guess in (("", x0), ("prior_", x0p)):
+                    implied_noise = (xt - a.sqrt() * guess) / (1 - a).sqrt()
+                    r[key + "eps"].append(float(((implied_noise - noise[k]) ** 2).mean()))
+                    r[key + "x0"].append(float(((guess - z) ** 2).mean() / (z ** 2).mean()))
                 dec = vae.decode(unet_to_vae_latents(x0[:SHOW], vae.config)).sample.clamp(-1, 1)[:, 0].numpy()
                 rows.append(np.concatenate(list((dec + 1) / 2), axis=1))
         results[label] = r

@@ -63,6 +63,15 @@ def scheduler_config(prediction: str = "epsilon") -> dict:
                 steps_offset=1, timestep_spacing="leading")
 
 
+def clean_latents(out, latents, alpha_bar, prediction: str = "epsilon"):
+    """The clean latents implied by a UNet's output on ``latents`` noised as sqrt(a) x0 + sqrt(1 - a)
+    noise (``alpha_bar`` = a): from its predicted noise, or from its predicted velocity
+    sqrt(a) noise - sqrt(1 - a) x0."""
+    if prediction == "v_prediction":
+        return alpha_bar ** 0.5 * latents - (1 - alpha_bar) ** 0.5 * out
+    return (latents - (1 - alpha_bar) ** 0.5 * out) / alpha_bar ** 0.5
+
+
 LATENT_SCALING_KEYS = ("scaling_factor", "latents_mean", "latents_std")
 
 

@@ -35,7 +35,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import numpy as np
 
-from .models import unet_to_vae_latents, vae_to_unet_latents
+from .models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
 
 SAMPLERS = ("dpm++-karras", "dpm++", "ddim", "euler")
 # DPM++ 2M on Karras et al.'s noise levels (more steps where the noise is low): on the tune split it
@@ -380,9 +380,7 @@ class Pipeline:
                 return out * (-sigma / (sigma ** 2 + 1) ** 0.5) + latents / (sigma ** 2 + 1)
             return latents - sigma * out
         a = sched.alphas_cumprod.to(latents.device)[int(t)].to(latents.dtype)
-        if pred == "v_prediction":
-            return a.sqrt() * latents - (1 - a).sqrt() * out
-        return (latents - (1 - a).sqrt() * out) / a.sqrt()
+        return clean_latents(out, latents, a, pred)
 
     def decode(self, latents) -> np.ndarray:
         import torch
