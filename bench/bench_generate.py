@@ -4,18 +4,22 @@
                                              [--guidance-interval LO,HI] [--app]
 
 256x256, 20 steps, classifier-free guidance at the model's recommended scale and interval (or the
-one given), the default sampler, CPU unless CUDA is present. Each precision is timed twice: with the eager
-UNet (a single image from `cxrdesk generate`) and after Pipeline.warm_up() has traced it (the app,
-`evaluate`, and `generate --n 5` or more); `--app` adds a third kind, the traced UNet generating as
-the app's worker does (a sharp preview every 5 steps, a fast one on the others, and attention
-maps recorded for one word). Runs alternate between the kinds so that a machine whose speed drifts
-affects them alike. Prints figures; asserts nothing.
+one given), the default sampler, CPU unless CUDA is present. Each precision is timed three ways:
+with the eager UNet (a single image from `cxrdesk generate`), after Pipeline.warm_up(engine="trace")
+(a TorchScript graph), and after Pipeline.warm_up(engine="onnx") (ONNX Runtime: what the app,
+`evaluate`, and `generate --n 5` or more use); the ONNX warm-up is timed twice, exporting into an
+empty cache folder (a model's first start) and loading from it (every later start). `--app` adds a
+fourth kind, the ONNX UNet generating as the app's worker does (a sharp preview every 5 steps, a
+fast one on the others, and attention maps recorded for one word). Runs alternate between the
+kinds so that a machine whose speed drifts affects them alike. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
+import tempfile
 import time
 
 
@@ -40,11 +44,22 @@ def main() -> None:
         t0 = time.perf_counter()
         eager = Pipeline.load(args.model, device="auto", precision=prec)
         load = time.perf_counter() - t0
+        batches = (1, 2) if interval else None
         traced = Pipeline.load(args.model, device="auto", precision=prec)
-        warm = traced.warm_up((1, 2) if interval else None)
-        kinds = {"eager": eager, "traced": traced} if warm > 0 else {"eager": eager}
+        warm = traced.warm_up(batches, engine="trace")
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["CXRDESK_CACHE_DIR"] = cache  # an empty cache: the first warm-up exports
+            onnx = Pipeline.load(args.model, device="auto", precision=prec)
+            export = onnx.warm_up(batches, engine="onnx")
+            onnx = Pipeline.load(args.model, device="auto", precision=prec)
+            cached = onnx.warm_up(batches, engine="onnx")
+        kinds = {"eager": eager}
+        if warm > 0:
+            kinds["traced"] = traced
+        if onnx.info["unet_engine"] == "onnxruntime":
+            kinds["onnx"] = onnx
         if args.app:
-            kinds["app"] = traced
+            kinds["app"] = onnx if "onnx" in kinds else traced
         times = {k: [] for k in kinds}
         per = {k: {"text": [], "denoise": [], "decode": []} for k in kinds}
         for pipe in kinds.values():
@@ -65,7 +80,9 @@ def main() -> None:
         print(f"[{prec}] model {info['name']} [{info['hash']}] on {info['device']}, "
               f"{torch.get_num_threads()} threads, unet {info['params']['unet'] / 1e6:.1f}M, "
               f"vae {info['params']['vae'] / 1e6:.1f}M")
-        print(f"[{prec}] load {load:.2f} s, warm-up (tracing) {warm:.2f} s; 256x256, {args.steps} steps, "
+        print(f"[{prec}] load {load:.2f} s, warm-up: tracing {warm:.2f} s, ONNX export {export:.2f} s, "
+              f"ONNX from the cache {cached:.2f} s ({onnx.info['unet_engine']})")
+        print(f"[{prec}] 256x256, {args.steps} steps, "
               f"guidance {guided['guidance_scale']:g} on {guided['guided_steps']} of them "
               f"(interval {guided['guidance_interval'][0]:g}-{guided['guidance_interval'][1]:g})")
         for kind in kinds:
@@ -73,7 +90,7 @@ def main() -> None:
             print(f"[{prec}] {kind:6s}: {statistics.median(ts):.3f} s/image (median of {args.n}, min {min(ts):.3f}), "
                   f"{statistics.median(pk['denoise']) / args.steps * 1000:.1f} ms/step, "
                   f"text {statistics.median(pk['text']) * 1000:.0f} ms, decode {statistics.median(pk['decode']) * 1000:.0f} ms")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (two pipelines loaded)")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (four pipelines loaded)")
 
 
 if __name__ == "__main__":

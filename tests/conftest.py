@@ -32,6 +32,15 @@ def cxrdesk_data_dir(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(autouse=True)
+def cxrdesk_cache_dir(tmp_path, monkeypatch):
+    """Per-test cache folder (exported ONNX UNet graphs) via CXRDESK_CACHE_DIR."""
+    d = tmp_path / "cxrdesk-cache"
+    monkeypatch.setenv("CXRDESK_CACHE_DIR", str(d))
+    monkeypatch.delenv("CXRDESK_UNET_ENGINE", raising=False)
+    return d
+
+
 def _chest_like(size: int, seed: int) -> np.ndarray:
     """A smooth synthetic 'radiograph-ish' 8-bit image (two dark lungs, bright mediastinum)."""
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -66,14 +67,18 @@ def test_generate_uses_the_models_recommended_guidance_unless_given(tiny, tmp_pa
         assert read_png(tmp_path / name).metadata["guidance_scale"] == want
 
 
-def test_generate_many_images_traces_the_unet_and_draws_the_same(tiny, tmp_path):
+def test_generate_many_images_warms_up_the_unet_and_draws_the_same(tiny, tmp_path):
     from cxrdesk.commands.generate import WARM_UP_FROM
 
     args = ("generate", "left pleural effusion", "--steps", "3", "--seed", "4", "--model", str(tiny), "--quiet")
     assert run(*args, "-o", str(tmp_path / "one.png")).returncode == 0  # a single image: eager
-    r = run(*args, "-o", str(tmp_path / "many.png"), "--n", str(WARM_UP_FROM))  # traced first
+    r = run(*args, "-o", str(tmp_path / "many.png"), "--n", str(WARM_UP_FROM))  # ONNX Runtime first
     assert r.returncode == 0, r.stderr
-    assert (read_png(tmp_path / "one.png").pixels == read_png(tmp_path / "many_001.png").pixels).all()
+    one, many = (read_png(tmp_path / n).pixels.astype(int) for n in ("one.png", "many_001.png"))
+    # ONNX Runtime's fused kernels round differently: a few pixels move by one of the film's grey
+    # steps (this tiny model's films use every 16th 12-bit value), no more
+    step = np.diff(np.unique(one)).min()
+    assert np.abs(one - many).max() <= step and (one != many).mean() < 0.001
 
 
 def test_generate_guidance_interval_default_and_option(tiny, tmp_path):

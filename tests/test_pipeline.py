@@ -312,9 +312,9 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     kw = dict(steps=4, seed=5)
     eager = p.generate("right upper lobe mass", **kw)
     eager_part = p.generate("right upper lobe mass", guidance_interval=(0.3, 0.7), **kw)
-    assert p.warm_up() > 0 and len(p._traced) == 1  # the model guides every step: the batch-2 graph only
-    p.warm_up((1, 2))
-    assert len(p._traced) == 2
+    assert p.warm_up(engine="trace") > 0 and len(p._traced) == 1  # guided every step: the batch-2 graph only
+    p.warm_up((1, 2), engine="trace")
+    assert len(p._traced) == 2 and p.info["unet_engine"] == "torchscript"
     used = []
     for graph_key, graph in list(p._traced.items()):
         def spy(*a, _g=graph, _k=graph_key):
@@ -345,8 +345,8 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
 
     q = Pipeline.load(tmp_path / "tiny")
     monkeypatch.setattr(torch.jit, "trace", broken)
-    q.warm_up((1, 2))
-    assert q._traced == {} and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)
+    q.warm_up((1, 2), engine="trace")
+    assert q._traced == {} and q.info["unet_engine"] == "eager" and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])

@@ -126,7 +126,7 @@ def test_generate_shows_previews_then_final_image(qtbot, window):
     # model info panel filled
     assert w.model_panel.fields["unet"].text() != "-"
     assert w.model_panel.fields["latent"].text() == "4 x 32 x 32"
-    assert "s warm-up" in w.model_panel.fields["load"].text()  # worker traced the UNet
+    assert "s warm-up (ONNX Runtime)" in w.model_panel.fields["load"].text()  # the worker's UNet graphs
     assert w.host.worker.pipe._traced
     assert "Random test model" in w.model_panel.card.toPlainText()
     # attention highlighting: words from the prompt, overlay drawn on demand

@@ -269,3 +269,5 @@ def test_model_panel_fits_a_narrow_dock_with_long_values(qtbot):
     assert label.text() == folder and folder in label.toolTip()
     assert panel.fields["load"].text() == "7.61 s + 2.35 s warm-up"
     assert panel.fields["unet"].text() == QLabel.text(panel.fields["unet"]) == "11.5 M"  # short: not elided
+    panel.set_info({"name": "m", "load_seconds": 3.5, "warm_up_seconds": 0.4, "unet_engine": "onnxruntime"})
+    assert panel.fields["load"].text() == "3.50 s + 0.40 s warm-up (ONNX Runtime)"

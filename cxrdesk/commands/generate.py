@@ -10,7 +10,8 @@ from ..core.pipeline import DEFAULT_SAMPLER, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
-# From this many images on, `generate` traces the UNet first (Pipeline.warm_up): it pays for itself.
+# From this many images on, `generate` prepares the faster UNet graphs first (Pipeline.warm_up: ONNX
+# Runtime, exported once per model, or a traced graph): they pay for themselves.
 WARM_UP_FROM = 5
 
 
@@ -129,7 +130,7 @@ def cmd_generate(args) -> int:
         print(f"cxrdesk: note: {rare_note(rare)}", file=sys.stderr)
     for f in weak_findings(args.prompt, pipe.info.get("findings_check")):
         print(f"cxrdesk: note: {weak_note(f)}", file=sys.stderr)
-    if args.n >= WARM_UP_FROM:  # tracing costs about a second per graph and saves time on every image
+    if args.n >= WARM_UP_FROM:  # costs 0.5-4 s once and saves a quarter of every image's time
         pipe.warm_up()
     series = None
     if args.dicom:

@@ -24,6 +24,9 @@ def _count(n) -> str:
     return str(n)
 
 
+# What the UNet runs on after the worker's warm-up (Pipeline.info["unet_engine"]).
+ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript"}
+
 class ModelPanel(QWidget):
     loadFolderRequested = Signal(str)
     loadNowRequested = Signal()
@@ -140,6 +143,9 @@ class ModelPanel(QWidget):
         text = f"{ls:.2f} s" if isinstance(ls, (int, float)) else "-"
         if isinstance(wu, (int, float)) and wu > 0:
             text += f" + {wu:.2f} s warm-up"
+            engine = ENGINE_NAMES.get(info.get("unet_engine"))
+            if engine:
+                text += f" ({engine})"
         f["load"].setText(text)
         if info.get("random_weights"):
             self.random_label.setText("This model has RANDOM weights (a test model): it draws noise, "

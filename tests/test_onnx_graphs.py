@@ -1,0 +1,143 @@
+"""The UNet in ONNX Runtime (core.onnx_graphs through Pipeline.warm_up): same images within float
+rounding, exported once and reused from the cache, checked before use, and every failure falls
+back to the TorchScript graph or the eager UNet."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from cxrdesk.core import onnx_graphs
+from cxrdesk.core.pipeline import Pipeline, PipelineError, make_tiny_model
+
+KW = dict(steps=4, seed=5)
+PROMPT = "right upper lobe mass"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("onnx") / "tiny")
+
+
+def _onnx_files(cache, part="unet"):
+    return sorted((cache / "onnx").glob(f"{part}-*.onnx"))
+
+
+def test_onnx_graphs_draws_the_eager_images_and_is_exported_once(tiny, cxrdesk_cache_dir, monkeypatch):
+    p = Pipeline.load(tiny)
+    eager = p.generate(PROMPT, **KW)
+    eager_part = p.generate(PROMPT, guidance_interval=(0.3, 0.7), **KW)
+    assert p.info["unet_engine"] == "eager"
+    assert p.warm_up((1, 2)) > 0
+    assert p.info["unet_engine"] == "onnxruntime"
+    assert sorted(k[0][0] for k in p._traced) == [1, 2]
+    assert all(isinstance(g, onnx_graphs.OnnxGraph) for g in p._traced.values())
+    files = _onnx_files(cxrdesk_cache_dir)
+    assert len(files) == 2 and all(p.info["hash"] in f.name for f in files)
+    assert len(_onnx_files(cxrdesk_cache_dir, "decoder")) == 1 and list(p._decoders) == [(1, 4, 32, 32)]
+    used = []
+    for key, graph in list(p._traced.items()):
+        def spy(*a, _g=graph, _b=key[0][0]):
+            used.append(_b)
+            return _g(*a)
+        p._traced[key] = spy
+    decoded = []
+    ((shape, decoder),) = p._decoders.items()
+    p._decoders[shape] = lambda z: decoded.append(z.shape) or decoder(z)
+    r = p.generate(PROMPT, **KW)
+    img = r.image
+    assert used == [2] * 4 and decoded == [shape]
+    assert r.params["unet_engine"] == "onnxruntime" and eager.params["unet_engine"] == "eager"
+    # fused kernels sum in another order: the film moves by float rounding, not visibly
+    assert np.abs(img - eager.image).max() < 1e-3
+    part = p.generate(PROMPT, guidance_interval=(0.3, 0.7), **KW).image
+    assert set(used) == {1, 2} and np.abs(part - eager_part.image).max() < 1e-3
+
+    # a second start loads the cached graphs without exporting
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_graphs, "export", no_export)
+    q = Pipeline.load(tiny)
+    q.warm_up((1, 2))
+    assert q.info["unet_engine"] == "onnxruntime" and _onnx_files(cxrdesk_cache_dir) == files
+    assert np.array_equal(q.generate(PROMPT, **KW).image, img)
+
+
+def test_damaged_or_foreign_cache_files_are_exported_again(tiny, tmp_path, cxrdesk_cache_dir, monkeypatch):
+    p = Pipeline.load(tiny)
+    p.warm_up((2,))
+    (good,) = _onnx_files(cxrdesk_cache_dir)
+    want = p.generate(PROMPT, **KW).image
+    # a truncated file (a crash while writing it, a full disk) does not load
+    good.write_bytes(good.read_bytes()[:1000])
+    q = Pipeline.load(tiny)
+    q.warm_up((2,))
+    assert q.info["unet_engine"] == "onnxruntime"
+    assert np.array_equal(q.generate(PROMPT, **KW).image, want)
+    # a file that loads but holds other weights under this name fails the check against the UNet
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    o = Pipeline.load(other)
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("CXRDESK_CACHE_DIR", str(elsewhere))
+    o.warm_up((2,))
+    (foreign,) = _onnx_files(elsewhere)
+    good.write_bytes(foreign.read_bytes())
+    monkeypatch.setenv("CXRDESK_CACHE_DIR", str(cxrdesk_cache_dir))
+    r = Pipeline.load(tiny)
+    r.warm_up((2,))
+    assert r.info["unet_engine"] == "onnxruntime"
+    assert good.read_bytes() != foreign.read_bytes()
+    assert np.array_equal(r.generate(PROMPT, **KW).image, want)
+
+
+def test_without_onnx_runtime_or_when_export_fails_the_unet_is_traced(tiny, monkeypatch):
+    eager = Pipeline.load(tiny).generate(PROMPT, **KW).image
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    p = Pipeline.load(tiny)
+    assert p.warm_up() > 0 and p.info["unet_engine"] == "torchscript" and p._decoders == {}
+    assert np.array_equal(p.generate(PROMPT, **KW).image, eager)
+    monkeypatch.delitem(sys.modules, "onnxruntime")
+    import torch
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    q = Pipeline.load(tiny)
+    q.warm_up()
+    assert q.info["unet_engine"] == "torchscript"
+    assert np.array_equal(q.generate(PROMPT, **KW).image, eager)
+    # an unwritable cache folder is no different
+    monkeypatch.undo()
+    monkeypatch.setenv("CXRDESK_CACHE_DIR", "/proc/cxrdesk-cannot-write-here")
+    r = Pipeline.load(tiny)
+    r.warm_up()
+    assert r.info["unet_engine"] == "torchscript"
+
+
+def test_the_engine_is_chosen_by_argument_or_environment(tiny, monkeypatch):
+    p = Pipeline.load(tiny)
+    with pytest.raises(PipelineError, match="unknown UNet engine"):
+        p.warm_up(engine="tensorrt")
+    monkeypatch.setenv("CXRDESK_UNET_ENGINE", "trace")
+    p.warm_up()
+    assert p.info["unet_engine"] == "torchscript"
+    assert p.warm_up(engine="onnx") >= 0  # the shape already has a graph: nothing new is made
+    assert len(p._traced) == 1
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    for i in range(onnx_graphs.KEEP_FILES + 3):
+        f = folder / f"unet-{i:02d}.onnx"
+        f.write_bytes(b"x")
+        os.utime(f, (1000 + i, 1000 + i))
+    keep = folder / "unet-00.onnx"  # the oldest, but the one just used
+    onnx_graphs._prune(folder, keep)
+    left = sorted(f.name for f in folder.glob("*.onnx"))
+    assert keep.name in left and len(left) == onnx_graphs.KEEP_FILES
+    assert "unet-01.onnx" not in left and f"unet-{onnx_graphs.KEEP_FILES + 2:02d}.onnx" in left
