@@ -10,7 +10,8 @@ with the eager UNet (a single image from `cxrdesk generate`), after Pipeline.war
 `evaluate`, and `generate --n 5` or more use); the ONNX warm-up is timed twice, exporting into an
 empty cache folder (a model's first start) and loading from it (every later start). `--app` adds a
 fourth kind, the ONNX UNet generating as the app's worker does (a sharp preview every 5 steps, a
-fast one on the others, and attention maps recorded for one word). Runs alternate between the
+fast one on the others, and attention maps recorded for one word, by the attention graph that the
+app's warm-up also exports, which the warm-up figures then include). Runs alternate between the
 kinds so that a machine whose speed drifts affects them alike. Prints figures; asserts nothing.
 """
 from __future__ import annotations
@@ -50,9 +51,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             os.environ["CXRDESK_CACHE_DIR"] = cache  # an empty cache: the first warm-up exports
             onnx = Pipeline.load(args.model, device="auto", precision=prec)
-            export = onnx.warm_up(batches, engine="onnx")
+            export = onnx.warm_up(batches, engine="onnx", attention=args.app)
             onnx = Pipeline.load(args.model, device="auto", precision=prec)
-            cached = onnx.warm_up(batches, engine="onnx")
+            cached = onnx.warm_up(batches, engine="onnx", attention=args.app)
         kinds = {"eager": eager}
         if warm > 0:
             kinds["traced"] = traced

@@ -141,3 +141,54 @@ def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
     left = sorted(f.name for f in folder.glob("*.onnx"))
     assert keep.name in left and len(left) == onnx_graphs.KEEP_FILES
     assert "unet-01.onnx" not in left and f"unet-{onnx_graphs.KEEP_FILES + 2:02d}.onnx" in left
+
+
+def test_attention_maps_come_from_the_attention_graph(tiny, monkeypatch):
+    """warm_up(attention=True) (the app) exports a UNet that also returns the cross-attention maps:
+    the steps that record attention run it instead of the torch modules, with the same maps."""
+    from cxrdesk.core.pipeline import ATTENTION_EVERY
+
+    kw8 = dict(steps=8, seed=5, attention_words=["mass"])
+    fresh = Pipeline.load(tiny).generate(PROMPT, **kw8)
+    p = Pipeline.load(tiny)
+    p.warm_up((1, 2), attention=True)
+    assert sorted(k[0][0] for k in p._attention) == [1, 2]
+    calls = {"plain": 0, "attention": 0}
+    for kind, graphs in (("plain", p._traced), ("attention", p._attention)):
+        for key, graph in list(graphs.items()):
+            def spy(*a, _g=graph, _k=kind):
+                calls[_k] += 1
+                return _g(*a)
+            graphs[key] = spy
+
+    def no_torch_unet(*a, **k):
+        raise AssertionError("the torch UNet ran")
+
+    monkeypatch.setattr(p.unet, "forward", no_torch_unet)
+    r = p.generate(PROMPT, **kw8)
+    assert calls == {"attention": 8 // ATTENTION_EVERY, "plain": 8 - 8 // ATTENTION_EVERY}
+    assert np.abs(r.image - fresh.image).max() < 1e-3
+    np.testing.assert_allclose(r.attention["mass"], fresh.attention["mass"], atol=1e-4)
+    # no word to record: the attention graph is not used
+    calls.update(plain=0, attention=0)
+    p.generate(PROMPT, steps=8, seed=5)
+    assert calls == {"attention": 0, "plain": 8}
+
+
+def test_without_the_attention_graph_recording_steps_run_the_torch_unet(tiny, monkeypatch):
+    kw8 = dict(steps=8, seed=5, attention_words=["mass"])
+    fresh = Pipeline.load(tiny).generate(PROMPT, **kw8)
+    real = onnx_graphs.load_or_export
+
+    def no_attention(module, inputs, names, part, *a, **k):
+        if part == "unet-attention":
+            raise RuntimeError("exporter broke")
+        return real(module, inputs, names, part, *a, **k)
+
+    monkeypatch.setattr(onnx_graphs, "load_or_export", no_attention)
+    p = Pipeline.load(tiny)
+    p.warm_up((1, 2), attention=True)
+    assert p._attention == {} and len(p._traced) == 2 and p.info["unet_engine"] == "onnxruntime"
+    r = p.generate(PROMPT, **kw8)
+    np.testing.assert_allclose(r.attention["mass"], fresh.attention["mass"], atol=1e-4)
+    assert np.abs(r.image - fresh.image).max() < 1e-3

@@ -28,7 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OPSET = 17
-FORMAT = 1  # bump when the export changes, so that old cache files are not reused
+FORMAT = 2  # bump when the export changes, so that old cache files are not reused
 KEEP_FILES = 12  # the cache keeps this many most recently used graphs (each about its module's size)
 # A graph must reproduce the torch module to within this (relative to the output's scale) on the
 # check input; fused kernels reorder sums, which moves results by about 1e-6 of that.
@@ -63,7 +63,7 @@ def cache_name(part: str, model_hash: str, inputs) -> str:
 
 class OnnxGraph:
     """A torch module's forward on an ONNX Runtime session: torch tensors in (any dtype; passed as
-    float32), one float32 torch tensor out."""
+    float32), float32 torch tensors out (one tensor, or a tuple where the module returns several)."""
 
     def __init__(self, session, path: Path):
         self.session = session
@@ -75,8 +75,8 @@ class OnnxGraph:
         import torch
 
         feed = {n: t.detach().to(torch.float32).contiguous().numpy() for n, t in zip(self.names, tensors)}
-        out = self.session.run(None, feed)[0]
-        return torch.from_numpy(np.ascontiguousarray(out))
+        outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in self.session.run(None, feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _session(path: Path, threads: int):
@@ -104,9 +104,10 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def export(module, inputs, names, path: Path) -> None:
-    """Write ``module`` (a torch module whose forward takes ``inputs`` and returns one tensor) as an
-    ONNX graph for these input shapes, atomically (a temporary file renamed into place)."""
+def export(module, inputs, names, path: Path, n_outputs: int = 1) -> None:
+    """Write ``module`` (a torch module whose forward takes ``inputs`` and returns one tensor, or a
+    tuple of ``n_outputs``) as an ONNX graph for these input shapes, atomically (a temporary file
+    renamed into place)."""
     import torch
 
     try:
@@ -119,7 +120,7 @@ def export(module, inputs, names, path: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic the graph keeps
             torch.onnx.export(module, tuple(t.to(torch.float32) for t in inputs), str(tmp),
-                              input_names=list(names), output_names=["out"],
+                              input_names=list(names), output_names=[f"out{i}" for i in range(n_outputs)],
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
         os.replace(tmp, path)
     finally:
@@ -134,19 +135,23 @@ def _prune(folder: Path, keep: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+def _outputs(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
 def _deviation(graph: OnnxGraph, reference, inputs) -> float:
-    """The graph's largest deviation from the reference output, relative to the output's scale."""
-    out = graph(*inputs)
-    if out.shape != reference.shape:
+    """The graph's largest deviation from the reference outputs, each relative to its own scale."""
+    outs, refs = _outputs(graph(*inputs)), _outputs(reference)
+    if len(outs) != len(refs) or any(o.shape != r.shape for o, r in zip(outs, refs)):
         return float("inf")
-    scale = float(reference.abs().max()) + 1e-6
-    return float((out - reference).abs().max()) / scale
+    return max(float((o - r).abs().max()) / (float(r.abs().max()) + 1e-6) for o, r in zip(outs, refs))
 
 
 def load_or_export(module, inputs, names, part: str, model_hash: str, threads: int,
                    folder: Path | None = None) -> OnnxGraph:
-    """An ONNX Runtime version of ``module`` (in eval mode, forward(*inputs) -> tensor) for inputs
-    shaped like these, from the cache or newly exported, checked against the module on ``inputs``.
+    """An ONNX Runtime version of ``module`` (in eval mode, forward(*inputs) -> tensor or tuple of
+    tensors) for inputs shaped like these, from the cache or newly exported, checked against the
+    module on ``inputs``.
     ``part`` and ``model_hash`` name it in the cache. Raises OnnxUnavailable without ONNX Runtime,
     RuntimeError when the graph cannot be made or does not reproduce the module."""
     import torch
@@ -161,7 +166,7 @@ def load_or_export(module, inputs, names, part: str, model_hash: str, threads: i
         reference = module(*inputs)
     for attempt in ("cached", "exported"):
         if attempt == "exported" or not path.is_file():
-            export(module, inputs, names, path)
+            export(module, inputs, names, path, len(_outputs(reference)))
             attempt = "exported"
         try:
             graph = OnnxGraph(_session(path, threads), path)

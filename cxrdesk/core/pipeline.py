@@ -178,11 +178,25 @@ class _AttnStore:
         self.enabled = True
 
 
+def _cross_attention_probs(attn, hidden_states, encoder_hidden_states):
+    """A cross-attention layer's attention probabilities for the conditional (last) sample of the
+    batch, averaged over heads: (image positions, tokens)."""
+    q = attn.head_to_batch_dim(attn.to_q(hidden_states[-1:]))
+    k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states[-1:]))
+    return attn.get_attention_scores(q, k, None).mean(dim=0)
+
+
+def _record_probs(store: _AttnStore, probs) -> None:
+    """Add one layer's (positions, tokens) probabilities to the store's per-word maps."""
+    side = int(round(probs.shape[0] ** 0.5))
+    for word, idx in store.token_index.items():
+        store.maps[word].append(probs[:, idx].sum(-1).reshape(side, side).float().cpu().numpy())
+
+
 class _RecordingAttnProcessor:
     """Runs the layer's own processor (so the image is unchanged) and records cross-attention."""
 
-    # the conditional sample is the last in the batch, with and without guidance at this step
-    cond_slice = slice(-1, None)
+    # (the conditional sample is the last in the batch, with and without guidance at this step)
 
     def __init__(self, store: _AttnStore, inner):
         self.store = store
@@ -191,15 +205,22 @@ class _RecordingAttnProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kw)
         if encoder_hidden_states is not None and self.store.enabled:
-            batch, seq, _ = hidden_states.shape
-            q = attn.head_to_batch_dim(attn.to_q(hidden_states[self.cond_slice]))
-            k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states[self.cond_slice]))
-            probs = attn.get_attention_scores(q, k, None)  # (heads, seq, tokens)
-            p = probs.mean(dim=0)
-            side = int(round(seq ** 0.5))
-            for word, idx in self.store.token_index.items():
-                m = p[:, idx].sum(-1).reshape(side, side).float().cpu().numpy()
-                self.store.maps[word].append(m)
+            _record_probs(self.store, _cross_attention_probs(attn, hidden_states, encoder_hidden_states))
+        return out
+
+
+class _ProbsOutProcessor:
+    """Runs the layer's own processor and appends its cross-attention probabilities (conditional
+    sample, mean over heads) to a list: the attention graph returns them as outputs."""
+
+    def __init__(self, sink: list, inner):
+        self.sink = sink
+        self.inner = inner
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kw)
+        if encoder_hidden_states is not None:
+            self.sink.append(_cross_attention_probs(attn, hidden_states, encoder_hidden_states))
         return out
 
 
@@ -224,6 +245,31 @@ def _plain_unet(unet):
             return self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
 
     return PlainUNet(unet).eval()
+
+
+def _attention_unet(unet):
+    """``unet(sample, t, context)`` returning (output, probabilities of each cross-attention layer
+    for the conditional sample), for export: the attention graph records attention maps at the
+    speed of the plain graph. The UNet's own processors are back in place after every call."""
+    import torch
+
+    class AttentionUNet(torch.nn.Module):
+        def __init__(self, u):
+            super().__init__()
+            self.u = u
+
+        def forward(self, sample, t, context):
+            saved = dict(self.u.attn_processors)
+            sink: list = []
+            self.u.set_attn_processor({name: (_ProbsOutProcessor(sink, proc) if name.endswith("attn2.processor")
+                                              else proc) for name, proc in saved.items()})
+            try:
+                out = self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
+            finally:
+                self.u.set_attn_processor(saved)
+            return (out, *sink)
+
+    return AttentionUNet(unet).eval()
 
 
 def _plain_decoder(vae):
@@ -263,6 +309,9 @@ class Pipeline:
         # The VAE decoder in ONNX Runtime, one per latent shape (warm_up with the onnx engine).
         self._decoders: dict = {}
         self._graph_steps = 0  # UNet calls of the current generation that ran a graph
+        # ONNX Runtime UNets that also return the cross-attention maps (warm_up(attention=True)), so
+        # that steps recording attention need not run the slower torch modules.
+        self._attention: dict = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -464,7 +513,8 @@ class Pipeline:
     def _can_trace(self) -> bool:
         return self.device == "cpu" and not getattr(self, "_autocast", False)
 
-    def warm_up(self, batches: tuple[int, ...] | None = None, engine: str | None = None) -> float:
+    def warm_up(self, batches: tuple[int, ...] | None = None, engine: str | None = None,
+                attention: bool = False) -> float:
         """Prepare faster UNet graphs for the native latent size at these batch sizes (2: a guided
         step, 1: an unguided one; default: those the model's recommended sampling uses), so that later
         generations run them. ``engine``: "onnx" (default; ``$CXRDESK_UNET_ENGINE`` may name the
@@ -473,7 +523,10 @@ class Pipeline:
         "trace" makes a TorchScript graph of the UNet, about a second per batch size, bit-identical
         to the eager UNet. Where ONNX Runtime is missing or fails, the UNet is traced instead.
         Returns the seconds spent; 0 where neither applies (CUDA, bf16 autocast). A graph that fails
-        to build is logged and skipped: generation then stays eager for that shape. ``info["unet_engine"]`` says what the UNet runs on."""
+        to build is logged and skipped: generation then stays eager for that shape.
+        ``info["unet_engine"]`` says what the UNet runs on. With ``attention`` (the app), the onnx
+        engine also makes a UNet graph that returns the cross-attention maps, for the steps that
+        record them (otherwise those steps run the UNet's own, slower modules)."""
         import warnings
 
         import torch
@@ -496,25 +549,12 @@ class Pipeline:
                 sample = torch.zeros((b, c, h, w), dtype=dtype)
                 context = ctx.expand(b, -1, -1).contiguous()
                 key = self._trace_key(sample, context)
-                if key in self._traced:
-                    continue
-                if engine == "onnx":
-                    graph = self._onnx_graph("unet", sample, context)
+                if key not in self._traced:
+                    self._prepare_unet(key, engine, sample, context)
+                if attention and engine == "onnx" and key not in self._attention:
+                    graph = self._onnx_graph("unet-attention", sample, context)
                     if graph is not None:
-                        self._traced[key] = graph
-                        self.info["unet_engine"] = "onnxruntime"
-                        continue
-                t = torch.full((b,), 500, dtype=torch.long)
-                try:
-                    graph = torch.jit.freeze(torch.jit.trace(_plain_unet(self.unet), (sample, t, context),
-                                                             check_trace=False))
-                    graph(sample, t, context)  # the first calls of a frozen graph optimise it
-                    graph(sample, t, context)
-                except Exception:  # noqa: BLE001 - an optimisation must never stop generation
-                    log.warning("could not trace the UNet (batch %d); generating without it", b, exc_info=True)
-                    continue
-                self._traced[key] = graph
-                self.info["unet_engine"] = "torchscript"
+                        self._attention[key] = graph
             z = torch.zeros((1, c, h, w), dtype=dtype)
             if engine == "onnx" and tuple(z.shape) not in self._decoders:
                 graph = self._onnx_graph("decoder", z)
@@ -522,17 +562,41 @@ class Pipeline:
                     self._decoders[tuple(z.shape)] = graph
         return time.perf_counter() - t0
 
+    def _prepare_unet(self, key, engine: str, sample, context) -> None:
+        """A faster UNet for one input shape into self._traced: ONNX Runtime (engine "onnx"), else a
+        TorchScript graph; nothing (logged) where neither can be made."""
+        import torch
+
+        if engine == "onnx":
+            graph = self._onnx_graph("unet", sample, context)
+            if graph is not None:
+                self._traced[key] = graph
+                self.info["unet_engine"] = "onnxruntime"
+                return
+        t = torch.full((sample.shape[0],), 500, dtype=torch.long)
+        try:
+            graph = torch.jit.freeze(torch.jit.trace(_plain_unet(self.unet), (sample, t, context), check_trace=False))
+            graph(sample, t, context)  # the first calls of a frozen graph optimise it
+            graph(sample, t, context)
+        except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+            log.warning("could not trace the UNet (batch %d); generating without it", sample.shape[0], exc_info=True)
+            return
+        self._traced[key] = graph
+        self.info["unet_engine"] = "torchscript"
+
     def _onnx_graph(self, part: str, sample, context=None):
-        """An ONNX Runtime graph of the UNet ("unet") or VAE decoder ("decoder") for this input
-        shape, or None (logged) where it cannot be had."""
+        """An ONNX Runtime graph of the UNet ("unet"), the UNet with its attention maps
+        ("unet-attention") or the VAE decoder ("decoder") for this input shape, or None (logged)
+        where it cannot be had."""
         import torch
 
         from . import onnx_graphs
 
         gen = torch.Generator("cpu").manual_seed(0)
         check = torch.randn(sample.shape, generator=gen, dtype=sample.dtype)  # zeros would check little
-        if part == "unet":
-            module, names = _plain_unet(self.unet), ("sample", "t", "context")
+        if part in ("unet", "unet-attention"):
+            module = (_plain_unet if part == "unet" else _attention_unet)(self.unet)
+            names = ("sample", "t", "context")
             inputs = (check, torch.full((sample.shape[0],), 500, dtype=torch.long), context)
         else:
             module, names, inputs = _plain_decoder(self.vae), ("latents",), (check,)
@@ -546,14 +610,22 @@ class Pipeline:
                         part, tuple(sample.shape), exc_info=True)
         return None
 
-    def _unet(self, sample, t, context, traced: bool = True):
-        """The UNet's output: the traced graph for this shape when warm_up() made one and ``traced``
-        allows it (recording attention needs the module's own processors)."""
-        graph = self._traced.get(self._trace_key(sample, context)) if traced and self._traced else None
-        if graph is not None:
-            self._graph_steps += 1
-            return graph(sample, t.reshape(1).expand(sample.shape[0]), context)
-        return self.unet(sample, t, encoder_hidden_states=context).sample
+    def _unet(self, sample, t, context, store: _AttnStore | None = None):
+        """The UNet's output: the faster graph for this shape when warm_up() made one. With ``store``
+        (a step that records attention) the attention graph, or else the UNet's own modules, whose
+        recording processors fill the store."""
+        key = self._trace_key(sample, context)
+        graph = (self._attention if store is not None else self._traced).get(key)
+        if graph is None:
+            return self.unet(sample, t, encoder_hidden_states=context).sample
+        self._graph_steps += 1
+        out = graph(sample, t.reshape(1).expand(sample.shape[0]), context)
+        if store is None:
+            return out
+        out, *probs = out
+        for p in probs:
+            _record_probs(store, p)
+        return out
 
     def _token_index(self, tokens: list[str], words: list[str]) -> dict[str, list[int]]:
         out = {}
@@ -668,7 +740,7 @@ class Pipeline:
                         store.enabled = record
                     with self._precision():
                         out = self._unet(model_in, t, context if guided else cond_context,
-                                         traced=not record).to(latents.dtype)
+                                         store=store if record else None).to(latents.dtype)
                     if guided:
                         out_u, out_c = out.chunk(2)
                         out = out_u + guidance_scale * (out_c - out_u)

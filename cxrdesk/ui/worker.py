@@ -85,7 +85,7 @@ class GenerationWorker(QObject):
             pipe = Pipeline.load(self.model_path, device=self.device)
             # The UNet and decoder in ONNX Runtime make every later step faster on CPU (exported once
             # per model, a few seconds; later starts load them in about half a second).
-            pipe.info["warm_up_seconds"] = round(pipe.warm_up(), 3)
+            pipe.info["warm_up_seconds"] = round(pipe.warm_up(attention=True), 3)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             from ..core.pipeline import PipelineError
 
