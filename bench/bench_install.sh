@@ -117,6 +117,15 @@ grep -E "^(cxrdesk |model:|folder:|device:)" "$WORK/info.log" || head -5 "$WORK/
 grep -q "share/cxrdesk/models/cxrdesk-cxr256" "$WORK/info.log" || die "info does not show the installed model folder"
 t0=$(now); offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" --version >/dev/null; t1=$(now)
 VER_S=$(secs "$t0" "$t1")
+# five images: the UNet is warmed up first (ONNX Runtime, exported into the user's cache); which
+# engine drew them is in each PNG's metadata
+engine_of() { "$WORK/prefix/bin/python" -c "import sys; from cxrdesk.core.pngio import read_png; print(read_png(sys.argv[1]).metadata.get('unet_engine'))" "$1"; }
+t0=$(now)
+offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" generate "Normal chest radiograph" -o "$WORK/n.png" --n 5 \
+    --steps 20 --seed 1 --quiet > "$WORK/generate5.log" 2>&1 || { cat "$WORK/generate5.log"; die "generate --n 5 failed"; }
+t1=$(now)
+GEN5_S=$(secs "$t0" "$t1")
+ENGINE=$(engine_of "$WORK/n_001.png")
 
 # --- 4. frozen build ------------------------------------------------------------------------------------
 if [ "$FROZEN" = 1 ]; then
@@ -137,6 +146,12 @@ if [ "$FROZEN" = 1 ]; then
     test -s "$WORK/f.png" || die "frozen generate wrote no image"
     offline "${runenv[@]}" "$FX" info > "$WORK/finfo.log" 2>&1 || { cat "$WORK/finfo.log"; die "frozen info failed"; }
     grep -q "_internal/models/cxrdesk-cxr256" "$WORK/finfo.log" || { cat "$WORK/finfo.log"; die "frozen info does not show the bundled model"; }
+    t0=$(now)
+    offline "${runenv[@]}" QT_QPA_PLATFORM=offscreen "$FX" generate "Normal chest radiograph" -o "$WORK/fn.png" --n 5 \
+        --steps 20 --seed 1 --quiet > "$WORK/fgenerate5.log" 2>&1 || { cat "$WORK/fgenerate5.log"; die "frozen generate --n 5 failed"; }
+    t1=$(now)
+    FGEN5_S=$(secs "$t0" "$t1")
+    FENGINE=$(engine_of "$WORK/fn_001.png")
 fi
 
 # --- 5. time to a viewable main window (needs Xvfb + xwininfo) ----------------------------------------
@@ -187,12 +202,14 @@ printf '  %-44s %s s\n' "install.sh, offline" "$INSTALL_S"
 printf '  %-44s %s\n' "installed size (PREFIX)" "$(mb "$WORK/prefix")"
 printf '  %-44s %s s\n' "cxrdesk --version (installed)" "$VER_S"
 printf '  %-44s %s s\n' "cxrdesk generate, 20 steps, offline" "$GEN_S"
+printf '  %-44s %s s  (UNet: %s)\n' "cxrdesk generate --n 5, offline" "$GEN5_S" "$ENGINE"
 [ -z "$WIN_S" ] || printf '  %-44s %s s\n' "cxrdesk (GUI): main window viewable" "$WIN_S"
 if [ "$FROZEN" = 1 ]; then
     printf '  %-44s %s s\n' "freeze.sh (PyInstaller one-folder)" "$FREEZE_S"
     printf '  %-44s %s  (%s files)\n' "frozen build size" "$(mb "$WORK/frozen/cxrdesk")" "$(find "$WORK/frozen/cxrdesk" -type f | wc -l)"
     printf '  %-44s %s s\n' "frozen --version, offline" "$FVER_S"
     printf '  %-44s %s s\n' "frozen generate, 20 steps, offline" "$FGEN_S"
+    printf '  %-44s %s s  (UNet: %s)\n' "frozen generate --n 5, offline" "$FGEN5_S" "$FENGINE"
     [ -z "$FWIN_S" ] || printf '  %-44s %s s\n' "frozen GUI: main window viewable" "$FWIN_S"
 fi
 [ "$KEEP" = 1 ] && echo "  (kept in $WORK)"

@@ -84,7 +84,8 @@ class GenerationWorker(QObject):
 
             pipe = Pipeline.load(self.model_path, device=self.device)
             # The UNet and decoder in ONNX Runtime make every later step faster on CPU (exported once
-            # per model, a few seconds; later starts load them in about half a second).
+            # per model, a few seconds; later starts load them in about a second).
+            self.loadingStarted.emit(f"{what}: optimising it for this computer (longer on its first start)")
             pipe.info["warm_up_seconds"] = round(pipe.warm_up(attention=True), 3)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             from ..core.pipeline import PipelineError
