@@ -192,3 +192,16 @@ def test_without_the_attention_graph_recording_steps_run_the_torch_unet(tiny, mo
     r = p.generate(PROMPT, **kw8)
     np.testing.assert_allclose(r.attention["mass"], fresh.attention["mass"], atol=1e-4)
     assert np.abs(r.image - fresh.image).max() < 1e-3
+
+
+def test_a_new_export_replaces_the_same_graph_of_another_torch_version(tmp_path):
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    keep = folder / "unet-abc123-2x4x32x32_2_2x64x384-torch2.14.0-op17-f2.onnx"
+    stale = folder / "unet-abc123-2x4x32x32_2_2x64x384-torch2.13.0-op17-f2.onnx"
+    other_part = folder / "unet-attention-abc123-2x4x32x32_2_2x64x384-torch2.13.0-op17-f2.onnx"
+    other_shape = folder / "unet-abc123-1x4x32x32_1_1x64x384-torch2.13.0-op17-f2.onnx"
+    for f in (keep, stale, other_part, other_shape):
+        f.write_bytes(b"x")
+    onnx_graphs._prune(folder, keep)
+    assert sorted(f.name for f in folder.iterdir()) == sorted(f.name for f in (keep, other_part, other_shape))

@@ -128,7 +128,12 @@ def export(module, inputs, names, path: Path, n_outputs: int = 1) -> None:
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Delete all but the KEEP_FILES most recently used graphs, ``keep`` always among them."""
+    """Delete the graphs that ``keep`` replaces (the same part, weights and shapes from another torch
+    version or export format), then all but the KEEP_FILES most recently used, ``keep`` among them."""
+    stem = keep.name.split("-torch")[0] + "-torch"
+    for old in folder.glob(f"{stem}*.onnx"):
+        if old != keep:
+            old.unlink(missing_ok=True)
     others = [f for f in folder.glob("*.onnx") if f != keep]
     others.sort(key=lambda f: f.stat().st_mtime, reverse=True)
     for old in others[KEEP_FILES - 1:]:
