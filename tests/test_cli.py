@@ -72,8 +72,11 @@ def test_generate_many_images_warms_up_the_unet_and_draws_the_same(tiny, tmp_pat
 
     args = ("generate", "left pleural effusion", "--steps", "3", "--seed", "4", "--model", str(tiny), "--quiet")
     assert run(*args, "-o", str(tmp_path / "one.png")).returncode == 0  # a single image: eager
+    assert "fast graphs:  none yet" in run("info", "--model", str(tiny)).stdout
     r = run(*args, "-o", str(tmp_path / "many.png"), "--n", str(WARM_UP_FROM))  # ONNX Runtime first
     assert r.returncode == 0, r.stderr
+    # the guided UNet and the decoder, cached for the next start
+    assert "fast graphs:  2 cached for ONNX Runtime" in run("info", "--model", str(tiny)).stdout
     one, many = (read_png(tmp_path / n).pixels.astype(int) for n in ("one.png", "many_001.png"))
     # ONNX Runtime's fused kernels round differently: a few pixels move by one of the film's grey
     # steps (this tiny model's films use every 16th 12-bit value), no more

@@ -200,4 +200,13 @@ def cmd_info(args) -> int:
           + (f" ({where})" if where else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")
+    from ..core import onnx_graphs
+
+    graphs = onnx_graphs.cached(i["hash"])
+    if graphs:
+        size = sum(f.stat().st_size for f in graphs) / 1e6
+        print(f"fast graphs:  {len(graphs)} cached for ONNX Runtime ({size:.0f} MB in {graphs[0].parent})")
+    else:
+        print(f"fast graphs:  none yet (the app, evaluate and generate --n {WARM_UP_FROM} make them once,"
+              f" in {onnx_graphs.cache_dir()})")
     return 0

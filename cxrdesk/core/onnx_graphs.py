@@ -61,6 +61,12 @@ def cache_name(part: str, model_hash: str, inputs) -> str:
     return f"{part}-{model_hash}-{shape}-torch{version}-op{OPSET}-f{FORMAT}.onnx"
 
 
+def cached(model_hash: str, folder: Path | None = None) -> list[Path]:
+    """The graphs of this model (weights hash) in the cache folder."""
+    folder = folder or cache_dir()
+    return sorted(f for f in folder.glob("*.onnx") if f"-{model_hash}-" in f.name) if folder.is_dir() else []
+
+
 class OnnxGraph:
     """A torch module's forward on an ONNX Runtime session: torch tensors in (any dtype; passed as
     float32), float32 torch tensors out (one tensor, or a tuple where the module returns several)."""
