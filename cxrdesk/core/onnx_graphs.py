@@ -71,9 +71,8 @@ class OnnxGraph:
     """A torch module's forward on an ONNX Runtime session: torch tensors in (any dtype; passed as
     float32), float32 torch tensors out (one tensor, or a tuple where the module returns several)."""
 
-    def __init__(self, session, path: Path):
+    def __init__(self, session):
         self.session = session
-        self.path = path
         self.names = [i.name for i in session.get_inputs()]
 
     def __call__(self, *tensors):
@@ -180,7 +179,7 @@ def load_or_export(module, inputs, names, part: str, model_hash: str, threads: i
             export(module, inputs, names, path, len(_outputs(reference)))
             attempt = "exported"
         try:
-            graph = OnnxGraph(_session(path, threads), path)
+            graph = OnnxGraph(_session(path, threads))
             err = _deviation(graph, reference, inputs)
         except Exception as e:  # noqa: BLE001 - a damaged or foreign cache file: make it again
             if attempt == "exported":

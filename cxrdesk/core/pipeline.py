@@ -178,9 +178,19 @@ class _AttnStore:
         self.enabled = True
 
 
+def _wrap_cross_attention(unet, wrap) -> dict:
+    """Replace each cross-attention layer's processor with ``wrap(its processor)``. Returns the UNet's
+    own processors, to put back with ``unet.set_attn_processor``."""
+    saved = dict(unet.attn_processors)
+    unet.set_attn_processor({name: (wrap(proc) if name.endswith("attn2.processor") else proc)
+                             for name, proc in saved.items()})
+    return saved
+
+
 def _cross_attention_probs(attn, hidden_states, encoder_hidden_states):
-    """A cross-attention layer's attention probabilities for the conditional (last) sample of the
-    batch, averaged over heads: (image positions, tokens)."""
+    """A cross-attention layer's attention probabilities for the conditional sample of the batch
+    (the last, with and without guidance at this step), averaged over heads: (image positions,
+    tokens)."""
     q = attn.head_to_batch_dim(attn.to_q(hidden_states[-1:]))
     k = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states[-1:]))
     return attn.get_attention_scores(q, k, None).mean(dim=0)
@@ -195,8 +205,6 @@ def _record_probs(store: _AttnStore, probs) -> None:
 
 class _RecordingAttnProcessor:
     """Runs the layer's own processor (so the image is unchanged) and records cross-attention."""
-
-    # (the conditional sample is the last in the batch, with and without guidance at this step)
 
     def __init__(self, store: _AttnStore, inner):
         self.store = store
@@ -259,10 +267,8 @@ def _attention_unet(unet):
             self.u = u
 
         def forward(self, sample, t, context):
-            saved = dict(self.u.attn_processors)
             sink: list = []
-            self.u.set_attn_processor({name: (_ProbsOutProcessor(sink, proc) if name.endswith("attn2.processor")
-                                              else proc) for name, proc in saved.items()})
+            saved = _wrap_cross_attention(self.u, lambda inner: _ProbsOutProcessor(sink, inner))
             try:
                 out = self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
             finally:
@@ -711,11 +717,7 @@ class Pipeline:
                 idx = self._token_index(enc.tokens[0], attention_words)
                 if idx:
                     store = _AttnStore(idx)
-                    saved = dict(self.unet.attn_processors)
-                    procs = {name: (_RecordingAttnProcessor(store, proc)
-                                    if name.endswith("attn2.processor") else proc)
-                             for name, proc in saved.items()}
-                    self.unet.set_attn_processor(procs)
+                    saved = _wrap_cross_attention(self.unet, lambda inner: _RecordingAttnProcessor(store, inner))
             if preview_every is None:
                 preview_every = 5
             metrics = []
