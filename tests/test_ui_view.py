@@ -271,3 +271,97 @@ def test_model_panel_fits_a_narrow_dock_with_long_values(qtbot):
     assert panel.fields["unet"].text() == QLabel.text(panel.fields["unet"]) == "11.5 M"  # short: not elided
     panel.set_info({"name": "m", "load_seconds": 3.5, "warm_up_seconds": 0.4, "unet_engine": "onnxruntime"})
     assert panel.fields["load"].text() == "3.50 s + 0.40 s warm-up (ONNX Runtime)"
+
+
+def _clipboard_grey():
+    from PySide6.QtGui import QGuiApplication, QImage
+
+    img = QGuiApplication.clipboard().image().convertToFormat(QImage.Format_Grayscale8)
+    h, w = img.height(), img.width()
+    return np.array(img.constBits(), np.uint8).reshape(h, img.bytesPerLine())[:, :w].copy()
+
+
+def test_copy_image_as_shown_with_a_synthetic_mark(window, qtbot):
+    from PySide6.QtGui import QGuiApplication
+
+    w = window
+    img = ramp()
+    show_doc(w, img, synthetic=False)
+    w.act_presets["Lung"].trigger()
+    w.view.set_inverted(True)
+    w.view.setFocus()
+    QGuiApplication.clipboard().clear()
+    qtbot.keyClick(w.view, Qt.Key_C, Qt.ControlModifier)
+    c, wd = w.view.window()
+    shown = imaging.window_to_u8(img, c, wd, True)
+    np.testing.assert_array_equal(_clipboard_grey(), shown)  # a real image: exactly as shown, no mark
+    assert "Copied" in w.statusBar().currentMessage()
+
+    show_doc(w, img, synthetic=True)
+    assert w.copy_image()
+    got = _clipboard_grey()
+    shown = imaging.window_to_u8(img, *w.view.window(), w.view.inverted())
+    assert got.shape == shown.shape
+    differs = got != shown
+    ys, xs = np.nonzero(differs)
+    # the mark: a small black box with white text in the top-left corner, the rest untouched
+    assert differs.any() and ys.max() < img.shape[0] // 4 and xs.max() < img.shape[1] * 0.6
+    box = got[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert (box == 255).sum() > 20 and (box == 0).sum() > 20
+    assert "SYNTHETIC" in w.statusBar().currentMessage()
+
+
+def test_ctrl_c_in_the_prompt_copies_text_not_the_image(window, qtbot):
+    from PySide6.QtGui import QGuiApplication
+
+    w = window
+    show_doc(w, ramp())
+    QGuiApplication.clipboard().clear()
+    edit = w.generator.prompt_edit
+    edit.setPlainText("small left pleural effusion")
+    edit.setFocus()
+    edit.selectAll()
+    qtbot.keyClick(edit, Qt.Key_C, Qt.ControlModifier)
+    assert QGuiApplication.clipboard().text() == "small left pleural effusion"
+    assert QGuiApplication.clipboard().image().isNull()
+
+
+def test_copy_without_an_image_says_so(window):
+    assert not window.copy_image()
+    assert not window.act_copy.isEnabled()
+    assert "Nothing to copy" in window.statusBar().currentMessage()
+
+
+def test_presentation_mode_shows_only_the_image_and_restores_the_layout(window, qtbot):
+    w = window
+    show_doc(w, ramp())
+    docks = [d for d in (w.dock_generator, w.dock_dataset, w.dock_history) if d.isVisible()]
+    assert docks and w.menuBar().isVisible()
+    w.view.zoom_by(2.0)
+    w.view.setFocus()
+    qtbot.keyClick(w.view, Qt.Key_F11)
+    assert w.is_presenting() and w.act_present.isChecked()
+    assert w.windowState() & Qt.WindowFullScreen
+    assert not any(d.isVisible() for d in docks)
+    assert not w.menuBar().isVisible() and not w.statusBar().isVisible()
+    assert w.view.is_fit() and "F11 or Esc" in w.view.notice()
+    # settings saved now keep the layout to come back to, not the full-screen one
+    w._save_settings()
+    assert w.settings.value("window/state") == w._presentation[0]
+    # shortcuts still work; Esc does not leave while a generation runs (it cancels that instead)
+    qtbot.keyClick(w.view, Qt.Key_I)
+    assert w.view.inverted()
+    w.running_job = 12345
+    qtbot.keyClick(w.view, Qt.Key_Escape)
+    assert w.is_presenting()
+    w.running_job = None
+    qtbot.keyClick(w.view, Qt.Key_Escape)
+    assert not w.is_presenting() and not w.act_present.isChecked()
+    assert not w.windowState() & Qt.WindowFullScreen
+    assert all(d.isVisible() for d in docks) and w.menuBar().isVisible() and w.statusBar().isVisible()
+    assert w.view.notice() == ""
+    # F11 toggles both ways
+    qtbot.keyClick(w.view, Qt.Key_F11)
+    assert w.is_presenting()
+    qtbot.keyClick(w.view, Qt.Key_F11)
+    assert not w.is_presenting()

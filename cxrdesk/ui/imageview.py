@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -72,6 +72,10 @@ class ImageView(QWidget):
         self._drag_button = None
         self._drag_last = QPointF()
         self._hover: tuple[int, int, float] | None = None
+        self._notice = ""
+        self._notice_timer = QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(lambda: self.show_notice(""))
         self.wl_sensitivity: float | None = None  # data units per pixel (None = by bit depth)
 
     # ------------------------------------------------------------------ image
@@ -137,6 +141,23 @@ class ImageView(QWidget):
     def set_caption(self, text: str) -> None:
         self._caption = text
         self.update()
+
+    def show_notice(self, text: str, ms: int = 3000) -> None:
+        """A short message drawn in the middle of the view for ``ms`` milliseconds ("" clears it)."""
+        self._notice = text
+        if text:
+            self._notice_timer.start(ms)
+        else:
+            self._notice_timer.stop()
+        self.update()
+
+    def notice(self) -> str:
+        return self._notice
+
+    def rendered(self) -> np.ndarray | None:
+        """The picture as displayed, at image resolution: 8-bit grey after the window and inversion
+        (a copy; None without an image). The attention overlay and the text boxes are not in it."""
+        return None if self._u8 is None else self._u8.copy()
 
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
@@ -396,6 +417,7 @@ class ImageView(QWidget):
             f.setPointSizeF(f.pointSizeF() * 1.2)
             p.setFont(f)
             p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignCenter | Qt.TextWordWrap, self._placeholder)
+            self._paint_notice(p, "bottom-center")  # the placeholder fills the middle
             p.end()
             return
         target = self.image_rect()
@@ -421,7 +443,7 @@ class ImageView(QWidget):
         th = fm.height() * len(lines) + 6
         W, H = self.width(), self.height()
         x = margin if "left" in anchor else (W - tw - margin if "right" in anchor else (W - tw) / 2)
-        y = margin if "top" in anchor else H - th - margin
+        y = margin if "top" in anchor else ((H - th) / 2 if anchor == "center" else H - th - margin)
         r = QRectF(x, y, tw, th)
         p.setPen(Qt.NoPen)
         p.setBrush(bg)
@@ -429,6 +451,11 @@ class ImageView(QWidget):
         p.setPen(fg)
         p.drawText(r.adjusted(5, 3, -5, -3), Qt.AlignLeft | Qt.AlignVCenter, text)
         return r
+
+    def _paint_notice(self, p: QPainter, anchor: str) -> None:
+        if self._notice:
+            self._text_box(p, self._notice, anchor, fg=QColor(255, 255, 255), bg=QColor(20, 20, 24, 215),
+                           bold=True, margin=24, max_width=self.width() - 48)
 
     def _paint_text(self, p: QPainter) -> None:
         room = self.width() - 16
@@ -449,6 +476,7 @@ class ImageView(QWidget):
             label = self._overlay_label or "attention"
             self._text_box(p, f"Model attention for '{label}' (yellow = strongest) - not a diagnosis",
                            "bottom-center", fg=QColor(255, 225, 140))
+        self._paint_notice(p, "center")
         if self._synthetic:
             # a thin frame marks synthetic images even when the label is scrolled away
             p.setPen(QPen(QColor(190, 40, 30, 200), 2))

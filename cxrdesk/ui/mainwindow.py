@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QKeySequence
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QFormLayout, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QWidget)
@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         self._pending_preview = None
         self._series = None
         self._job_entries: list[HistoryEntry] = []
+        self._presentation = None  # (state, geometry, maximized) from before presentation mode
 
         self.viewer = ViewerArea()
         self.view = self.viewer.view
@@ -243,6 +244,9 @@ class MainWindow(QMainWindow):
                                   "Export a generated image as a DICOM Secondary Capture (synthetic)")
         self.act_pacs = A("Send to PAC&S...", self.send_to_pacs, "Ctrl+Shift+P",
                           "Send a generated image to a PACS (DICOM C-STORE)")
+        self.act_copy = A("&Copy image", self.copy_image, QKeySequence.Copy,
+                          "Copy the image as shown (window, inversion, enhancement) to the clipboard, e.g. for "
+                          "a slide; generated images carry a burned-in SYNTHETIC mark (Ctrl+C)")
         self.act_data = A("Open &results folder", self.open_data_folder, None,
                           "Open the folder where results, settings and logs are kept")
         self.act_quit = A("&Quit", self.close, QKeySequence.Quit, "Quit cxrdesk")
@@ -263,6 +267,9 @@ class MainWindow(QMainWindow):
                              checkable=True)
         self.act_highlight = A("Attention &highlight", self.toggle_highlight, "H",
                                "Show the model-attention overlay for the chosen word (H)")
+        self.act_present = A("&Presentation mode", self.set_presentation, "F11",
+                             "Full screen with only the image, for a projector; F11 or Esc leaves (F11)",
+                             checkable=True)
         self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
         self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
         self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
@@ -270,7 +277,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        for a in (self.act_open, None, self.act_export_png, self.act_export_dicom, self.act_pacs, None,
+        for a in (self.act_open, None, self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, None,
                   self.act_data, None, self.act_quit):
             m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&Generate")
@@ -281,7 +288,7 @@ class MainWindow(QMainWindow):
         for a in self.act_presets.values():
             sub.addAction(a)
         for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
-                  self.act_compare, self.act_highlight, None):
+                  self.act_compare, self.act_highlight, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
         panels = m.addMenu("Pa&nels")
         for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
@@ -711,6 +718,67 @@ class MainWindow(QMainWindow):
     def view_1to1(self) -> None:
         self.view.zoom_1to1()
 
+    def copy_image(self) -> bool:
+        """Put the picture as shown (window, inversion, enhancement preview; no overlay) on the clipboard
+        at image resolution. A synthetic image gets the SYNTHETIC mark burned in: a pasted picture
+        carries no metadata to say what it is."""
+        u8 = self.view.rendered()
+        if u8 is None:
+            self.statusBar().showMessage("Nothing to copy: generate or open an image first", 6000)
+            return False
+        marked = self.view.is_synthetic()
+        if marked:
+            from ..core.pngio import burn_synthetic_mark
+
+            u8 = burn_synthetic_mark(u8, max_value=255)
+        u8 = np.ascontiguousarray(u8)
+        h, w = u8.shape
+        QGuiApplication.clipboard().setImage(QImage(u8.data, w, h, w, QImage.Format_Grayscale8).copy())
+        c, wd = self.view.window()
+        self.statusBar().showMessage(f"Copied the image as shown ({w}x{h}, W {wd:.0f} C {c:.0f})"
+                                     + (" with a burned-in SYNTHETIC mark" if marked else ""), 6000)
+        return True
+
+    def is_presenting(self) -> bool:
+        return self._presentation is not None
+
+    def set_presentation(self, on: bool) -> None:
+        """Presentation mode: full screen, the image alone (no menus, panels or status bar), zoomed to
+        fit; shortcuts keep working. Leaving restores the panels and the window as they were."""
+        if on == self.is_presenting():
+            return
+        if on:
+            self._presentation = (self.saveState(), self.saveGeometry(), self.isMaximized())
+            for d in self.findChildren(QDockWidget):
+                d.hide()
+            self.menuBar().hide()
+            self.statusBar().hide()
+            self.showFullScreen()
+            self.view.zoom_to_fit()
+            self.view.show_notice("Presentation mode: F11 or Esc to leave")
+        else:
+            state, geometry, maximized = self._presentation
+            self._presentation = None
+            self.showMaximized() if maximized else self.showNormal()
+            self.restoreGeometry(geometry)
+            self.menuBar().show()
+            self.statusBar().show()
+            self.restoreState(state)
+            self.view.show_notice("")
+            self.view.zoom_to_fit()
+        if self.act_present.isChecked() != on:
+            self.act_present.blockSignals(True)
+            self.act_present.setChecked(on)
+            self.act_present.blockSignals(False)
+
+    def keyPressEvent(self, ev) -> None:
+        # Esc cancels a generation (its action); with none running, it leaves presentation mode
+        if ev.key() == Qt.Key_Escape and self.is_presenting() and self.running_job is None:
+            self.set_presentation(False)
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
     def _on_pixel(self, info) -> None:
         if info is None:
             self.pixel_label.setText("")
@@ -868,8 +936,8 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         rows = []
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
-                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_open,
-                  self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_quit]:
+                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_present, self.act_open,
+                  self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
         rows.append("<tr><td><b>Wheel</b></td><td>Zoom about the cursor</td></tr>")
@@ -887,6 +955,7 @@ class MainWindow(QMainWindow):
         doc = self.doc
         has = doc is not None
         self.act_export_png.setEnabled(has)
+        self.act_copy.setEnabled(has)
         self.act_export_dicom.setEnabled(has and doc.exportable)
         self.act_pacs.setEnabled(has and doc.exportable)
         tip = "" if (has and doc.exportable) else " (generated images only)"
@@ -895,8 +964,12 @@ class MainWindow(QMainWindow):
 
     def _save_settings(self) -> None:
         s = self.settings
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/state", self.saveState())
+        if self.is_presenting():  # the layout to come back to, not the full-screen image
+            state, geometry, _ = self._presentation
+        else:
+            state, geometry = self.saveState(), self.saveGeometry()
+        s.setValue("window/geometry", geometry)
+        s.setValue("window/state", state)
         self.generator.save_settings(s)
         self.enhance.save_settings(s)
         self.dataset.save_settings(s)
