@@ -426,3 +426,16 @@ def test_undecodable_syntax_gives_clear_error(tmp_path):
     msg = str(ei.value)
     assert "\n" not in msg
     assert "no installed decoder" in msg or "corrupt pixel data" in msg
+
+
+def test_read_pixel_spacing(tmp_path):
+    img = ramp12()
+    assert dicom.read_dicom(dicom.write_dicom(tmp_path / "none.dcm", img, META)).pixel_spacing is None
+    ds = dicom.build_dataset(img, META)
+    ds.ImagerPixelSpacing = [0.139, 0.139]  # DX: at the detector
+    assert dicom.read_dicom(_save(ds, tmp_path / "imager.dcm")).pixel_spacing == (0.139, 0.139)
+    ds.PixelSpacing = [0.2, 0.25]  # the calibrated one wins
+    assert dicom.read_dicom(_save(ds, tmp_path / "both.dcm")).pixel_spacing == (0.2, 0.25)
+    ds = dicom.build_dataset(img, META)
+    ds.PixelSpacing = [0.0, 0.2]  # nonsense: no physical scale rather than a wrong one
+    assert dicom.read_dicom(_save(ds, tmp_path / "zero.dcm")).pixel_spacing is None

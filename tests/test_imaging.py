@@ -479,3 +479,17 @@ def test_cli_error_in_a_real_process(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "no such file" in out.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_measurement_lines_lengths_and_ratio():
+    labels, ratio = im.measurement_lines([((10, 20), (40, 60))])
+    assert labels == ["50 px"] and ratio == ""
+    # two lines: shorter / longer, whatever the order (heart then chest or chest then heart)
+    heart, chest = ((80, 150), (200, 150)), ((30, 140), (270, 140))
+    assert im.measurement_lines([heart, chest])[1] == "ratio 0.50 (shorter / longer)"
+    assert im.measurement_lines([chest, heart])[1] == "ratio 0.50 (shorter / longer)"
+    # (row, column) spacing: x is scaled by the column spacing, y by the row spacing
+    labels, _ = im.measurement_lines([((0, 0), (100, 0)), ((0, 0), (0, 100))], spacing=(0.2, 0.5))
+    assert labels == ["50.0 mm", "20.0 mm"]
+    assert im.measurement_lines([])[1] == "" and im.measurement_lines([heart] * 3)[1] == ""
+    assert im.measurement_lines([((5, 5), (5, 5)), ((5, 5), (5, 5))])[1] == ""  # no division by zero

@@ -365,3 +365,62 @@ def test_presentation_mode_shows_only_the_image_and_restores_the_layout(window, 
     assert w.is_presenting()
     qtbot.keyClick(w.view, Qt.Key_F11)
     assert not w.is_presenting()
+
+
+def test_measure_two_lines_gives_their_ratio_and_new_images_clear_them(window, qtbot):
+    w = window
+    img = ramp(200, 240)
+    show_doc(w, img)
+    v = w.view
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key_M)
+    assert w.act_measure.isChecked() and v.is_measuring()
+    to_w = lambda x, y: v.image_to_widget(QPointF(x, y)).toPoint()  # noqa: E731
+    before = v.grab().toImage()
+    drag(v, Qt.LeftButton, to_w(60, 100), to_w(120, 100))     # "heart": 60 px
+    drag(v, Qt.LeftButton, to_w(20, 120), to_w(220, 120))     # "chest": 200 px
+    (a0, a1), (b0, b1) = v.measurements()
+    assert abs(a1[0] - a0[0] - 60) < 1.5 and abs(b1[0] - b0[0] - 200) < 1.5
+    labels, ratio = v.measurement_text()
+    assert ratio.startswith("ratio 0.30")
+    assert "cardiothoracic" in w.statusBar().currentMessage()
+    assert v.grab().toImage() != before  # the lines are drawn
+    np.testing.assert_array_equal(v.image(), img)  # on top of the image, never into it
+    # the view did not pan: left drag measures while measuring
+    assert v.is_fit()
+    # a click is not a line; a third line replaces the oldest
+    drag(v, Qt.LeftButton, to_w(50, 50), to_w(50, 50), steps=1)
+    assert len(v.measurements()) == 2
+    drag(v, Qt.LeftButton, to_w(10, 10), to_w(10, 110))
+    assert len(v.measurements()) == 2 and abs(v.measurements()[1][1][1] - v.measurements()[1][0][1] - 100) < 1.5
+    qtbot.keyClick(v, Qt.Key_Delete)
+    assert v.measurements() == []
+    # M again: left drag pans as before
+    drag(v, Qt.LeftButton, to_w(60, 100), to_w(120, 100))
+    qtbot.keyClick(v, Qt.Key_M)
+    assert not v.is_measuring() and len(v.measurements()) == 1
+    drag(v, Qt.LeftButton, QPoint(200, 200), QPoint(150, 200))
+    assert not v.is_fit() and len(v.measurements()) == 1
+    # another image: the lines belong to the old one
+    show_doc(w, ramp(200, 240, 5))
+    assert v.measurements() == []
+
+
+def test_measurements_in_mm_from_a_dicoms_pixel_spacing(window, qtbot, tmp_path):
+    import pydicom
+
+    from cxrdesk.core import dicom
+
+    w = window
+    ds = dicom.build_dataset(ramp(100, 100), {"prompt": "x", "seed": 1})
+    ds.ImagerPixelSpacing = [0.5, 0.5]
+    path = tmp_path / "spaced.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).ImagerPixelSpacing == [0.5, 0.5]
+    with qtbot.waitSignal(w.documentShown, timeout=10000):
+        w.open_file(str(path))
+    w.act_measure.setChecked(True)
+    v = w.view
+    drag(v, Qt.LeftButton, v.image_to_widget(QPointF(10, 50)).toPoint(), v.image_to_widget(QPointF(90, 50)).toPoint())
+    labels, _ = v.measurement_text()
+    assert len(labels) == 1 and labels[0].endswith(" mm") and abs(float(labels[0].split()[0]) - 40.0) < 1.0

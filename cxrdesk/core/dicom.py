@@ -393,6 +393,9 @@ class DicomImage:
     synthetic: bool | None = None
     burned_in_annotation: str = ""
     params: dict = field(default_factory=dict)
+    # (row, column) mm per pixel: PixelSpacing, else ImagerPixelSpacing (at the detector: a projection
+    # radiograph's anatomy is magnified there by some 5-15%); None when the file gives neither
+    pixel_spacing: tuple[float, float] | None = None
     _meta: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -508,6 +511,17 @@ def _multi(v) -> list:
         return list(v)
     except TypeError:
         return [v]
+
+
+def _read_spacing(ds) -> tuple[float, float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            v = [float(x) for x in _multi(ds.get(keyword))]
+        except Exception:  # noqa: BLE001 - a bad value only means no physical scale
+            continue
+        if len(v) == 2 and all(np.isfinite(x) and 0 < x < 100 for x in v):
+            return (v[0], v[1])
+    return None
 
 
 def _read_windows(ds) -> list[Window]:
@@ -660,7 +674,8 @@ def _read(path: Path) -> DicomImage:
         study_description=_s(ds, "StudyDescription"), series_description=_s(ds, "SeriesDescription"),
         body_part=_s(ds, "BodyPartExamined"), image_comments=comments,
         synthetic=(True if synth == "YES" else False if synth == "NO" else None),
-        burned_in_annotation=_s(ds, "BurnedInAnnotation"), params=parse_image_comments(comments), _meta=meta)
+        burned_in_annotation=_s(ds, "BurnedInAnnotation"), params=parse_image_comments(comments),
+        pixel_spacing=_read_spacing(ds), _meta=meta)
     # validate once here so that callers get DicomError now rather than later
     img.normalized("range")
     return img

@@ -28,7 +28,7 @@ import numpy as np
 __all__ = [
     "infer_bits", "to_unit", "from_unit",
     "window_to_u8", "window_range", "window_from_range", "full_window", "auto_window",
-    "window_presets", "drag_window", "drag_sensitivity",
+    "window_presets", "drag_window", "drag_sensitivity", "measurement_lines",
     "EnhanceParams", "ENHANCEMENT_PRESETS", "enhance",
     "image_metrics", "ssim", "psnr", "compare", "compare_presets", "mean_pairwise_ssim",
 ]
@@ -267,6 +267,29 @@ def drag_window(center: float, width: float, dx: float, dy: float,
 def drag_sensitivity(bits: int = 12, pixels: float = 512.0) -> float:
     """Data units per pixel so that a drag of ``pixels`` spans the full ``bits`` range."""
     return 2.0 ** bits / float(pixels)
+
+
+def measurement_lines(lines: Sequence[tuple[tuple[float, float], tuple[float, float]]],
+                      spacing: tuple[float, float] | None = None) -> tuple[list[str], str]:
+    """Labels for lines drawn on an image (image pixel coordinates, ((x0, y0), (x1, y1)) each).
+
+    Returns one label per line ("123 px", or "45.6 mm" with a (row, column) pixel ``spacing`` in mm)
+    and, for two lines, their ratio shorter / longer: the cardiothoracic ratio when one line spans
+    the heart's widest transverse diameter and the other the chest's widest inner diameter (above
+    0.5 on a PA film suggests cardiomegaly). "" for fewer or more than two lines.
+    """
+    lengths = []
+    for (x0, y0), (x1, y1) in lines:
+        dx, dy = float(x1) - float(x0), float(y1) - float(y0)
+        if spacing:
+            dx, dy = dx * float(spacing[1]), dy * float(spacing[0])
+        lengths.append(math.hypot(dx, dy))
+    unit = "mm" if spacing else "px"
+    labels = [f"{v:.1f} {unit}" if spacing else f"{v:.0f} {unit}" for v in lengths]
+    ratio = ""
+    if len(lengths) == 2 and max(lengths) > 0:
+        ratio = f"ratio {min(lengths) / max(lengths):.2f} (shorter / longer)"
+    return labels, ratio
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class LoadedImage:
     params: dict = field(default_factory=dict)
     kind: str = "image"                   # "png" | "dicom" | "image"
     info: list = field(default_factory=list)
+    spacing: tuple[float, float] | None = None   # (row, column) mm per pixel (DICOM)
 
     @property
     def name(self) -> str:
@@ -98,4 +99,5 @@ def _load_dicom(p: Path) -> LoadedImage:
         bits = 12
         window = None
     return LoadedImage(str(p), np.ascontiguousarray(data), bits, window=window, synthetic=bool(d.synthetic),
-                       params=dict(d.params or {}), kind="dicom", info=d.summary())
+                       params=dict(d.params or {}), kind="dicom", info=d.summary(),
+                       spacing=d.pixel_spacing)

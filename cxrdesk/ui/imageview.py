@@ -19,6 +19,12 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from ..core import imaging
 
 SYNTHETIC_MARK = "SYNTHETIC - NOT FOR DIAGNOSIS"
+MAX_LINES = 2  # measurement lines kept: a length, or two and their ratio (e.g. cardiothoracic)
+_LINE_COLOURS = (QColor(80, 220, 255), QColor(255, 200, 60))
+_VIEW_TIP = ("Wheel: zoom  |  Left drag: pan  |  Right drag: window/level "
+             "(horizontal = width, vertical = center)  |  Double click: fit")
+_MEASURE_TIP = ("Measuring - Left drag: draw a line (two lines give their ratio)  |  Middle drag: pan  |  "
+                "Right drag: window/level  |  Delete: clear  |  M: stop measuring")
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 
 
@@ -43,6 +49,7 @@ class ImageView(QWidget):
     viewChanged = Signal()                    # zoom or pan changed by the user
     pixelHovered = Signal(object)             # (x, y, value) or None
     invertChanged = Signal(bool)
+    measurementsChanged = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -51,8 +58,7 @@ class ImageView(QWidget):
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMinimumSize(160, 160)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
-        self.setToolTip("Wheel: zoom  |  Left drag: pan  |  Right drag: window/level "
-                        "(horizontal = width, vertical = center)  |  Double click: fit")
+        self.setToolTip(_VIEW_TIP)
         self._data: np.ndarray | None = None
         self._bits = 12
         self._center, self._width = imaging.full_window(12)
@@ -73,6 +79,10 @@ class ImageView(QWidget):
         self._drag_last = QPointF()
         self._hover: tuple[int, int, float] | None = None
         self._notice = ""
+        self._measuring = False
+        self._lines: list[tuple[QPointF, QPointF]] = []   # image coordinates, at most MAX_LINES
+        self._drawing: tuple[QPointF, QPointF] | None = None
+        self._spacing: tuple[float, float] | None = None
         self._notice_timer = QTimer(self)
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(lambda: self.show_notice(""))
@@ -95,12 +105,15 @@ class ImageView(QWidget):
 
     def set_image(self, data: np.ndarray | None, *, window: tuple[float, float] | None = None,
                   keep_view: bool = False, keep_window: bool = False, synthetic: bool = False,
-                  caption: str = "", bits: int | None = None) -> None:
+                  caption: str = "", bits: int | None = None,
+                  spacing: tuple[float, float] | None = None) -> None:
         """Show ``data`` (2-D, data units). ``window``: initial (center, width); default: full range.
 
-        ``keep_view`` keeps zoom/pan (previews of the same size); ``keep_window`` keeps the
-        current window (previews, enhanced versions of the same image).
+        ``keep_view`` keeps zoom/pan and the measurement lines (previews of the same size);
+        ``keep_window`` keeps the current window (previews, enhanced versions of the same image).
+        ``spacing``: (row, column) mm per pixel, for measurements in mm.
         """
+        self._spacing = tuple(spacing) if spacing else None
         if data is None:
             self._data = None
             self._qimage = None
@@ -133,6 +146,7 @@ class ImageView(QWidget):
         self._render()
         if not (keep_view and same_shape):
             self._fit = True
+            self.clear_measurements()
         self._apply_fit()
         self._hover = None
         self.update()
@@ -158,6 +172,35 @@ class ImageView(QWidget):
         """The picture as displayed, at image resolution: 8-bit grey after the window and inversion
         (a copy; None without an image). The attention overlay and the text boxes are not in it."""
         return None if self._u8 is None else self._u8.copy()
+
+    # ------------------------------------------------------------------ measuring
+    def set_measuring(self, on: bool) -> None:
+        """Measure mode: a left drag draws a line (the oldest of MAX_LINES goes); pan stays on the
+        middle button."""
+        self._measuring = bool(on)
+        self._drawing = None
+        self.setCursor(Qt.CrossCursor) if on else self.unsetCursor()
+        self.setToolTip(_MEASURE_TIP if on else _VIEW_TIP)
+        self.update()
+
+    def is_measuring(self) -> bool:
+        return self._measuring
+
+    def measurements(self) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        return [((a.x(), a.y()), (b.x(), b.y())) for a, b in self._lines]
+
+    def measurement_text(self) -> tuple[list[str], str]:
+        """One label per line and, for two lines, their ratio (``imaging.measurement_lines``)."""
+        return imaging.measurement_lines(self.measurements(), self._spacing)
+
+    def clear_measurements(self) -> None:
+        self._lines = []
+        self._drawing = None
+        self.update()
+
+    def _clamp(self, p: QPointF) -> QPointF:
+        h, w = self._data.shape
+        return QPointF(min(max(p.x(), 0.0), float(w)), min(max(p.y(), 0.0), float(h)))
 
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
@@ -351,6 +394,11 @@ class ImageView(QWidget):
         ev.accept()
 
     def mousePressEvent(self, ev) -> None:
+        if self._measuring and ev.button() == Qt.LeftButton and self._data is not None:
+            p = self._clamp(self.widget_to_image(ev.position()))
+            self._drawing = (p, p)
+            ev.accept()
+            return
         if ev.button() in (Qt.LeftButton, Qt.RightButton, Qt.MiddleButton) and self._data is not None:
             self._drag_button = ev.button()
             self._drag_last = ev.position()
@@ -361,7 +409,10 @@ class ImageView(QWidget):
 
     def mouseMoveEvent(self, ev) -> None:
         pos = ev.position()
-        if self._drag_button is not None and self._data is not None:
+        if self._drawing is not None:
+            self._drawing = (self._drawing[0], self._clamp(self.widget_to_image(pos)))
+            self.update()
+        elif self._drag_button is not None and self._data is not None:
             d = pos - self._drag_last
             self._drag_last = pos
             if self._drag_button == Qt.RightButton:
@@ -375,9 +426,18 @@ class ImageView(QWidget):
         self._update_hover(pos)
 
     def mouseReleaseEvent(self, ev) -> None:
+        if self._drawing is not None and ev.button() == Qt.LeftButton:
+            a, b = self._drawing
+            self._drawing = None
+            if (b - a).manhattanLength() * self._scale >= 4:  # a click is not a line
+                self._lines = (self._lines + [(a, b)])[-MAX_LINES:]
+                self.measurementsChanged.emit()
+            self.update()
+            ev.accept()
+            return
         if self._drag_button is not None and ev.button() == self._drag_button:
             self._drag_button = None
-            self.unsetCursor()
+            self.setCursor(Qt.CrossCursor) if self._measuring else self.unsetCursor()
             ev.accept()
             return
         super().mouseReleaseEvent(ev)
@@ -426,6 +486,7 @@ class ImageView(QWidget):
         if self._overlay_image is not None:
             p.setRenderHint(QPainter.SmoothPixmapTransform, True)
             p.drawImage(target, self._overlay_image)
+        self._paint_lines(p)
         self._paint_text(p)
         p.end()
 
@@ -451,6 +512,38 @@ class ImageView(QWidget):
         p.setPen(fg)
         p.drawText(r.adjusted(5, 3, -5, -3), Qt.AlignLeft | Qt.AlignVCenter, text)
         return r
+
+    def _paint_lines(self, p: QPainter) -> None:
+        lines = list(self._lines) + ([self._drawing] if self._drawing is not None else [])
+        if not lines:
+            return
+        labels, ratio = imaging.measurement_lines([((a.x(), a.y()), (b.x(), b.y())) for a, b in lines],
+                                                  self._spacing)
+        p.setRenderHint(QPainter.Antialiasing, True)
+        f = QFont(self.font())
+        f.setBold(True)
+        p.setFont(f)
+        fm = QFontMetrics(f)
+        for k, ((a, b), label) in enumerate(zip(lines, labels)):
+            wa, wb = self.image_to_widget(a), self.image_to_widget(b)
+            p.setPen(QPen(QColor(0, 0, 0, 160), 4))
+            p.drawLine(wa, wb)
+            p.setPen(QPen(_LINE_COLOURS[k % len(_LINE_COLOURS)], 2))
+            p.drawLine(wa, wb)
+            for end in (wa, wb):
+                p.drawEllipse(end, 3, 3)
+            text = f"{k + 1}: {label}"
+            mid = (wa + wb) / 2
+            r = QRectF(mid.x() + 8, mid.y() - fm.height() - 4, fm.horizontalAdvance(text) + 10, fm.height() + 4)
+            p.setPen(Qt.NoPen)
+            p.setBrush(QColor(0, 0, 0, 170))
+            p.drawRoundedRect(r, 3, 3)
+            p.setPen(_LINE_COLOURS[k % len(_LINE_COLOURS)])
+            p.drawText(r, Qt.AlignCenter, text)
+        p.setRenderHint(QPainter.Antialiasing, False)
+        if ratio:
+            self._text_box(p, ratio, "bottom-center", fg=QColor(140, 230, 255), bold=True,
+                           margin=8 + (fm.height() + 14 if self._overlay_image is not None else 0))
 
     def _paint_notice(self, p: QPainter, anchor: str) -> None:
         if self._notice:

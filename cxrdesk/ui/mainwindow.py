@@ -49,6 +49,7 @@ class Document:
     path: str = ""
     window: tuple[float, float] | None = None
     original: np.ndarray | None = None        # before an applied enhancement
+    spacing: tuple[float, float] | None = None   # (row, column) mm per pixel, when the file gives it
     enhancement: dict | None = None
 
     @property
@@ -216,6 +217,7 @@ class MainWindow(QMainWindow):
             sb.addPermanentWidget(w_)
         self.view.pixelHovered.connect(self._on_pixel)
         self.view.windowChanged.connect(lambda c, w: self.wl_label.setText(f"W {w:.0f}  C {c:.0f}"))
+        self.view.measurementsChanged.connect(self._on_measured)
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
         a = QAction(text, self)
@@ -270,6 +272,11 @@ class MainWindow(QMainWindow):
         self.act_present = A("&Presentation mode", self.set_presentation, "F11",
                              "Full screen with only the image, for a projector; F11 or Esc leaves (F11)",
                              checkable=True)
+        self.act_measure = A("&Measure", self.set_measuring, "M",
+                             "Measure: left drag draws a line, in mm where the file gives the pixel size, else in "
+                             "pixels; two lines give their ratio, e.g. the cardiothoracic ratio (M)", checkable=True)
+        self.act_clear_measure = A("Clear m&easurements", self.clear_measurements, "Del",
+                                   "Remove the measurement lines (Del)")
         self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
         self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
         self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
@@ -288,7 +295,8 @@ class MainWindow(QMainWindow):
         for a in self.act_presets.values():
             sub.addAction(a)
         for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
-                  self.act_compare, self.act_highlight, self.act_present, None):
+                  self.act_compare, self.act_highlight, self.act_measure, self.act_clear_measure,
+                  self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
         panels = m.addMenu("Pa&nels")
         for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
@@ -391,6 +399,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting")
         self.act_cancel.setEnabled(True)
+        self.view.clear_measurements()  # they belong to the image being replaced
         if self.enhance.preview_check.isChecked():
             self.enhance.preview_check.setChecked(False)
         self.viewer.show_single()
@@ -540,7 +549,8 @@ class MainWindow(QMainWindow):
         if doc.enhancement:
             caption += f"  [enhanced: {doc.enhancement.get('preset', 'custom')}]"
         self.view.set_image(doc.data, window=None if keep_window else doc.window, keep_window=keep_window,
-                            keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits)
+                            keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits,
+                            spacing=doc.spacing)
         self._update_overlay()
 
     def _update_overlay(self, *_):
@@ -594,7 +604,7 @@ class MainWindow(QMainWindow):
         if img.synthetic:
             title = "Synthetic: " + title
         return Document(data=img.data, bits=img.bits, title=title, kind="file", synthetic=img.synthetic,
-                        params=img.params, path=img.path, window=img.window)
+                        params=img.params, path=img.path, window=img.window, spacing=img.spacing)
 
     def compare_with_generated(self, path: str, record=None) -> None:
         gen = self.doc if (self.doc is not None and self.doc.kind == "generated") else None
@@ -642,10 +652,7 @@ class MainWindow(QMainWindow):
                 self._display(self.doc, keep_window=True, keep_view=True)
 
     def _compare_changed(self, on: bool) -> None:
-        if self.act_compare.isChecked() != on:
-            self.act_compare.blockSignals(True)
-            self.act_compare.setChecked(on)
-            self.act_compare.blockSignals(False)
+        _set_checked(self.act_compare, on)
         if not on:
             self._update_overlay()
 
@@ -661,7 +668,7 @@ class MainWindow(QMainWindow):
         c, w = self.view.window()
         if self.doc.original is not None:
             self.view.set_image(original, keep_view=True, keep_window=True, synthetic=self.doc.synthetic,
-                                caption=self.doc.title, bits=self.doc.bits)
+                                caption=self.doc.title, bits=self.doc.bits, spacing=self.doc.spacing)
         self.viewer.view_b.set_image(enhanced, keep_view=True, keep_window=True, synthetic=self.doc.synthetic,
                                      caption=f"Enhanced: {desc}", bits=self.doc.bits)
         self.viewer.view_b.set_window(c, w, emit=False)
@@ -739,6 +746,28 @@ class MainWindow(QMainWindow):
                                      + (" with a burned-in SYNTHETIC mark" if marked else ""), 6000)
         return True
 
+    def set_measuring(self, on: bool) -> None:
+        self.view.set_measuring(on)
+        if on:
+            self.statusBar().showMessage("Measuring: left drag draws a line, two lines give their ratio; middle drag "
+                                         "pans; Del clears; M stops", 10000)
+        _set_checked(self.act_measure, on)
+
+    def clear_measurements(self) -> None:
+        self.view.clear_measurements()
+        self._on_measured()
+
+    def _on_measured(self) -> None:
+        labels, ratio = self.view.measurement_text()
+        if not labels:
+            self.statusBar().showMessage("Measurements cleared", 4000)
+            return
+        msg = "   ".join(f"line {k + 1}: {t}" for k, t in enumerate(labels))
+        if ratio:
+            msg += (f"   {ratio}: the cardiothoracic ratio if they span the heart and the chest at their widest "
+                    "(> 0.5 on a PA film suggests cardiomegaly)")
+        self.statusBar().showMessage(msg, 30000)
+
     def is_presenting(self) -> bool:
         return self._presentation is not None
 
@@ -766,10 +795,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
             self.view.show_notice("")
             self.view.zoom_to_fit()
-        if self.act_present.isChecked() != on:
-            self.act_present.blockSignals(True)
-            self.act_present.setChecked(on)
-            self.act_present.blockSignals(False)
+        _set_checked(self.act_present, on)
 
     def keyPressEvent(self, ev) -> None:
         # Esc cancels a generation (its action); with none running, it leaves presentation mode
@@ -936,7 +962,8 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         rows = []
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
-                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_present, self.act_open,
+                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_measure,
+                  self.act_clear_measure, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
@@ -1014,6 +1041,14 @@ class MainWindow(QMainWindow):
         self.dataset.model.loader.reset()
         self.dataset.model.loader.wait(3000)
         super().closeEvent(ev)
+
+
+def _set_checked(action: QAction, on: bool) -> None:
+    """Show ``on`` in a checkable action without running its slot again."""
+    if action.isChecked() != on:
+        action.blockSignals(True)
+        action.setChecked(on)
+        action.blockSignals(False)
 
 
 def _prompt_order(prompt: str):
