@@ -424,3 +424,32 @@ def test_measurements_in_mm_from_a_dicoms_pixel_spacing(window, qtbot, tmp_path)
     drag(v, Qt.LeftButton, v.image_to_widget(QPointF(10, 50)).toPoint(), v.image_to_widget(QPointF(90, 50)).toPoint())
     labels, _ = v.measurement_text()
     assert len(labels) == 1 and labels[0].endswith(" mm") and abs(float(labels[0].split()[0]) - 40.0) < 1.0
+
+
+def test_page_keys_step_through_the_results_also_in_presentation(window, qtbot):
+    w = window
+    assert not w.show_adjacent(1) and "No results" in w.statusBar().currentMessage()
+    images = [ramp(64, 64, seed) for seed in range(3)]
+    for k, img in enumerate(images):
+        w.history.add(w.store.save(img, {"prompt": f"p{k}", "seed": k, "steps": 3}))
+    assert w.history.position() == (3, 3)
+    w.generator.prompt_edit.setFocus()
+    w.act_present.trigger()  # takes the focus to the image, whose Page keys step through the results
+    assert w.view.hasFocus()
+    qtbot.keyClick(w.view, Qt.Key_PageUp)
+    np.testing.assert_array_equal(w.view.image(), images[1])
+    assert w.history.position() == (2, 3) and w.view.notice() == "2 / 3"
+    qtbot.keyClick(w.view, Qt.Key_PageUp)
+    qtbot.keyClick(w.view, Qt.Key_PageUp)  # past the first: stays, and says so
+    np.testing.assert_array_equal(w.view.image(), images[0])
+    assert "first" in w.view.notice()
+    qtbot.keyClick(w.view, Qt.Key_PageDown)
+    np.testing.assert_array_equal(w.view.image(), images[1])
+    assert w.doc.synthetic and w.doc.entry.seed == 1
+    w.set_presentation(False)
+    # with the focus in a form field, Page Down is that field's (a spin box pages its value)
+    spin = w.generator.steps_spin
+    spin.setFocus()
+    before = spin.value()
+    qtbot.keyClick(spin, Qt.Key_PageDown)
+    assert spin.value() < before and w.history.position() == (2, 3)

@@ -115,6 +115,24 @@ class HistoryStrip(QWidget):
                 self.list.setCurrentRow(i)
                 return
 
+    def step(self, delta: int):
+        """Select the result ``delta`` places from the current one (none selected: the newest);
+        returns it, or None past either end (the selection stays)."""
+        n = self.list.count()
+        if n == 0:
+            return None
+        row = self.list.currentRow()
+        new = n - 1 if row < 0 else row + delta
+        if not 0 <= new < n:
+            return None
+        self.list.setCurrentRow(new)
+        self.list.scrollToItem(self.list.item(new))
+        return self.list.item(new).data(EntryRole)
+
+    def position(self) -> tuple[int, int]:
+        """(1-based place of the selected result, count); (0, count) when none is selected."""
+        return self.list.currentRow() + 1, self.list.count()
+
     def _reuse(self) -> None:
         e = self.current_entry()
         if e is not None:

@@ -269,6 +269,15 @@ class MainWindow(QMainWindow):
                              checkable=True)
         self.act_highlight = A("Attention &highlight", self.toggle_highlight, "H",
                                "Show the model-attention overlay for the chosen word (H)")
+        self.act_prev = A("Pre&vious result", lambda: self.show_adjacent(-1), "PgUp",
+                          "Show the previous result of the history strip (Page Up, as a presentation clicker sends)")
+        self.act_next = A("Ne&xt result", lambda: self.show_adjacent(1), "PgDown",
+                          "Show the next result of the history strip (Page Down, as a presentation clicker sends)")
+        # only with the focus on the image: lists and spin boxes keep their page keys
+        for a in (self.act_prev, self.act_next):
+            self.removeAction(a)
+            a.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+            self.viewer.addAction(a)
         self.act_present = A("&Presentation mode", self.set_presentation, "F11",
                              "Full screen with only the image, for a projector; F11 or Esc leaves (F11)",
                              checkable=True)
@@ -296,7 +305,7 @@ class MainWindow(QMainWindow):
             sub.addAction(a)
         for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
                   self.act_compare, self.act_highlight, self.act_measure, self.act_clear_measure,
-                  self.act_present, None):
+                  self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
         panels = m.addMenu("Pa&nels")
         for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
@@ -746,6 +755,24 @@ class MainWindow(QMainWindow):
                                      + (" with a burned-in SYNTHETIC mark" if marked else ""), 6000)
         return True
 
+    def show_adjacent(self, delta: int) -> bool:
+        """Step through the history strip's results (-1 previous, +1 next) and show the one reached."""
+        if self.running_job is not None:
+            self.statusBar().showMessage("A generation is running: its results arrive in the history strip", 5000)
+            return False
+        entry = self.history.step(delta)
+        if entry is None:
+            end = "No results yet" if not self.history.entries() else ("This is the first result" if delta < 0
+                                                                          else "This is the last result")
+            self.statusBar().showMessage(end, 4000)
+            if self.is_presenting():
+                self.view.show_notice(end, 1500)
+            return False
+        self.show_entry(entry)
+        k, n = self.history.position()
+        self.view.show_notice(f"{k} / {n}", 1200)
+        return True
+
     def set_measuring(self, on: bool) -> None:
         self.view.set_measuring(on)
         if on:
@@ -783,6 +810,7 @@ class MainWindow(QMainWindow):
             self.menuBar().hide()
             self.statusBar().hide()
             self.showFullScreen()
+            self.view.setFocus()  # Page Up / Down and the view's keys act at once
             self.view.zoom_to_fit()
             self.view.show_notice("Presentation mode: F11 or Esc to leave")
         else:
@@ -963,7 +991,7 @@ class MainWindow(QMainWindow):
         rows = []
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
                   self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_measure,
-                  self.act_clear_measure, self.act_present, self.act_open,
+                  self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
