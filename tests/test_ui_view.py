@@ -453,3 +453,24 @@ def test_page_keys_step_through_the_results_also_in_presentation(window, qtbot):
     before = spin.value()
     qtbot.keyClick(spin, Qt.Key_PageDown)
     assert spin.value() < before and w.history.position() == (2, 3)
+
+
+def test_copy_view_keeps_lines_and_the_synthetic_label(window, qtbot):
+    from PySide6.QtGui import QGuiApplication
+
+    w = window
+    assert not w.copy_view()
+    show_doc(w, np.full((64, 64), 1000, np.uint16), synthetic=True)
+    w.act_measure.setChecked(True)
+    v = w.view
+    drag(v, Qt.LeftButton, v.image_to_widget(QPointF(5, 30)).toPoint(), v.image_to_widget(QPointF(60, 30)).toPoint())
+    qtbot.keyClick(v, Qt.Key_C, Qt.ControlModifier | Qt.ShiftModifier)
+    img = QGuiApplication.clipboard().image()
+    assert (img.width(), img.height()) == (w.viewer.width(), w.viewer.height())
+    reds = sum(img.pixelColor(x, 18).red() > 150 and img.pixelColor(x, 18).green() < 90
+               for x in range(img.width() - 200, img.width() - 10, 4))
+    assert reds > 10  # the SYNTHETIC label
+    y = int(v.mapTo(w.viewer, v.image_to_widget(QPointF(30, 30)).toPoint()).y())
+    x = int(v.mapTo(w.viewer, v.image_to_widget(QPointF(30, 30)).toPoint()).x())
+    c = img.pixelColor(x, y)
+    assert c.blue() > 150 and c.red() < 150  # the (cyan) measurement line, on a grey image

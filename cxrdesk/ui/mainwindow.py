@@ -249,6 +249,9 @@ class MainWindow(QMainWindow):
         self.act_copy = A("&Copy image", self.copy_image, QKeySequence.Copy,
                           "Copy the image as shown (window, inversion, enhancement) to the clipboard, e.g. for "
                           "a slide; generated images carry a burned-in SYNTHETIC mark (Ctrl+C)")
+        self.act_copy_view = A("Copy &view", self.copy_view, "Ctrl+Shift+C",
+                               "Copy the image area as it is on screen, with measurement lines, the attention "
+                               "overlay, the text and the SYNTHETIC label (Ctrl+Shift+C)")
         self.act_data = A("Open &results folder", self.open_data_folder, None,
                           "Open the folder where results, settings and logs are kept")
         self.act_quit = A("&Quit", self.close, QKeySequence.Quit, "Quit cxrdesk")
@@ -293,9 +296,12 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        for a in (self.act_open, None, self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, None,
+        for a in (self.act_open, None, self.act_export_png, self.act_export_dicom, self.act_pacs, None,
                   self.act_data, None, self.act_quit):
             m.addSeparator() if a is None else m.addAction(a)
+        m = mb.addMenu("&Edit")
+        m.addAction(self.act_copy)
+        m.addAction(self.act_copy_view)
         m = mb.addMenu("&Generate")
         m.addAction(self.act_generate)
         m.addAction(self.act_cancel)
@@ -740,8 +746,7 @@ class MainWindow(QMainWindow):
         carries no metadata to say what it is."""
         u8 = self.view.rendered()
         if u8 is None:
-            self.statusBar().showMessage("Nothing to copy: generate or open an image first", 6000)
-            return False
+            return self._nothing_to_copy()
         marked = self.view.is_synthetic()
         if marked:
             from ..core.pngio import burn_synthetic_mark
@@ -794,6 +799,19 @@ class MainWindow(QMainWindow):
             msg += (f"   {ratio}: the cardiothoracic ratio if they span the heart and the chest at their widest "
                     "(> 0.5 on a PA film suggests cardiomegaly)")
         self.statusBar().showMessage(msg, 30000)
+
+    def _nothing_to_copy(self) -> bool:
+        self.statusBar().showMessage("Nothing to copy: generate or open an image first", 6000)
+        return False
+
+    def copy_view(self) -> bool:
+        """Put the image area on the clipboard as it is on screen (both panes when comparing)."""
+        if not self.view.has_image():
+            return self._nothing_to_copy()
+        pm = self.viewer.grab()
+        QGuiApplication.clipboard().setPixmap(pm)
+        self.statusBar().showMessage(f"Copied the view as on screen ({pm.width()}x{pm.height()})", 6000)
+        return True
 
     def is_presenting(self) -> bool:
         return self._presentation is not None
@@ -992,7 +1010,8 @@ class MainWindow(QMainWindow):
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
                   self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
-                  self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_quit]:
+                  self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
+                  self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
         rows.append("<tr><td><b>Wheel</b></td><td>Zoom about the cursor</td></tr>")
@@ -1011,6 +1030,7 @@ class MainWindow(QMainWindow):
         has = doc is not None
         self.act_export_png.setEnabled(has)
         self.act_copy.setEnabled(has)
+        self.act_copy_view.setEnabled(has)
         self.act_export_dicom.setEnabled(has and doc.exportable)
         self.act_pacs.setEnabled(has and doc.exportable)
         tip = "" if (has and doc.exportable) else " (generated images only)"
