@@ -1015,7 +1015,9 @@ class MainWindow(QMainWindow):
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
         rows.append("<tr><td><b>Wheel</b></td><td>Zoom about the cursor</td></tr>")
-        rows.append("<tr><td><b>Left drag</b></td><td>Pan</td></tr>")
+        rows.append("<tr><td><b>Left drag</b></td><td>Pan; while measuring (M), draw a line</td></tr>")
+        rows.append("<tr><td><b>Middle drag</b></td><td>Pan</td></tr>")
+        rows.append("<tr><td><b>Double click</b></td><td>Zoom to fit</td></tr>")
         rows.append("<tr><td><b>Right drag</b></td><td>Window/level: horizontal = width, vertical = center</td></tr>")
         QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(rows) + "</table>")
 
