@@ -474,3 +474,27 @@ def test_copy_view_keeps_lines_and_the_synthetic_label(window, qtbot):
     x = int(v.mapTo(w.viewer, v.image_to_widget(QPointF(30, 30)).toPoint()).x())
     c = img.pixelColor(x, y)
     assert c.blue() > 150 and c.red() < 150  # the (cyan) measurement line, on a grey image
+
+
+def test_p_reveals_the_prompt_and_the_next_image_hides_it(window, qtbot):
+    w = window
+    images = [ramp(64, 64, seed) for seed in range(2)]
+    for k, img in enumerate(images):
+        w.history.add(w.store.save(img, {"prompt": f"small left pleural effusion {k}", "seed": k, "steps": 3}))
+    w.show_entry(w.history.entries()[1])
+    w.view.setFocus()
+    hidden = w.view.grab().toImage()
+    qtbot.keyClick(w.view, Qt.Key_P)
+    assert w.act_reveal.isChecked() and "small left pleural effusion 1" in w.view.reveal()
+    assert w.view.grab().toImage() != hidden  # drawn over the image
+    qtbot.keyClick(w.view, Qt.Key_PageUp)      # the next case: its answer is hidden again
+    assert w.view.reveal() == "" and not w.act_reveal.isChecked()
+    qtbot.keyClick(w.view, Qt.Key_P)
+    assert "effusion 0" in w.view.reveal()
+    qtbot.keyClick(w.view, Qt.Key_P)
+    assert w.view.reveal() == ""
+    # an image without a prompt: nothing to show, and the status bar says why
+    show_doc(w, ramp(), synthetic=False)
+    qtbot.keyClick(w.view, Qt.Key_P)
+    assert w.view.reveal() == "" and not w.act_reveal.isChecked()
+    assert "no prompt" in w.statusBar().currentMessage()

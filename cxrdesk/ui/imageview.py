@@ -79,6 +79,7 @@ class ImageView(QWidget):
         self._drag_last = QPointF()
         self._hover: tuple[int, int, float] | None = None
         self._notice = ""
+        self._reveal = ""   # e.g. the prompt of a generated image, shown on request (a quiz's answer)
         self._measuring = False
         self._lines: list[tuple[QPointF, QPointF]] = []   # image coordinates, at most MAX_LINES
         self._drawing: tuple[QPointF, QPointF] | None = None
@@ -167,6 +168,14 @@ class ImageView(QWidget):
 
     def notice(self) -> str:
         return self._notice
+
+    def set_reveal(self, text: str) -> None:
+        """Text drawn wrapped under the caption, across the top of the image ("" hides it)."""
+        self._reveal = text
+        self.update()
+
+    def reveal(self) -> str:
+        return self._reveal
 
     def rendered(self) -> np.ndarray | None:
         """The picture as displayed, at image resolution: 8-bit grey after the window and inversion
@@ -569,6 +578,21 @@ class ImageView(QWidget):
             label = self._overlay_label or "attention"
             self._text_box(p, f"Model attention for '{label}' (yellow = strongest) - not a diagnosis",
                            "bottom-center", fg=QColor(255, 225, 140))
+        if self._reveal:
+            f = QFont(self.font())
+            f.setPointSizeF(f.pointSizeF() * 1.3)
+            f.setBold(True)
+            p.setFont(f)
+            fm = QFontMetrics(f)
+            width = int(max(120, min(self.width() * 0.7, self.width() - 40)))
+            box = fm.boundingRect(0, 0, width, 10_000, Qt.TextWordWrap, self._reveal)
+            top = 8 + QFontMetrics(self.font()).height() + 14
+            r = QRectF((self.width() - box.width()) / 2 - 8, top, box.width() + 16, box.height() + 10)
+            p.setPen(Qt.NoPen)
+            p.setBrush(QColor(10, 40, 70, 225))
+            p.drawRoundedRect(r, 4, 4)
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(r.adjusted(8, 5, -8, -5), Qt.AlignCenter | Qt.TextWordWrap, self._reveal)
         self._paint_notice(p, "center")
         if self._synthetic:
             # a thin frame marks synthetic images even when the label is scrolled away

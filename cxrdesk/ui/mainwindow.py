@@ -284,6 +284,9 @@ class MainWindow(QMainWindow):
         self.act_present = A("&Presentation mode", self.set_presentation, "F11",
                              "Full screen with only the image, for a projector; F11 or Esc leaves (F11)",
                              checkable=True)
+        self.act_reveal = A("Show the &prompt", self.set_reveal, "P",
+                            "Show the prompt an image was generated from over it, e.g. as the answer after a class "
+                            "has described the film; hidden again for the next image (P)", checkable=True)
         self.act_measure = A("&Measure", self.set_measuring, "M",
                              "Measure: left drag draws a line, in mm where the file gives the pixel size, else in "
                              "pixels; two lines give their ratio, e.g. the cardiothoracic ratio (M)", checkable=True)
@@ -310,8 +313,8 @@ class MainWindow(QMainWindow):
         for a in self.act_presets.values():
             sub.addAction(a)
         for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
-                  self.act_compare, self.act_highlight, self.act_measure, self.act_clear_measure,
-                  self.act_prev, self.act_next, self.act_present, None):
+                  self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
+                  self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
         panels = m.addMenu("Pa&nels")
         for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
@@ -550,7 +553,10 @@ class MainWindow(QMainWindow):
     def set_document(self, doc: Document, keep_window: bool = False, keep_view: bool = False) -> None:
         if self.doc is not None and (self.doc.entry is None or doc.entry is None or self.doc.entry.id != doc.entry.id):
             self.prev_doc = self.doc
+        new_image = self.doc is not doc
         self.doc = doc
+        if new_image and self.act_reveal.isChecked():
+            self.set_reveal(False)  # each image's answer is asked for anew
         if self.enhance.preview_check.isChecked():
             self.enhance.preview_check.setChecked(False)
         self.viewer.show_single()
@@ -777,6 +783,15 @@ class MainWindow(QMainWindow):
         k, n = self.history.position()
         self.view.show_notice(f"{k} / {n}", 1200)
         return True
+
+    def set_reveal(self, on: bool) -> None:
+        prompt = str((self.doc.params or {}).get("prompt") or "") if self.doc is not None else ""
+        if on and not prompt:
+            self.statusBar().showMessage("This image has no prompt to show (generated images and cxrdesk's "
+                                         "PNG and DICOM exports have one)", 6000)
+            on = False
+        self.view.set_reveal(f"\u201c{prompt}\u201d" if on else "")
+        _set_checked(self.act_reveal, on)
 
     def set_measuring(self, on: bool) -> None:
         self.view.set_measuring(on)
@@ -1008,7 +1023,7 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         rows = []
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
-                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_measure,
+                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
                   self.act_quit]:
