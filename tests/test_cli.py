@@ -167,3 +167,49 @@ def test_generate_notes_a_finding_the_findings_check_found_drawn_poorly(tiny, tm
     r = run("generate", "Right lower lobe pneumonia", "-o", str(tmp_path / "c.png"), "--steps", "1",
             "--model", str(broken), "--quiet")
     assert r.returncode == 0 and "note:" not in r.stderr and (tmp_path / "c.png").is_file()
+
+
+def test_generate_a_teaching_set_from_a_prompts_file(tiny, tmp_path):
+    import pydicom
+
+    (tmp_path / "lesson.txt").write_text("# week 3: pleura\nsmall left pleural effusion\n\n"
+                                         "normal chest radiograph\n", encoding="utf-8")
+    r = run("generate", "--prompts", str(tmp_path / "lesson.txt"), "-o", str(tmp_path / "case.png"), "--n", "2",
+            "--steps", "2", "--seed", "3", "--model", str(tiny), "--dicom", str(tmp_path / "dcm"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    files = sorted(f.name for f in tmp_path.glob("case_*.png"))
+    assert files == ["case_01_001.png", "case_01_002.png", "case_02_001.png", "case_02_002.png"]
+    assert [read_png(tmp_path / f).metadata["prompt"] for f in files] == \
+        ["small left pleural effusion"] * 2 + ["normal chest radiograph"] * 2
+    assert [read_png(tmp_path / f).metadata["seed"] for f in files] == [3, 4, 5, 6]
+    ds = [pydicom.dcmread(d) for d in sorted((tmp_path / "dcm").glob("*.dcm"))]
+    assert len(ds) == 4 and len({d.StudyInstanceUID for d in ds}) == 1
+    assert len({d.SeriesInstanceUID for d in ds}) == 2
+    assert [int(d.SeriesNumber) for d in ds] == [1, 1, 2, 2] and [int(d.InstanceNumber) for d in ds] == [1, 2, 1, 2]
+    # the series say which case they are, not the answer
+    assert "case 01" in ds[0].SeriesDescription and "effusion" not in ds[0].SeriesDescription
+    assert "SYNTHETIC" in ds[0].SeriesDescription
+
+
+@pytest.mark.parametrize("case", ["both", "missing", "empty", "bad_prompt", "none"])
+def test_generate_prompts_file_errors(tiny, tmp_path, case):
+    f = tmp_path / "p.txt"
+    args = ["--prompts", str(f)]
+    if case == "both":
+        f.write_text("normal\n")
+        args = ["normal", *args]
+    elif case == "empty":
+        f.write_text("# only a comment\n\n")
+    elif case == "bad_prompt":
+        f.write_text("normal\n   \neffusion\n")
+        args += ["--steps", "0"]  # refused before any image is made
+    elif case == "none":
+        args = []
+    r = run("generate", *args, "-o", str(tmp_path / "c.png"), "--model", str(tiny), "--quiet")
+    assert r.returncode != 0
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg.startswith("cxrdesk: ")
+    expected = {"both": "not both", "missing": "not found", "empty": "no prompts", "bad_prompt": "steps",
+                "none": "prompt is empty"}[case]
+    assert expected in msg
+    assert not list(tmp_path.glob("c*.png"))  # nothing written

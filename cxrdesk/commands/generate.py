@@ -39,7 +39,11 @@ def _float(name):
 def register(sub) -> None:
     g = sub.add_parser("generate", help="generate synthetic chest radiographs from text (headless)",
                        description="Generate synthetic chest radiographs. For education, not for diagnosis.")
-    g.add_argument("prompt", help="radiology text, e.g. 'small left pleural effusion'")
+    g.add_argument("prompt", nargs="?", help="radiology text, e.g. 'small left pleural effusion'")
+    g.add_argument("--prompts", metavar="FILE",
+                   help="instead of one prompt, a text file with one prompt per line (blank lines and lines "
+                        "starting with # are skipped): a teaching set in one run, files numbered by prompt "
+                        "(cxr_01.png, or cxr_01_001.png ... with --n), one DICOM series per prompt in one study")
     g.add_argument("-o", "--output", default="cxr.png",
                    help="output PNG; with --n > 1 files are numbered (cxr_001.png, ...)")
     g.add_argument("--negative", default="", help="negative prompt")
@@ -54,7 +58,8 @@ def register(sub) -> None:
     g.add_argument("--n", type=_int("n"), default=1, help="number of images")
     g.add_argument("--model", help="model folder (default: the embedded model)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g.add_argument("--dicom", metavar="DIR", help="also write DICOM files (one series) into DIR")
+    g.add_argument("--dicom", metavar="DIR",
+                   help="also write DICOM files into DIR (one series; with --prompts, one series per prompt)")
     g.add_argument("--bits", type=_int("bits"), default=8, choices=[8, 16], help="PNG bit depth")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
@@ -83,6 +88,28 @@ def _out_paths(output: str, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i + 1:03d}{out.suffix}") for i in range(n)]
 
 
+def _read_prompts(args) -> list[str]:
+    """The prompt, or the --prompts file's prompts (one per line; blank and # lines skipped)."""
+    if args.prompts and args.prompt is not None:
+        raise CliError("give a prompt or --prompts FILE, not both")
+    if not args.prompts:
+        if args.prompt is None or not args.prompt.strip():
+            raise CliError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
+        return [args.prompt]
+    try:
+        text = Path(args.prompts).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"prompts file not found: {args.prompts}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read prompts file {args.prompts}: {getattr(exc, 'strerror', None) or exc}") from None
+    prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts:
+        raise CliError(f"no prompts in {args.prompts} (one per line; # starts a comment line)")
+    if len(prompts) > 100:
+        raise CliError(f"{args.prompts} has {len(prompts)} prompts; at most 100 per run")
+    return prompts
+
+
 def _check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -99,11 +126,16 @@ def cmd_generate(args) -> int:
         raise CliError(f"--n must be from 1 to 1000, not {args.n}")
     if args.size not in SIZES:
         raise CliError(f"--size must be one of {', '.join(map(str, SIZES))}, not {args.size}")
-    if not args.prompt.strip():
-        raise CliError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
-    outs = _out_paths(args.output, args.n)
-    for o in outs:
-        _check_writable(o)
+    prompts = _read_prompts(args)
+    if len(prompts) == 1 and not args.prompts:
+        jobs = [(args.prompt, _out_paths(args.output, args.n))]
+    else:  # numbered by prompt: cxr_01.png, or cxr_01_001.png ... with --n
+        out = _out_paths(args.output, 1)[0]
+        jobs = [(p, _out_paths(str(out.with_name(f"{out.stem}_{i + 1:02d}{out.suffix}")), args.n))
+                for i, p in enumerate(prompts)]
+    for _, outs in jobs:
+        for o in outs:
+            _check_writable(o)
     if args.dicom:
         d = Path(args.dicom)
         try:
@@ -118,51 +150,60 @@ def cmd_generate(args) -> int:
         args.guidance = pipe.info["guidance"]
     if args.guidance_interval is None:
         args.guidance_interval = pipe.info["guidance_interval"]
-    try:  # validate once before the loop, so a bad value fails before any work
-        pipe.validate(args.prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
-                      args.guidance_interval)
-    except PipelineError as exc:
-        raise CliError(str(exc)) from None
     from ..core.captions import rare_findings, rare_note, weak_findings, weak_note
 
-    rare = rare_findings(args.prompt, (pipe.info.get("training") or {}).get("label_counts", {}))
-    if rare:
-        print(f"cxrdesk: note: {rare_note(rare)}", file=sys.stderr)
-    for f in weak_findings(args.prompt, pipe.info.get("findings_check")):
-        print(f"cxrdesk: note: {weak_note(f)}", file=sys.stderr)
-    if args.n >= WARM_UP_FROM:  # costs 0.5-4 s once and saves a quarter of every image's time
+    for i, (prompt, _) in enumerate(jobs):
+        which = f"prompt {i + 1}: " if len(jobs) > 1 else ""
+        try:  # validate every prompt before the loop, so a bad value fails before any work
+            pipe.validate(prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
+                          args.guidance_interval)
+        except PipelineError as exc:
+            raise CliError(f"{which}{exc}") from None
+        rare = rare_findings(prompt, (pipe.info.get("training") or {}).get("label_counts", {}))
+        if rare:
+            print(f"cxrdesk: note: {which}{rare_note(rare)}", file=sys.stderr)
+        for f in weak_findings(prompt, pipe.info.get("findings_check")):
+            print(f"cxrdesk: note: {which}{weak_note(f)}", file=sys.stderr)
+    total = sum(len(outs) for _, outs in jobs)
+    if total >= WARM_UP_FROM:  # costs 0.5-4 s once and saves a quarter of every image's time
         pipe.warm_up()
-    series = None
-    if args.dicom:
-        from ..core.dicom import SeriesContext
-
-        series = SeriesContext.new()
     from tqdm import tqdm
 
     show = not args.quiet
-    bar = tqdm(total=args.n * args.steps, desc="generating", unit="step", disable=not show, file=sys.stderr)
+    bar = tqdm(total=total * args.steps, desc="generating", unit="step", disable=not show, file=sys.stderr)
     seed = args.seed
+    study = None
+    made = 0
     try:
-        for k, out in enumerate(outs):
-            s = seed + k if seed is not None and seed >= 0 else -1
-            res = pipe.generate(args.prompt, negative_prompt=args.negative, steps=args.steps,
-                                guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
-                                width=args.size, height=args.size, sampler=args.sampler,
-                                on_step=lambda i, n, p: bar.update(1), preview_every=0)
-            if k == 0 and res.params["prompt_truncated"]:
-                print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
-                      f"{res.params['max_tokens']} tokens", file=sys.stderr)
-            write_png(out, res.image_u16, res.params, bits=args.bits)
-            line = f"{out}  seed={res.seed}"
-            if args.dicom:
-                from ..core.dicom import write_dicom
+        for i, (prompt, outs) in enumerate(jobs):
+            series = None
+            if args.dicom:  # one series per prompt, all in one study
+                from ..core.dicom import SeriesContext
 
-                dcm = Path(args.dicom) / f"{out.stem}.dcm"
-                write_dicom(dcm, res.image_u16, res.params, context=series, instance_number=k + 1)
-                line += f"  dicom={dcm}"
-            if res.params["upscale"]:
-                line += f"  ({res.params['upscale']})"
-            tqdm.write(line, file=sys.stdout)
+                series = SeriesContext.new(study_uid=study, series_number=i + 1,
+                                           series_description=f"case {i + 1:02d}" if len(jobs) > 1 else None)
+                study = series.study_uid
+            for k, out in enumerate(outs):
+                s = seed + made if seed is not None and seed >= 0 else -1
+                made += 1
+                res = pipe.generate(prompt, negative_prompt=args.negative, steps=args.steps,
+                                    guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
+                                    width=args.size, height=args.size, sampler=args.sampler,
+                                    on_step=lambda *_: bar.update(1), preview_every=0)
+                if k == 0 and res.params["prompt_truncated"]:
+                    print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
+                          f"{res.params['max_tokens']} tokens", file=sys.stderr)
+                write_png(out, res.image_u16, res.params, bits=args.bits)
+                line = f"{out}  seed={res.seed}"
+                if args.dicom:
+                    from ..core.dicom import write_dicom
+
+                    dcm = Path(args.dicom) / f"{out.stem}.dcm"
+                    write_dicom(dcm, res.image_u16, res.params, context=series, instance_number=k + 1)
+                    line += f"  dicom={dcm}"
+                if res.params["upscale"]:
+                    line += f"  ({res.params['upscale']})"
+                tqdm.write(line, file=sys.stdout)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
     except GenerationCancelled:
