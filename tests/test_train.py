@@ -599,3 +599,24 @@ def test_decoder_latent_noise_decodes_perturbed_latents_and_only_for_a_decoder(t
     r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "vae", "--data", str(tmp_path), "--run-dir",
                         str(tmp_path / "run"), "--latent-noise", "0.3"], capture_output=True, text=True)
     assert r.returncode != 0 and "--latent-noise applies to 'train decoder' only" in r.stderr
+
+
+def test_same_encoder_holds_across_a_model_folders_float16_weights(tmp_path, tiny_model_dir):
+    """A run keeps its VAE in float32; the model folder it exports stores float16. The run's decoder
+    stage and `export --init-from` must see them as one encoder; a real change is still seen."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from cxrdesk.core.train import same_encoder
+
+    folder = AutoencoderKL.from_pretrained(tiny_model_dir / "vae")
+    run = AutoencoderKL.from_pretrained(tiny_model_dir / "vae").float()
+    with torch.no_grad():
+        w = run.encoder.conv_in.weight
+        # float32 detail below float16's precision, as training leaves it: the folder holds the rounding
+        w.copy_(w.half().float() + w.abs().clamp(min=1e-3) * 1e-5 * torch.sign(torch.randn_like(w)))
+        assert not torch.equal(w, folder.encoder.conv_in.weight.float())
+    assert same_encoder(run, folder)
+    with torch.no_grad():
+        run.encoder.conv_in.weight.mul_(1.01)
+    assert not same_encoder(run, folder)

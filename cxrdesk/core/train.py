@@ -435,11 +435,13 @@ ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 def same_encoder(a, b) -> bool:
     """Whether two AutoencoderKLs encode alike (same encoder and quant_conv weights), i.e. share
-    one latent space: a UNet trained on the latents of one draws for the other's decoder too."""
+    one latent space: a UNet trained on the latents of one draws for the other's decoder too.
+    Weights are compared at float16 precision: model folders store them so, while a training run
+    keeps the same VAE in float32."""
     sa, sb = a.state_dict(), b.state_dict()
     keys = [k for k in sa if k.startswith(ENCODER_PREFIXES)]
     return bool(keys) and keys == [k for k in sb if k.startswith(ENCODER_PREFIXES)] and all(
-        sa[k].shape == sb[k].shape and torch.equal(sa[k].float(), sb[k].float()) for k in keys)
+        sa[k].shape == sb[k].shape and torch.equal(sa[k].half(), sb[k].half()) for k in keys)
 
 
 @torch.no_grad()
