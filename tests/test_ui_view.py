@@ -345,6 +345,7 @@ def test_presentation_mode_shows_only_the_image_and_restores_the_layout(window, 
     assert not any(d.isVisible() for d in docks)
     assert not w.menuBar().isVisible() and not w.statusBar().isVisible()
     assert w.view.is_fit() and "F11 or Esc" in w.view.notice()
+    assert w.view.text_scale() > 1.0  # text over the image readable from the back of the room
     # settings saved now keep the layout to come back to, not the full-screen one
     w._save_settings()
     assert w.settings.value("window/state") == w._presentation[0]
@@ -359,7 +360,7 @@ def test_presentation_mode_shows_only_the_image_and_restores_the_layout(window, 
     assert not w.is_presenting() and not w.act_present.isChecked()
     assert not w.windowState() & Qt.WindowFullScreen
     assert all(d.isVisible() for d in docks) and w.menuBar().isVisible() and w.statusBar().isVisible()
-    assert w.view.notice() == ""
+    assert w.view.notice() == "" and w.view.text_scale() == 1.0
     # F11 toggles both ways
     qtbot.keyClick(w.view, Qt.Key_F11)
     assert w.is_presenting()

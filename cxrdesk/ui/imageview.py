@@ -79,6 +79,7 @@ class ImageView(QWidget):
         self._drag_last = QPointF()
         self._hover: tuple[int, int, float] | None = None
         self._notice = ""
+        self._text_scale = 1.0  # the text boxes' size, larger for a projector (presentation mode)
         self._reveal = ""   # e.g. the prompt of a generated image, shown on request (a quiz's answer)
         self._measuring = False
         self._lines: list[tuple[QPointF, QPointF]] = []   # image coordinates, at most MAX_LINES
@@ -168,6 +169,20 @@ class ImageView(QWidget):
 
     def notice(self) -> str:
         return self._notice
+
+    def set_text_scale(self, scale: float) -> None:
+        """Draw the text boxes (caption, window, labels, notices) ``scale`` times the widget font."""
+        self._text_scale = float(scale)
+        self.update()
+
+    def text_scale(self) -> float:
+        return self._text_scale
+
+    def _font(self, bold: bool = False, scale: float = 1.0) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(f.pointSizeF() * self._text_scale * scale)
+        f.setBold(bold)
+        return f
 
     def set_reveal(self, text: str) -> None:
         """Text drawn wrapped under the caption, across the top of the image ("" hides it)."""
@@ -501,8 +516,7 @@ class ImageView(QWidget):
 
     def _text_box(self, p: QPainter, text: str, anchor: str, fg=QColor(235, 235, 235),
                   bg=QColor(0, 0, 0, 150), bold=False, margin=8, max_width: float | None = None) -> QRectF:
-        f = QFont(self.font())
-        f.setBold(bold)
+        f = self._font(bold)
         p.setFont(f)
         fm = QFontMetrics(f)
         lines = text.split("\n")
@@ -529,8 +543,7 @@ class ImageView(QWidget):
         labels, ratio = imaging.measurement_lines([((a.x(), a.y()), (b.x(), b.y())) for a, b in lines],
                                                   self._spacing)
         p.setRenderHint(QPainter.Antialiasing, True)
-        f = QFont(self.font())
-        f.setBold(True)
+        f = self._font(bold=True)
         p.setFont(f)
         fm = QFontMetrics(f)
         for k, ((a, b), label) in enumerate(zip(lines, labels)):
@@ -579,14 +592,12 @@ class ImageView(QWidget):
             self._text_box(p, f"Model attention for '{label}' (yellow = strongest) - not a diagnosis",
                            "bottom-center", fg=QColor(255, 225, 140))
         if self._reveal:
-            f = QFont(self.font())
-            f.setPointSizeF(f.pointSizeF() * 1.3)
-            f.setBold(True)
+            f = self._font(bold=True, scale=1.3)
             p.setFont(f)
             fm = QFontMetrics(f)
             width = int(max(120, min(self.width() * 0.7, self.width() - 40)))
             box = fm.boundingRect(0, 0, width, 10_000, Qt.TextWordWrap, self._reveal)
-            top = 8 + QFontMetrics(self.font()).height() + 14
+            top = 8 + QFontMetrics(self._font()).height() + 14
             r = QRectF((self.width() - box.width()) / 2 - 8, top, box.width() + 16, box.height() + 10)
             p.setPen(Qt.NoPen)
             p.setBrush(QColor(10, 40, 70, 225))

@@ -32,6 +32,7 @@ from .worker import WorkerHost
 
 log = logging.getLogger("cxrdesk.ui")
 DISCLAIMER = "SYNTHETIC - NOT FOR DIAGNOSIS"
+PRESENTATION_TEXT_SCALE = 1.6  # text over the image, read from the back of a classroom
 PRESET_KEYS = {"Full range": "Ctrl+1", "Lung": "Ctrl+2", "Mediastinum": "Ctrl+3", "Bone": "Ctrl+4"}
 
 
@@ -844,6 +845,7 @@ class MainWindow(QMainWindow):
             self.statusBar().hide()
             self.showFullScreen()
             self.view.setFocus()  # Page Up / Down and the view's keys act at once
+            self.view.set_text_scale(PRESENTATION_TEXT_SCALE)
             self.view.zoom_to_fit()
             self.view.show_notice("Presentation mode: F11 or Esc to leave")
         else:
@@ -855,6 +857,7 @@ class MainWindow(QMainWindow):
             self.statusBar().show()
             self.restoreState(state)
             self.view.show_notice("")
+            self.view.set_text_scale(1.0)
             self.view.zoom_to_fit()
         _set_checked(self.act_present, on)
 
