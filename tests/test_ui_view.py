@@ -324,6 +324,26 @@ def test_ctrl_c_in_the_prompt_copies_text_not_the_image(window, qtbot):
     qtbot.keyClick(edit, Qt.Key_C, Qt.ControlModifier)
     assert QGuiApplication.clipboard().text() == "small left pleural effusion"
     assert QGuiApplication.clipboard().image().isNull()
+    # a read-only report with selected text: its text too, not the image
+    from PySide6.QtGui import QTextCursor
+
+    QGuiApplication.clipboard().clear()
+    w.dock_dataset.show()
+    w.dock_dataset.raise_()
+    report = w.dataset.details
+    report.setPlainText("Findings: blunted left costophrenic angle.")
+    report.setFocus()
+    cursor = report.textCursor()
+    cursor.select(QTextCursor.Document)
+    report.setTextCursor(cursor)
+    qtbot.keyClick(report, Qt.Key_C, Qt.ControlModifier)
+    assert QGuiApplication.clipboard().text() == "Findings: blunted left costophrenic angle."
+    assert QGuiApplication.clipboard().image().isNull()
+    # nothing selected there: Ctrl+C copies the image
+    cursor.clearSelection()
+    report.setTextCursor(cursor)
+    qtbot.keyClick(report, Qt.Key_C, Qt.ControlModifier)
+    assert not QGuiApplication.clipboard().image().isNull()
 
 
 def test_copy_without_an_image_says_so(window):

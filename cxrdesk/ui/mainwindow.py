@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QImage, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
-                               QFileDialog, QFormLayout, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
+                               QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
+                               QPlainTextEdit, QProgressBar, QTextEdit, QWidget)
 
 from .. import __version__
 from ..core import imaging
@@ -751,6 +751,8 @@ class MainWindow(QMainWindow):
         """Put the picture as shown (window, inversion, enhancement preview; no overlay) on the clipboard
         at image resolution. A synthetic image gets the SYNTHETIC mark burned in: a pasted picture
         carries no metadata to say what it is."""
+        if _copy_selected_text(QApplication.focusWidget()):
+            return False  # Ctrl+C in a report or field with selected text copies that text
         u8 = self.view.rendered()
         if u8 is None:
             return self._nothing_to_copy()
@@ -1109,6 +1111,21 @@ class MainWindow(QMainWindow):
         self.dataset.model.loader.reset()
         self.dataset.model.loader.wait(3000)
         super().closeEvent(ev)
+
+
+def _copy_selected_text(widget) -> bool:
+    """Copy a text widget's selection (a read-only report view does not claim Ctrl+C from the
+    window's Copy image shortcut the way an editable field does); False when it has none."""
+    if isinstance(widget, (QTextEdit, QPlainTextEdit)) and widget.textCursor().hasSelection():
+        widget.copy()
+        return True
+    if isinstance(widget, QLineEdit) and widget.hasSelectedText():
+        widget.copy()
+        return True
+    if isinstance(widget, QLabel) and widget.hasSelectedText():
+        QGuiApplication.clipboard().setText(widget.selectedText())
+        return True
+    return False
 
 
 def _set_checked(action: QAction, on: bool) -> None:
