@@ -127,8 +127,8 @@ def cmd_generate(args) -> int:
     if args.size not in SIZES:
         raise CliError(f"--size must be one of {', '.join(map(str, SIZES))}, not {args.size}")
     prompts = _read_prompts(args)
-    if len(prompts) == 1 and not args.prompts:
-        jobs = [(args.prompt, _out_paths(args.output, args.n))]
+    if not args.prompts:
+        jobs = [(prompts[0], _out_paths(args.output, args.n))]
     else:  # numbered by prompt: cxr_01.png, or cxr_01_001.png ... with --n
         out = _out_paths(args.output, 1)[0]
         jobs = [(p, _out_paths(str(out.with_name(f"{out.stem}_{i + 1:02d}{out.suffix}")), args.n))

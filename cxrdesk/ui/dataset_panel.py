@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QListWidget, QPushButton, QSplitter, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
+from .imageview import grey_qimage
 from .tasks import run_task
 
 THUMB = 96
@@ -45,10 +46,8 @@ def decode_thumbnail(path: str, size: int = THUMB) -> QImage:
     from ..core.datasets import load_gray
 
     x = load_gray(path)
-    u8 = np.ascontiguousarray(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8))
-    h, w = u8.shape
-    q = QImage(u8.data, w, h, w, QImage.Format_Grayscale8)
-    return q.scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)  # a copy
+    u8 = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    return grey_qimage(u8).scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
 
 
 class _Runner(QRunnable):

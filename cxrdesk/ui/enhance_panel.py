@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
-from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                                QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                                QSlider, QVBoxLayout, QWidget)
 
+from .imageview import grey_thumbnail
 from .layout import fit_scroll_width, scrolling_body
 from ..core import imaging
 from ..core.imaging import ENHANCEMENT_PRESETS, EnhanceParams
@@ -349,14 +349,6 @@ def _coerce(key, v):
     return float(v)
 
 
-def _pixmap(img: np.ndarray, size: int) -> QPixmap:
-    bits = max(1, imaging.infer_bits(img))
-    u8 = np.ascontiguousarray(imaging.window_to_u8(img, *imaging.full_window(bits)))
-    h, w = u8.shape
-    q = QImage(u8.data, w, h, w, QImage.Format_Grayscale8).copy()
-    return QPixmap.fromImage(q).scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-
-
 class _Tile(QFrame):
     clicked = Signal(str)
 
@@ -426,7 +418,7 @@ class PresetGrid(QDialog):
         self._seq += 1
         seq = self._seq
         self.info.setText(f"Image: {title or 'current'}. Click a preset to select it.")
-        self.tiles["Original"].image.setPixmap(_pixmap(img, 220))
+        self.tiles["Original"].image.setPixmap(grey_thumbnail(img, 220))
         self.tiles["Original"].text.setText("reference")
         for name in ENHANCEMENT_PRESETS:
             self.tiles[name].image.setText("computing...")
@@ -438,6 +430,6 @@ class PresetGrid(QDialog):
         if seq != self._seq:
             return
         for name, (out, m) in res.items():
-            self.tiles[name].image.setPixmap(_pixmap(out, 220))
+            self.tiles[name].image.setPixmap(grey_thumbnail(out, 220))
             self.tiles[name].text.setText(metrics_text(m))
         self.results = res

@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QListWidgetItem, QMenu, QPushButton,
                                QVBoxLayout, QWidget)
 
-from ..core import imaging
+from .imageview import grey_thumbnail
 
 THUMB = 72
 EntryRole = Qt.UserRole + 2
-
-
-def thumbnail(img: np.ndarray, size: int = THUMB) -> QPixmap:
-    bits = max(1, imaging.infer_bits(img))
-    u8 = np.ascontiguousarray(imaging.window_to_u8(img, *imaging.full_window(bits)))
-    h, w = u8.shape
-    q = QImage(u8.data, w, h, w, QImage.Format_Grayscale8).scaled(size, size, Qt.KeepAspectRatio,
-                                                                    Qt.SmoothTransformation)
-    return QPixmap.fromImage(q)
 
 
 def entry_tooltip(e) -> str:
@@ -86,7 +76,7 @@ class HistoryStrip(QWidget):
         for i in range(self.list.count()):
             if self.list.item(i).data(EntryRole).id == entry.id:
                 return self.list.item(i)
-        pm = thumbnail(entry.image())
+        pm = grey_thumbnail(entry.image(), THUMB)
         icon = QIcon(pm)
         icon.addPixmap(pm, QIcon.Selected)  # no blue tint on the selected (grey-scale) thumbnail
         it = QListWidgetItem(icon, f"seed {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")

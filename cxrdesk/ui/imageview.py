@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core import imaging
@@ -40,6 +40,21 @@ def _heat_lut() -> np.ndarray:
 
 
 _HEAT = _heat_lut()
+
+
+def grey_qimage(u8: np.ndarray) -> QImage:
+    """An 8-bit grey array as a QImage that owns its pixels (safe after the array goes, and off the
+    GUI thread)."""
+    u8 = np.ascontiguousarray(u8, dtype=np.uint8)
+    h, w = u8.shape
+    return QImage(u8.data, w, h, w, QImage.Format_Grayscale8).copy()
+
+
+def grey_thumbnail(img: np.ndarray, size: int) -> QPixmap:
+    """A stored image at its full window range, scaled to fit ``size`` x ``size``."""
+    bits = max(1, imaging.infer_bits(img))
+    u8 = imaging.window_to_u8(img, *imaging.full_window(bits))
+    return QPixmap.fromImage(grey_qimage(u8).scaled(size, size, Qt.KeepAspectRatio, Qt.SmoothTransformation))
 
 
 class ImageView(QWidget):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QImage, QKeySequence
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
                                QPlainTextEdit, QProgressBar, QTextEdit, QWidget)
@@ -23,6 +23,7 @@ from .enhance_panel import EnhancePanel
 from .generator_panel import GeneratorPanel
 from .history import HistoryEntry, HistoryStore
 from .history_strip import HistoryStrip
+from .imageview import grey_qimage
 from .imageio import LoadedImage, load_stored
 from .model_panel import ModelPanel
 from .paths import data_dir, resource_path, results_dir, settings_path
@@ -761,9 +762,8 @@ class MainWindow(QMainWindow):
             from ..core.pngio import burn_synthetic_mark
 
             u8 = burn_synthetic_mark(u8, max_value=255)
-        u8 = np.ascontiguousarray(u8)
         h, w = u8.shape
-        QGuiApplication.clipboard().setImage(QImage(u8.data, w, h, w, QImage.Format_Grayscale8).copy())
+        QGuiApplication.clipboard().setImage(grey_qimage(u8))
         c, wd = self.view.window()
         self.statusBar().showMessage(f"Copied the image as shown ({w}x{h}, W {wd:.0f} C {c:.0f})"
                                      + (" with a burned-in SYNTHETIC mark" if marked else ""), 6000)
@@ -926,9 +926,7 @@ class MainWindow(QMainWindow):
                                 apply_window=apply_window, burn_mark=burn_mark)
             else:
                 c, w = self.view.window()
-                u8 = np.ascontiguousarray(imaging.window_to_u8(doc.data, c, w, self.view.inverted()))
-                h, wd = u8.shape
-                if not QImage(u8.data, wd, h, wd, QImage.Format_Grayscale8).save(path, "PNG"):
+                if not grey_qimage(imaging.window_to_u8(doc.data, c, w, self.view.inverted())).save(path, "PNG"):
                     raise OSError(f"cannot write {path}")
                 out = path
         except Exception as exc:  # noqa: BLE001
