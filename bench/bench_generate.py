@@ -54,6 +54,10 @@ def main() -> None:
             export = onnx.warm_up(batches, engine="onnx", attention=args.app)
             onnx = Pipeline.load(args.model, device="auto", precision=prec)
             cached = onnx.warm_up(batches, engine="onnx", attention=args.app)
+        bf16 = None
+        if prec == "fp32":
+            bf16 = Pipeline.load(args.model, device="auto", precision=prec)
+            warm_bf16 = bf16.warm_up(batches, engine="bf16", attention=args.app)
         kinds = {"eager": eager}
         if warm > 0:
             kinds["traced"] = traced
@@ -61,6 +65,10 @@ def main() -> None:
             kinds["onnx"] = onnx
         if args.app:
             kinds["app"] = onnx if "onnx" in kinds else traced
+        if bf16 is not None and bf16.info["unet_engine"] == "torchscript-bf16":
+            kinds["bf16"] = bf16
+            if args.app:
+                kinds["app-bf16"] = bf16
         times = {k: [] for k in kinds}
         per = {k: {"text": [], "denoise": [], "decode": []} for k in kinds}
         for pipe in kinds.values():
@@ -69,7 +77,7 @@ def main() -> None:
         for i in range(args.n):
             for kind, pipe in kinds.items():
                 t = time.perf_counter()
-                app = kind == "app"
+                app = kind.startswith("app")
                 r = pipe.generate("right lower lobe pneumonia with small effusion", steps=args.steps,
                                   guidance_interval=interval, seed=i, on_step=lambda *a: None,
                                   preview_every=5 if app else 0, attention_words=["effusion"] if app else None)
@@ -82,16 +90,17 @@ def main() -> None:
               f"{torch.get_num_threads()} threads, unet {info['params']['unet'] / 1e6:.1f}M, "
               f"vae {info['params']['vae'] / 1e6:.1f}M")
         print(f"[{prec}] load {load:.2f} s, warm-up: tracing {warm:.2f} s, ONNX export {export:.2f} s, "
-              f"ONNX from the cache {cached:.2f} s ({onnx.info['unet_engine']})")
+              f"ONNX from the cache {cached:.2f} s ({onnx.info['unet_engine']})"
+              + (f", bfloat16 graphs {warm_bf16:.2f} s" if "bf16" in kinds else ""))
         print(f"[{prec}] 256x256, {args.steps} steps, "
               f"guidance {guided['guidance_scale']:g} on {guided['guided_steps']} of them "
               f"(interval {guided['guidance_interval'][0]:g}-{guided['guidance_interval'][1]:g})")
         for kind in kinds:
             ts, pk = times[kind], per[kind]
-            print(f"[{prec}] {kind:6s}: {statistics.median(ts):.3f} s/image (median of {args.n}, min {min(ts):.3f}), "
+            print(f"[{prec}] {kind:8s}: {statistics.median(ts):.3f} s/image (median of {args.n}, min {min(ts):.3f}), "
                   f"{statistics.median(pk['denoise']) / args.steps * 1000:.1f} ms/step, "
                   f"text {statistics.median(pk['text']) * 1000:.0f} ms, decode {statistics.median(pk['decode']) * 1000:.0f} ms")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (four pipelines loaded)")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (four or five pipelines loaded)")
 
 
 if __name__ == "__main__":

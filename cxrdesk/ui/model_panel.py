@@ -25,7 +25,8 @@ def _count(n) -> str:
 
 
 # What the UNet runs on after the worker's warm-up (Pipeline.info["unet_engine"]).
-ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript"}
+ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript",
+                "torchscript-bf16": "TorchScript, bfloat16"}
 
 class ModelPanel(QWidget):
     loadFolderRequested = Signal(str)
