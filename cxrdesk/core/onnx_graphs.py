@@ -149,8 +149,9 @@ def _outputs(x) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def _deviation(graph: OnnxGraph, reference, inputs) -> float:
-    """The graph's largest deviation from the reference outputs, each relative to its own scale."""
+def deviation(graph, reference, inputs) -> float:
+    """The graph's (any callable's) largest deviation from the reference outputs on ``inputs``, each
+    relative to its own scale; infinite where the outputs' number or shapes differ."""
     outs, refs = _outputs(graph(*inputs)), _outputs(reference)
     if len(outs) != len(refs) or any(o.shape != r.shape for o, r in zip(outs, refs)):
         return float("inf")
@@ -180,7 +181,7 @@ def load_or_export(module, inputs, names, part: str, model_hash: str, threads: i
             attempt = "exported"
         try:
             graph = OnnxGraph(_session(path, threads))
-            err = _deviation(graph, reference, inputs)
+            err = deviation(graph, reference, inputs)
         except Exception as e:  # noqa: BLE001 - a damaged or foreign cache file: make it again
             if attempt == "exported":
                 raise RuntimeError(f"ONNX Runtime could not run the exported {part}: {e}") from e
