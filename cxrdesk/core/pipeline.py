@@ -312,12 +312,13 @@ class _Bf16Graph:
         return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
 
-def bf16_graph(module, inputs, tolerance: float = BF16_TOLERANCE) -> _Bf16Graph:
+def bf16_graph(module, inputs, tolerance: float | None = None) -> _Bf16Graph:
     """``module`` (float32, eval mode, forward(*inputs) -> tensor or tuple) as a frozen TorchScript
     graph of a bfloat16 copy in channels-last memory order, where oneDNN runs convolutions and matrix
     products on the CPU's bfloat16 units (about 1.3x the float32 ONNX Runtime graph's speed on the
     project's CPU, see bench/bench_generate.py). Checked against the module on ``inputs``;
-    RuntimeError where it deviates by more than ``tolerance`` of the output's scale."""
+    RuntimeError where it deviates by more than ``tolerance`` (default BF16_TOLERANCE) of the
+    output's scale."""
     import copy
 
     import torch
@@ -331,7 +332,7 @@ def bf16_graph(module, inputs, tolerance: float = BF16_TOLERANCE) -> _Bf16Graph:
         graph = _Bf16Graph(torch.jit.freeze(torch.jit.trace(low, args, check_trace=False)))
         graph(*inputs)  # the first calls of a frozen graph optimise it; the check below is the second
         err = deviation(graph, reference, inputs)
-    if not err <= tolerance:
+    if not err <= (BF16_TOLERANCE if tolerance is None else tolerance):
         raise RuntimeError(f"the bfloat16 graph differs from the module by {err:.2g} of its output scale")
     return graph
 
