@@ -62,6 +62,9 @@ def test_findings_drawn_poorly_are_named_from_the_findings_check():
     assert note.startswith("Asked for pneumonia, this model mostly draws COVID-19-like films")
     assert "16 of the 16 films" in note and "1 of 39 real pneumonia films" in note
     assert cap.weak_findings("No pneumonia. Normal chest.", FINDINGS_CHECK) == []  # negated
+    # pneumonia films read as COVID-19, which is what a COVID-19 pneumonia prompt asks for
+    assert cap.weak_findings("Bilateral ground-glass opacities, COVID-19 pneumonia", FINDINGS_CHECK) == []
+    assert cap.weak_findings("Pneumonia with no COVID-19 features", FINDINGS_CHECK)[0]["label"] == "Pneumonia"
     assert cap.weak_findings("right lower lobe pneumonia", None) == []  # no check in the folder
     assert cap.weak_findings("pneumonia", {"findings": [{"label": "Pneumonia", "generated": 1}]}) == []  # malformed
     assert cap.weak_findings("pneumonia", {"findings": "nonsense"}) == []

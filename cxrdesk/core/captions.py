@@ -231,12 +231,33 @@ def _name(label: str) -> str:
     return label if label.isupper() else label.lower()
 
 
+def record_class(labels: list[str]) -> str:
+    """The judge's class of a film with these labels: "normal", "covid" or "other" (finding)."""
+    if labels == ["No Finding"] or not labels:
+        return "normal"
+    if "COVID-19" in labels:
+        return "covid"
+    return "other"
+
+
 def weak_findings(prompt: str, check: dict | None) -> list[dict]:
     """The findings ``prompt`` asks for that the model's findings check (the model folder's
     findings_check.json) shows it draws poorly: the judge recognises the finding's class in fewer
-    than WEAK_SHARE times as many of its films as of real films. Empty when the folder has no check."""
+    than WEAK_SHARE times as many of its films as of real films. Empty when the folder has no check.
+    A finding whose films mostly read as the class of another finding the prompt asks for is left
+    out: "COVID-19 pneumonia" asks for the COVID-19-like films that pneumonia prompts give."""
     by_label = {f.get("label"): f for f in (check or {}).get("findings", []) if isinstance(f, dict)}
-    return [by_label[label] for label in mentioned_findings(prompt) if drawn_poorly(by_label.get(label))]
+    asked = mentioned_findings(prompt)
+    weak = []
+    for label in asked:
+        f = by_label.get(label)
+        if not drawn_poorly(f):
+            continue
+        reads = max(f["generated"], key=f["generated"].get)
+        if reads != f["expected"] and any(record_class([o]) == reads for o in asked if o != label):
+            continue
+        weak.append(f)
+    return weak
 
 
 def drawn_poorly(f: dict | None) -> bool:

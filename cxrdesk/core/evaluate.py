@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import captions as cap
+from .captions import record_class
 from .datasets import Record
 from .pipeline import DEFAULT_SAMPLER
 
@@ -31,14 +32,6 @@ CLASS_PROMPTS = {
     "covid": "bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
     "other": "pulmonary fibrosis with coarse reticular opacities",
 }
-
-
-def record_class(labels: list[str]) -> str:
-    if labels == ["No Finding"] or not labels:
-        return "normal"
-    if "COVID-19" in labels:
-        return "covid"
-    return "other"
 
 
 class CxrClassifier(nn.Module):
