@@ -253,11 +253,16 @@ def weak_findings(prompt: str, check: dict | None) -> list[dict]:
         f = by_label.get(label)
         if not drawn_poorly(f):
             continue
-        reads = max(f["generated"], key=f["generated"].get)
+        reads = _mostly_read_as(f)
         if reads != f["expected"] and any(record_class([o]) == reads for o in asked if o != label):
             continue
         weak.append(f)
     return weak
+
+
+def _mostly_read_as(f: dict) -> str:
+    """The class the judge read most of a findings-check entry's generated films as."""
+    return max(f["generated"], key=f["generated"].get)
 
 
 def drawn_poorly(f: dict | None) -> bool:
@@ -273,7 +278,7 @@ def weak_note(f: dict) -> str:
     """'Asked for pneumonia, this model mostly draws COVID-19-like films: a classifier read 16 of the
     16 films it drew for its findings check that way, and 1 of 39 real pneumonia films.'"""
     gen, real, n, real_n = f["generated"], f["real"], int(f["n"]), int(f["real_n"])
-    reads = max(gen, key=gen.get)
+    reads = _mostly_read_as(f)
     name = _name(f["label"])
     if reads == f["expected"]:  # still the largest share, but far below real films
         want = f["expected"]

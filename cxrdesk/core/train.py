@@ -627,9 +627,7 @@ def class_balance_weights(labels: list[list[str]], balance: float) -> torch.Tens
     """Sampling weights n_class ** -balance per film (see UNetConfig.class_balance); None for 0."""
     if not balance:
         return None
-    from .evaluate import record_class
-
-    classes = [record_class(lab) for lab in labels]
+    classes = [cap.record_class(lab) for lab in labels]
     counts = {c: classes.count(c) for c in set(classes)}
     return torch.tensor([counts[c] ** -float(balance) for c in classes], dtype=torch.float64)
 
