@@ -28,6 +28,50 @@ def test_record_class():
     assert CLASSES == ("normal", "covid", "other")
 
 
+def test_film_stats_tell_a_foggy_set_from_a_real_one():
+    from cxrdesk.core.quality import film_stats, relative
+
+    rng = np.random.default_rng(0)
+    real = np.clip(rng.normal(0.5, 0.25, (20, 32, 32)) + rng.normal(0, 0.1, (20, 1, 1)), 0, 1)
+    foggy = 0.5 + 0.4 * (real - 0.5)  # pulled toward the mean grey
+    fr, ff = film_stats(real), film_stats((foggy * 255).astype(np.uint8))
+    assert ff["contrast"] == pytest.approx(0.4 * fr["contrast"], rel=0.05)
+    assert ff["exposure_spread"] < 0.5 * fr["exposure_spread"]
+    assert fr["near_black_share"] > 0.01 and ff["near_black_share"] == 0
+    assert fr["exposure_mean"] == pytest.approx(ff["exposure_mean"], abs=1.5)
+    assert relative(ff, fr)["contrast"] == pytest.approx(0.4, rel=0.05)
+    with pytest.raises(ValueError):
+        film_stats(np.zeros((0, 4, 4)))
+
+
+def test_prdc_separates_matching_shifted_and_collapsed_sets():
+    from cxrdesk.core.quality import prdc
+
+    rng = np.random.default_rng(1)
+    real, same = rng.normal(size=(200, 4)), rng.normal(size=(200, 4))
+    m = prdc(real, same)
+    assert m["precision"] > 0.8 and m["recall"] > 0.8 and m["coverage"] > 0.8 and 0.7 < m["density"] < 1.3
+    far = prdc(real, same + 5)
+    assert far["precision"] < 0.05 and far["coverage"] < 0.05
+    collapsed = prdc(real, 0.1 * same)  # all in the middle: precise, but covers little of the real spread
+    assert collapsed["precision"] > 0.9 and collapsed["coverage"] < m["coverage"] and collapsed["recall"] < 0.3
+    assert prdc(real[:4], same[:3])["k"] == 2
+    with pytest.raises(ValueError):
+        prdc(real[:1], same)
+
+
+def test_nearest_copies_flags_a_copied_film_and_not_a_new_one():
+    from cxrdesk.core.quality import nearest_copies, thumbnails
+
+    rng = np.random.default_rng(2)
+    train = rng.random((30, 64, 64)).astype(np.float32)
+    copy = np.clip(train[3] * 0.9 + 0.05, 0, 1)  # the same film at another exposure: still a copy
+    new = rng.random((64, 64)).astype(np.float32)
+    res = nearest_copies(np.stack([copy, new]), thumbnails(train))
+    assert res["near_copy_share"] == 0.5 and res["n"] == 2
+    assert nearest_copies(new[None], thumbnails(train))["median"] < 0.5
+
+
 def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys):
     data = make_dataset(tmp_path / "data", n=24)
     out = tmp_path / "eval"
@@ -49,6 +93,43 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     printed = capsys.readouterr().out
     assert "Frechet distance" in printed and "adherence" in printed and "diversity" in printed
     assert "autoencoder ceiling" in printed
+    films = res["films"]
+    assert films["generated"]["n"] == films["real_val"]["n"] == 6 and films["ratio"]["contrast"] > 0
+    assert 0 <= res["prdc"]["generated"]["coverage"] <= 1 and 0 <= res["prdc"]["real_val"]["recall"] <= 1
+    near = res["nearest_training_film"]
+    assert -1 <= near["generated"]["median"] <= 1 and 0 <= near["real_val"]["near_copy_share"] <= 1
+    assert set(res["adherence"]["per_finding"]) <= {"No Finding", "COVID-19", "Pneumonia", "Effusion", "Fibrosis",
+                                                   "Infiltration", "Atelectasis", "Edema", "Cardiomegaly"}
+    assert sum(v["n_prompts"] for v in res["adherence"]["per_finding"].values()) >= 6
+    assert "contrast (std)" in printed and "coverage" in printed and "nearest training film" in printed
+    assert "films" in rec and "prdc" in rec
+
+
+def test_evaluate_uses_the_pinned_judge_by_default_and_trains_one_only_without_it(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, capsys):
+    import cxrdesk.core.evaluate as ev
+
+    data = make_dataset(tmp_path / "data", n=24)
+    judge = tmp_path / "judge"
+    images = np.stack([np.zeros((64, 64), np.uint8)] * 2)
+    from cxrdesk.core.datasets import Record
+
+    ev.train_classifier(images, [Record(path="a", labels=[], split="train", uid="a"),
+                                 Record(path="b", labels=["COVID-19"], split="train", uid="b")],
+                        judge, epochs=1, batch=2, progress=False)
+    before = (judge / "classifier.safetensors").read_bytes()
+    monkeypatch.setattr(ev, "PINNED_JUDGE", judge)
+    args = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--n", "4", "--steps", "1", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "e1")]) == 0
+    res = json.loads((tmp_path / "e1" / "eval.json").read_text())
+    assert res["classifier"]["folder"] == str(judge)
+    assert not (tmp_path / "e1" / ".eval" / "classifier").exists()
+    assert (judge / "classifier.safetensors").read_bytes() == before  # never retrained
+    monkeypatch.setattr(ev, "PINNED_JUDGE", tmp_path / "missing")
+    assert main(args + ["--out", str(tmp_path / "e2")]) == 0
+    assert (tmp_path / "e2" / ".eval" / "classifier" / "classifier.safetensors").is_file()
+    assert "no pinned judge" in capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path / "e3"), "--classifier", str(tmp_path / "nowhere")]) == 2
 
 
 def test_evaluate_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):

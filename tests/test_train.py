@@ -574,6 +574,57 @@ def test_v_prediction_is_recorded_exported_kept_on_resume_and_generates(tmp_path
     assert Pipeline.load(tiny_model_dir).info["prediction_type"] == "epsilon"
 
 
+def test_zero_terminal_snr_trains_on_pure_noise_is_kept_and_samples_from_the_last_step(tmp_path, tiny_model_dir):
+    """`train unet --prediction v --zero-snr`: the schedule's last step is pure noise and still
+    carries loss weight; the model folder's scheduler records it, the pipeline samples it with DPM++
+    on trailing timesteps (starting at the last training step), a resume keeps it, a switch is
+    refused, and an epsilon model cannot use it."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from cxrdesk.cli import main as cli
+    from cxrdesk.core.models import scheduler_config
+    from cxrdesk.core.train import diffusion_loss, load_ckpt
+
+    sched = DDPMScheduler(**scheduler_config("v_prediction", zero_snr=True))
+    assert float(sched.alphas_cumprod[-1]) == 0.0
+    assert float(DDPMScheduler(**scheduler_config("v_prediction")).alphas_cumprod[-1]) ** 0.5 > 0.06  # 6.8% of the signal left
+    with pytest.raises(ValueError, match="needs v prediction"):
+        scheduler_config("epsilon", zero_snr=True)
+    x0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    a = sched.alphas_cumprod[torch.tensor([999, 999])]
+    wrong = torch.zeros_like(x0)  # at pure noise the velocity target is -x0: predicting 0 is wrong
+    assert float(diffusion_loss(wrong, x0, noise, a, "v_prediction", 5.0)) == 0.0  # min-SNR alone: no weight
+    assert float(diffusion_loss(wrong, x0, noise, a, "v_prediction", 5.0, snr_floor=1.0)) > 0.5
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    train_vae(str(data), run, VAEConfig(steps=1, batch=2, crop=64, preset="tiny"), threads=1, progress=False)
+    encode_dataset(str(data), run, threads=1, progress=False)
+    r = subprocess.run([sys.executable, "-m", "cxrdesk", "train", "unet", "--run-dir", str(run), "--steps", "1",
+                        "--preset", "tiny", "--zero-snr", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--zero-snr needs v prediction" in r.stderr
+    assert cli(["train", "unet", "--run-dir", str(run), "--steps", "2", "--batch", "2", "--preset", "tiny",
+                "--threads", "1", "--quiet", "--prediction", "v", "--zero-snr",
+                "--init-from", str(tiny_model_dir)]) == 0
+    assert load_ckpt(run / "unet" / "ckpt.pt")["zero_snr"] is True
+    pipe = Pipeline.load(run / "model")
+    assert pipe.scheduler_config["rescale_betas_zero_snr"] is True
+    assert pipe.info["sampler"] == "dpm++"
+    res = pipe.generate("normal chest radiograph", steps=3, seed=0)
+    assert res.params["sampler"] == "dpm++" and res.image.shape == (256, 256)
+    s = pipe.make_scheduler("auto")
+    s.set_timesteps(4)
+    assert int(s.timesteps[0]) == 999  # the first step is the pure-noise one
+    train_unet(run, UNetConfig(steps=3, batch=2, preset="tiny"), threads=1, progress=False)  # resume keeps it
+    assert Pipeline.load(export_from_checkpoint(run, tmp_path / "out")).scheduler_config["rescale_betas_zero_snr"]
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        train_unet(run, UNetConfig(steps=4, batch=2, preset="tiny", zero_snr=False), threads=1, progress=False)
+    tiny = Pipeline.load(tiny_model_dir)  # a model without the schedule keeps DPM++ 2M Karras
+    assert tiny.info["sampler"] == "dpm++-karras"
+    assert tiny.generate("normal chest radiograph", steps=2, seed=0).params["sampler"] == "dpm++-karras"
+
+
 def test_decoder_latent_noise_decodes_perturbed_latents_and_only_for_a_decoder(tmp_path):
     """`train decoder --latent-noise S`: the decoder is trained on its encoder's latents plus white
     noise of up to S times each channel's spread; without it, on the latents as they are."""

@@ -14,7 +14,8 @@ def register(sub) -> None:
     e.add_argument("--model", help="model folder (default: the embedded model)")
     e.add_argument("--data", required=True, help="dataset folder with a metadata.csv and a val split")
     e.add_argument("--run-dir", dest="run", default=None, help="folder for caches and the classifier (default OUT/.eval)")
-    e.add_argument("--classifier", help="classifier folder (default: train one into RUN/classifier)")
+    e.add_argument("--classifier", help="classifier folder (default: the pinned judge, models/judge-v1 in a "
+                                        "checkout; elsewhere one trained into RUN/classifier)")
     e.add_argument("--out", default="eval", help="where eval.json and eval_grid.png go")
     e.add_argument("--n", type=int, default=300, help="generated and real images per distance")
     e.add_argument("--steps", type=int, default=20)
@@ -38,7 +39,7 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from ..core.evaluate import EvalConfig, evaluate, held_out_split, load_classifier, train_classifier
+    from ..core.evaluate import PINNED_JUDGE, EvalConfig, evaluate, held_out_split, load_classifier, train_classifier
     from ..core.pipeline import Pipeline, PipelineError
     from ..core.train import load_image_cache
 
@@ -56,9 +57,18 @@ def cmd_evaluate(args) -> int:
         raise CliError("the dataset has no validation split (split column 'val')")
     if len(held_out_split(records, args.split)[0]) < 2:
         raise CliError(f"too few images in the '{args.split}' split to evaluate")
-    cls_dir = Path(args.classifier) if args.classifier else run / "classifier"
-    if not (cls_dir / "classifier.safetensors").is_file():
-        train_classifier(images, records, cls_dir, progress=not args.quiet)
+    if args.classifier:
+        cls_dir = Path(args.classifier)
+        if not (cls_dir / "classifier.safetensors").is_file():
+            raise CliError(f"no classifier.safetensors in {cls_dir}")
+    elif (PINNED_JUDGE / "classifier.safetensors").is_file():
+        cls_dir = PINNED_JUDGE
+    else:
+        cls_dir = run / "classifier"
+        if not (cls_dir / "classifier.safetensors").is_file():
+            print(f"no pinned judge at {PINNED_JUDGE}: training one into {cls_dir} (figures compare only "
+                  f"with others from the same judge)")
+            train_classifier(images, records, cls_dir, progress=not args.quiet)
     clf = load_classifier(cls_dir)
     if args.findings is not None:
         return _findings(args, pipe, clf, records, images, out)
@@ -66,7 +76,7 @@ def cmd_evaluate(args) -> int:
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                               split=args.split, guidance_interval=args.guidance_interval),
                    progress=not args.quiet)
-    res["classifier"] = json.loads((cls_dir / "classifier.json").read_text())
+    res["classifier"] = {"folder": str(cls_dir), **_json_or_empty(cls_dir / "classifier.json")}
     (out / "eval.json").write_text(json.dumps(res, indent=2))
     f, a, d = res["frechet"], res["adherence"], res["diversity"]
     def r(v):
@@ -79,6 +89,24 @@ def cmd_evaluate(args) -> int:
           f"(ratio {r(a['ratio'])}, target >= 0.8)")
     print(f"diversity (mean pairwise SSIM): generated {d['generated_ssim']:.3f} vs real {d['real_ssim']:.3f}  "
           f"(ratio {r(d['ratio'])}, target <= 1.2)")
+    g, rv, ratio = res["films"]["generated"], res["films"]["real_val"], res["films"]["ratio"]
+    for key, name, fmt in (("contrast", "contrast (std)", ".1f"), ("exposure_mean", "exposure (mean)", ".1f"),
+                           ("exposure_spread", "exposure spread", ".1f"),
+                           ("near_black_share", "near-black share", ".2%"),
+                           ("near_white_share", "near-white share", ".2%")):
+        print(f"{name + ':':18s} generated {g[key]:{fmt}} vs real {rv[key]:{fmt}}  (ratio {r(ratio[key])})")
+    pg, pr = res["prdc"]["generated"], res["prdc"]["real_val"]
+    print("precision / recall / density / coverage: generated "
+          + " / ".join(f"{pg[k]:.2f}" for k in ("precision", "recall", "density", "coverage"))
+          + ", real " + " / ".join(f"{pr[k]:.2f}" for k in ("precision", "recall", "density", "coverage"))
+          + f"  (coverage ratio {r(res['prdc']['coverage_ratio'])})")
+    cg, cr = res["nearest_training_film"]["generated"], res["nearest_training_film"]["real_val"]
+    print(f"nearest training film (correlation): generated median {cg['median']:.3f}, near-copies "
+          f"{cg['near_copy_share']:.1%}; real median {cr['median']:.3f}, near-copies {cr['near_copy_share']:.1%}")
+    for label, v in res["adherence"]["per_finding"].items():
+        rr = "n/a" if v["real_recall"] is None else f"{v['real_recall']:.0%}"
+        print(f"  {label:18s} {v['n_prompts']:4d} prompts, judge reads the asked class {v['adherence']:.0%}"
+              f" (real films: {rr} of {v['real_n']})")
     ceiling = res.get("reconstruction")
     if ceiling:
         print(f"autoencoder ceiling (real images encoded and decoded): Frechet {ceiling['frechet_vs_train']:.3f}, "
@@ -87,6 +115,13 @@ def cmd_evaluate(args) -> int:
         print("split 'tune': training films the model saw; compare settings with these figures, do not report them")
     print(f"wrote {out / 'eval.json'} and {out / 'eval_grid.png'}")
     return 0
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _findings(args, pipe, clf, records, images, out: Path) -> int:

@@ -54,7 +54,7 @@ def register(sub) -> None:
                    help=INTERVAL_HELP + " (default: the model's)")
     g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
     g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
-    g.add_argument("--sampler", default=DEFAULT_SAMPLER, help=", ".join(SAMPLERS) + f" (default {DEFAULT_SAMPLER})")
+    g.add_argument("--sampler", default=DEFAULT_SAMPLER, help=", ".join(SAMPLERS) + f" (default {DEFAULT_SAMPLER}: the one the model recommends)")
     g.add_argument("--n", type=_int("n"), default=1, help="number of images")
     g.add_argument("--model", help="model folder (default: the embedded model)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -237,7 +237,8 @@ def cmd_info(args) -> int:
     print(f"unet:         {i['params']['unet'] / 1e6:.2f} M parameters ({i['prediction_type']} prediction)")
     print(f"vae:          {i['params']['vae'] / 1e6:.2f} M parameters, {i['image_channels']}-channel output")
     print(f"text encoder: {i['text_encoder']}, {i['params']['text_encoder'] / 1e6:.2f} M parameters")
-    print(f"sampling:     guidance {i['guidance']:g} recommended"
+    zero = " (zero terminal SNR)" if pipe.scheduler_config.get("rescale_betas_zero_snr") else ""
+    print(f"sampling:     {i['sampler']}{zero}, guidance {i['guidance']:g} recommended"
           + (f" ({where})" if where else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")

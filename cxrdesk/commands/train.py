@@ -67,6 +67,11 @@ def register(sub) -> None:
                         "learns the high-noise steps faster on latents with many channels; the model folder "
                         "records it. A run keeps the choice it started with (a new run can switch from its "
                         "--init-from model's)")
+    t.add_argument("--zero-snr", action="store_true", default=None,
+                   help="unet: a noise schedule whose last step is pure noise, sampled from that step on (Lin et al. "
+                        "2024), so the model sets each film's exposure and contrast itself instead of drifting to the "
+                        "mean grey; needs --prediction v. A run keeps the choice it started with (a new run can "
+                        "switch from its --init-from model's)")
     t.add_argument("--lr-decay-steps", type=int, metavar="N",
                    help="unet: over the last N steps before --steps, lower the learning rate linearly to a "
                         "tenth (an anneal before a release; default 0, constant)")
@@ -156,6 +161,7 @@ def cmd_train(args) -> int:
             cfg.channel_norm = args.channel_norm
             if args.prediction:
                 cfg.prediction = "v_prediction" if args.prediction == "v" else "epsilon"
+            cfg.zero_snr = args.zero_snr
             if args.lr_decay_steps is not None:
                 if not 0 <= args.lr_decay_steps <= cfg.steps:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")

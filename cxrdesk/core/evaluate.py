@@ -7,6 +7,11 @@
 - Adherence: how often the classifier recognises the class the prompt asked for, next to its
   accuracy on real validation images.
 - Diversity: mean pairwise SSIM among images of one prompt, next to real images of one class.
+- Film statistics, feature-space precision / recall / density / coverage, and the nearest training
+  film of each film (core.quality), each next to real validation films at the same count.
+
+The classifier (the "judge") is pinned: one versioned copy ships in the repository (PINNED_JUDGE)
+and is the default, so figures from different days compare.
 """
 from __future__ import annotations
 
@@ -21,11 +26,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import captions as cap
+from . import quality
 from .captions import record_class
 from .datasets import Record
 from .pipeline import DEFAULT_SAMPLER
 
 CLASSES = ("normal", "covid", "other")
+# The evaluation classifier every figure from 2026-12-06 on is measured with (`cxrdesk train
+# classifier` once, then frozen; its classifier.json records its validation accuracy). It lives in
+# the source tree, not the installed package: evaluation needs the dataset and a checkout anyway.
+PINNED_JUDGE = Path(__file__).resolve().parents[2] / "models" / "judge-v1"
 CLS_SIZE = 128
 CLASS_PROMPTS = {
     "normal": "normal chest radiograph, clear lungs, normal heart size",
@@ -100,8 +110,8 @@ def train_classifier(images: np.ndarray, records: list[Record], out: Path, epoch
     bar.close()
     out.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(out / "classifier.safetensors"))
-    val = np.array([i for i, r in enumerate(records) if r.split == "val"])
-    pred = predict(model, images[val])
+    val = np.array([i for i, r in enumerate(records) if r.split == "val"], dtype=int)
+    pred = predict(model, images[val]) if len(val) else np.zeros(0, int)
     acc = float((pred == y[val]).mean()) if len(val) else float("nan")
     per = {c: float((pred[y[val] == k] == k).mean()) if (y[val] == k).any() else None
            for k, c in enumerate(CLASSES)}
@@ -178,8 +188,10 @@ def _reconstruction(pipe, real_val: np.ndarray, f_ref: np.ndarray, classifier: C
     if rec is None:
         return None
     pred = predict(classifier, rec)
-    fd = frechet_distance(features(classifier, rec), f_ref)
+    f_rec = features(classifier, rec)
+    fd = frechet_distance(f_rec, f_ref)
     return {"frechet_vs_train": fd, "accuracy": float((pred == asked).mean()),
+            "films": quality.film_stats(rec), "prdc": quality.prdc(f_ref, f_rec),
             "per_class_recall": {c: float((pred[asked == k] == k).mean()) if (asked == k).any() else None
                                  for k, c in enumerate(CLASSES)}}
 
@@ -285,6 +297,22 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     reconstruction = _reconstruction(pipe, real_val, f_ref, classifier, y[real_idx])
 
+    # Per finding: the prompts whose record carries each finding label, read by the judge, next to
+    # its recall on the real held-out films with that label.
+    per_finding = {}
+    for label in sorted({lab for i in chosen for lab in (records[i].labels or ["No Finding"])}):
+        m = np.array([label in (records[i].labels or ["No Finding"]) for i in chosen])
+        mv = np.array([label in (records[i].labels or ["No Finding"]) for i in val])
+        per_finding[label] = {"n_prompts": int(m.sum()), "adherence": float((pred_gen[m] == asked[m]).mean()),
+                              "real_n": int(mv.sum()),
+                              "real_recall": float((pred_val[mv] == y[val][mv]).mean()) if mv.any() else None}
+
+    films_gen, films_real = quality.film_stats(gen), quality.film_stats(real_val)
+    prdc_gen, prdc_real = quality.prdc(f_ref, f_gen), quality.prdc(f_ref, f_val)
+    train_thumbs = quality.thumbnails(np.asarray(images[train]))
+    copies_gen = quality.nearest_copies(gen, train_thumbs)
+    copies_real = quality.nearest_copies(real_val, train_thumbs)
+
     diversity = {}
     grid_rows = []
     for k, c in enumerate(CLASSES):
@@ -314,7 +342,12 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},
         "adherence": {"generated": adherence, "classifier_real_accuracy": real_acc,
                       "ratio": adherence / real_acc if real_acc > 0 else None, "target_ratio": 0.8,
-                      "per_class": per_class},
+                      "per_class": per_class, "per_finding": per_finding},
+        "films": {"generated": films_gen, "real_val": films_real,
+                  "ratio": quality.relative(films_gen, films_real)},
+        "prdc": {"generated": prdc_gen, "real_val": prdc_real,
+                 "coverage_ratio": prdc_gen["coverage"] / prdc_real["coverage"] if prdc_real["coverage"] else None},
+        "nearest_training_film": {"generated": copies_gen, "real_val": copies_real},
         "diversity": {"generated_ssim": gen_ssim, "real_ssim": real_ssim,
                       "ratio": gen_ssim / real_ssim if real_ssim > 0 else None, "target_ratio": 1.2,
                       "per_class": diversity},

@@ -53,14 +53,26 @@ def unet_config(preset: str = "default", latent_size: int = 32, latent_channels:
 PREDICTIONS = ("epsilon", "v_prediction")
 
 
-def scheduler_config(prediction: str = "epsilon") -> dict:
+def scheduler_config(prediction: str = "epsilon", zero_snr: bool = False) -> dict:
     """The training noise schedule; ``prediction`` is what the UNet predicts (diffusers' names:
-    the noise, or the velocity sqrt(a) noise - sqrt(1 - a) latents)."""
+    the noise, or the velocity sqrt(a) noise - sqrt(1 - a) latents).
+
+    ``zero_snr``: rescale the betas so that the last training step is pure noise (Lin et al., "Common
+    diffusion noise schedules and sample steps are flawed", WACV 2024), and sample from the last
+    step on (trailing timesteps). Without it the last step keeps 6.8% of the film's signal, so the
+    model never learns to choose a film's exposure and contrast from noise alone: its films drift
+    to the dataset's mean grey. Needs v prediction (an epsilon UNet cannot recover a film from pure
+    noise)."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                beta_schedule="scaled_linear", prediction_type=prediction, clip_sample=False,
-                steps_offset=1, timestep_spacing="leading")
+    if zero_snr and prediction != "v_prediction":
+        raise ValueError("a zero terminal SNR schedule needs v prediction")
+    cfg = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+               beta_schedule="scaled_linear", prediction_type=prediction, clip_sample=False,
+               steps_offset=1, timestep_spacing="leading")
+    if zero_snr:
+        cfg.update(rescale_betas_zero_snr=True, timestep_spacing="trailing", steps_offset=0)
+    return cfg
 
 
 def clean_latents(out, latents, alpha_bar, prediction: str = "epsilon"):

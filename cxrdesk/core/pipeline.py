@@ -37,7 +37,8 @@ import numpy as np
 
 from .models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
 
-SAMPLERS = ("dpm++-karras", "dpm++", "ddim", "euler")
+# "auto": the sampler the model folder recommends (Pipeline.info["sampler"], recommended_sampler).
+SAMPLERS = ("auto", "dpm++-karras", "dpm++", "ddim", "euler")
 # What Pipeline.warm_up() may run the UNet on (besides the eager modules): ONNX Runtime, a
 # TorchScript graph (also the fallback where ONNX Runtime is missing or fails), or a TorchScript
 # graph of a bfloat16 copy of the UNet and the decoder ("bf16": only on CPUs with native bfloat16
@@ -46,9 +47,14 @@ UNET_ENGINES = ("onnx", "trace", "bf16")
 # A bfloat16 graph keeps about 3 significant digits: it must reproduce the float32 module to within
 # this (relative to the output's scale) on the check input (measured: about 5e-3 on the UNet).
 BF16_TOLERANCE = 0.03
-# DPM++ 2M on Karras et al.'s noise levels (more steps where the noise is low): on the tune split it
-# beat the evenly spaced DPM++ 2M on FD, adherence and diversity at 20 steps (see the model card).
-DEFAULT_SAMPLER = "dpm++-karras"
+# The model folder's own choice (recommended_sampler). For a model without one: DPM++ 2M on Karras
+# et al.'s noise levels (more steps where the noise is low), which on v0.5's tune split beat the
+# evenly spaced DPM++ 2M on FD, adherence and diversity at 20 steps (see the model card); for a zero
+# terminal SNR model, DPM++ 2M on trailing timesteps (Karras levels from its infinite top noise level
+# would spend a third of the steps near pure noise).
+DEFAULT_SAMPLER = "auto"
+FALLBACK_SAMPLER = "dpm++-karras"
+ZERO_SNR_SAMPLER = "dpm++"
 FINDINGS_CHECK_FILE = "findings_check.json"  # optional in a model folder (`cxrdesk evaluate --findings`)
 SIZES = (256, 512, 768)
 MAX_STEPS = 200
@@ -470,6 +476,8 @@ class Pipeline:
             # the guidance the model was tuned for: the default of the app, `generate` and `evaluate`
             "guidance": recommended_guidance(extra),
             "guidance_interval": recommended_interval(extra),
+            # the sampler "auto" stands for
+            "sampler": recommended_sampler(extra, sched_cfg),
             # how the judge read the films it drew for common findings (captions.weak_findings)
             "findings_check": check,
         }
@@ -483,6 +491,8 @@ class Pipeline:
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
         cfg = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
+        if sampler in (None, "auto"):
+            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
         if sampler == "dpm++":
             return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2,
                                                            timestep_spacing="trailing")
@@ -765,7 +775,11 @@ class Pipeline:
             guidance_scale = self.info["guidance"]
         if guidance_interval is None:
             guidance_interval = self.info["guidance_interval"]
+        if sampler is None:
+            sampler = "auto"
         self.validate(prompt, steps, guidance_scale, width, height, sampler, guidance_interval)
+        if sampler == "auto":
+            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
         guidance_scale = float(guidance_scale)
         g_lo, g_hi = (float(v) for v in guidance_interval)
         if seed is None or int(seed) < 0:
@@ -921,6 +935,18 @@ def recommended_interval(extra: dict) -> tuple[float, float]:
         return check_interval(value)
     except PipelineError:
         return FULL_INTERVAL
+
+
+def recommended_sampler(extra: dict, sched_cfg: dict) -> str:
+    """The sampler a model folder recommends ("sampling": {"sampler": S} in cxrdesk.json); else
+    DPM++ 2M on trailing timesteps for a zero terminal SNR schedule, DPM++ 2M Karras for others."""
+    try:
+        s = (extra.get("sampling") or {}).get("sampler")
+    except AttributeError:
+        s = None
+    if s in SAMPLERS and s != "auto":
+        return s
+    return ZERO_SNR_SAMPLER if sched_cfg.get("rescale_betas_zero_snr") else FALLBACK_SAMPLER
 
 
 def recommended_guidance(extra: dict) -> float:

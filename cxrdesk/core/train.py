@@ -597,6 +597,12 @@ class UNetConfig:
     # config records it. A run keeps the choice it started with; None: the checkpoint's, else
     # epsilon (a new run can switch from an --init-from model's: a fine-tune).
     prediction: str | None = None
+    # Zero terminal SNR (models.scheduler_config): the last training step is pure noise, so the
+    # model learns to choose each film's exposure and contrast itself instead of drifting to the
+    # mean grey (v0.5's foggy films). Needs v prediction; the loss then weighs the clean-film error
+    # at least as plain v prediction does at every step (snr_floor), or the pure-noise steps would
+    # carry no weight. A run keeps the choice it started with; None: the checkpoint's, else off.
+    zero_snr: bool | None = None
 
 
 LR_DECAY_END = 0.1
@@ -660,19 +666,24 @@ def channel_stats(latents: torch.Tensor) -> dict:
 
 
 def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
-                   prediction: str, snr_gamma: float) -> torch.Tensor:
+                   prediction: str, snr_gamma: float, snr_floor: float = 0.0) -> torch.Tensor:
     """The UNet's training loss for a batch noised as sqrt(a) x0 + sqrt(1 - a) noise (``alpha_bar``:
     a per film): mean squared error against the noise (epsilon prediction) or the velocity
     sqrt(a) noise - sqrt(1 - a) x0 (v prediction), with min-SNR-gamma weighting (Hang et al. 2023)
-    in the form for each target, so both weigh the films' own error alike at every noise level."""
+    in the form for each target, so both weigh the films' own error alike at every noise level.
+
+    ``snr_floor``: the clean-film error is weighed at least this much (Salimans & Ho's truncated
+    SNR weighting, max(SNR, 1), under the min-SNR cap); a zero terminal SNR schedule needs it, since
+    min-SNR alone gives its pure-noise steps no weight at all."""
     a = alpha_bar.view(-1, *([1] * (x0.dim() - 1)))
     snr = alpha_bar / (1 - alpha_bar)
+    film_weight = torch.clamp(snr, min=snr_floor, max=snr_gamma)
     if prediction == "v_prediction":
         target = a.sqrt() * noise - (1 - a).sqrt() * x0
-        weight = torch.clamp(snr, max=snr_gamma) / (snr + 1)
+        weight = film_weight / (snr + 1)
     else:
         target = noise
-        weight = torch.clamp(snr, max=snr_gamma) / snr
+        weight = film_weight / snr
     return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=tuple(range(1, x0.dim())))).mean()
 
 
@@ -741,7 +752,14 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         raise ValueError(f"{run} trained its UNet with {trained_as} prediction: resume without --prediction "
                          f"(or with --prediction {trained_as}), or use a new run folder (--init-from a model of this one)")
     cfg.prediction = trained_as or cfg.prediction or "epsilon"
-    sched = DDPMScheduler(**scheduler_config(cfg.prediction))
+    zero_before = bool(state.get("zero_snr", False)) if state else None
+    if state and cfg.zero_snr is not None and bool(cfg.zero_snr) != zero_before:
+        raise ValueError(f"{run} trained its UNet {'with' if zero_before else 'without'} a zero terminal SNR "
+                         f"schedule: resume without --zero-snr, or use a new run folder (--init-from a model of this one)")
+    cfg.zero_snr = zero_before if state else bool(cfg.zero_snr)
+    if cfg.zero_snr and cfg.prediction != "v_prediction":
+        raise ValueError("--zero-snr needs v prediction (--prediction v)")
+    sched = DDPMScheduler(**scheduler_config(cfg.prediction, cfg.zero_snr))
     alphas = sched.alphas_cumprod.to(dist.device)
     latents = vae_to_unet_latents(latents, latent_scaling(meta["scaling_factor"], norm))
     if state:
@@ -803,7 +821,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         t = torch.randint(0, sched.config.num_train_timesteps, (per_rank,), generator=gen).to(dist.device)
         xt = sched.add_noise(x0, noise, t)
         pred = model(xt, t, encoder_hidden_states=cond).sample
-        loss = diffusion_loss(pred, x0, noise, alphas[t], cfg.prediction, cfg.snr_gamma)
+        loss = diffusion_loss(pred, x0, noise, alphas[t], cfg.prediction, cfg.snr_gamma,
+                              snr_floor=1.0 if cfg.zero_snr else 0.0)
         lr = unet_lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -828,10 +847,10 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": unet.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
                          "config": cfg.__dict__, "latent_norm": norm, "prediction": cfg.prediction,
-                         **since_meta}, ckpt)
+                         "zero_snr": cfg.zero_snr, **since_meta}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
             folder = export_model(run, unet, ema, export_to or run / "model", meta, step=step, latent_norm=norm,
-                                  prediction=cfg.prediction)
+                                  prediction=cfg.prediction, zero_snr=cfg.zero_snr)
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 _unet_samples(folder, out / f"samples_{step:06d}.png")
     if bar:
@@ -843,7 +862,7 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
 def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int = 0,
                  name: str | None = None, guidance: float | None = None,
                  guidance_interval: tuple[float, float] | None = None, latent_norm: dict | None = None,
-                 prediction: str = "epsilon") -> Path:
+                 prediction: str = "epsilon", zero_snr: bool = False) -> Path:
     """Write a diffusers model folder with the EMA UNet weights, the trained VAE (its config
     carrying the UNet's latent scaling: one factor, or per-channel statistics) and the scheduler
     config (with what the UNet predicts)."""
@@ -874,7 +893,7 @@ def export_model(run: Path, unet, ema, dest: str | Path, meta: dict, step: int =
     write_model_folder(tmp, vae, ema_unet, name=name or dest.name, training=training,
                        preview_map=fit_preview_map(run), noise_offset=float(params.get("noise_offset", 0.0)),
                        guidance=guidance, guidance_interval=guidance_interval,
-                       scheduler=scheduler_config(prediction))
+                       scheduler=scheduler_config(prediction, zero_snr))
     return _replace_folder(tmp, dest)
 
 
@@ -982,7 +1001,7 @@ def export_from_checkpoint(run_dir: str | Path, dest: str | Path, name: str | No
     unet.load_state_dict(state["model"])
     return export_model(run, unet, state["ema"], dest, meta, step=int(state["step"]), name=name, guidance=guidance,
                         guidance_interval=guidance_interval, latent_norm=state.get("latent_norm"),
-                        prediction=state.get("prediction", "epsilon"))
+                        prediction=state.get("prediction", "epsilon"), zero_snr=bool(state.get("zero_snr", False)))
 
 
 def _unet_samples(folder: Path, path: Path) -> None:

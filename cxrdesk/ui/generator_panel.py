@@ -21,11 +21,15 @@ from .paths import resource_path
 # the 2-core development machine).
 SHARP_PREVIEW_EVERY = 5
 # Version 2 of the saved settings: the defaults became DPM++ 2M Karras and a sharp preview every 5
-# steps. Version 1 files saved the older defaults below whether or not the user had chosen them.
-SETTINGS_VERSION = 2
-OLD_DEFAULTS = {"generator/sampler": "dpm++", "generator/preview_every": 2}
-SAMPLER_LABELS = {"dpm++-karras": "DPM++ 2M Karras", "dpm++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler"}
-SAMPLER_TIPS = {"dpm++-karras": "DPM++ 2M with Karras noise levels: the best images at 15-25 steps (default)",
+# steps; version 3: the sampler the model recommends ("auto"). Older files saved the defaults of
+# their day whether or not the user had chosen them: (version before which, key, old default).
+SETTINGS_VERSION = 3
+OLD_DEFAULTS = [(2, "generator/sampler", "dpm++"), (2, "generator/preview_every", 2),
+                (3, "generator/sampler", "dpm++-karras")]
+SAMPLER_LABELS = {"auto": "Model's choice", "dpm++-karras": "DPM++ 2M Karras", "dpm++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler"}
+SAMPLER_TIPS = {"auto": "The sampler the model was tuned with (default; Model info names it)",
+                "dpm++-karras": "DPM++ 2M with Karras noise levels: the best images at 15-25 steps for models "
+                                "trained without a zero terminal SNR schedule",
                 "dpm++": "DPM++ 2M, evenly spaced noise levels: fast, good results at 15-25 steps",
                 "ddim": "DDIM: deterministic, needs a few more steps",
                 "euler": "Euler: simple first-order sampler"}
@@ -458,12 +462,12 @@ class GeneratorPanel(QWidget):
             except (TypeError, ValueError):
                 return default
 
-        # A settings file from before version 2 stored the defaults of its day as if chosen; where a
-        # value still equals that old default, today's default replaces it (once: saving writes v2).
-        if get("generator/settings_version", 1, int) < SETTINGS_VERSION:
-            for key, old in OLD_DEFAULTS.items():
-                if str(s.value(key, "")) == str(old):
-                    s.remove(key)
+        # An older settings file stored the defaults of its day as if chosen; where a value still
+        # equals that old default, today's default replaces it (once: saving writes the new version).
+        version = get("generator/settings_version", 1, int)
+        for before, key, old in OLD_DEFAULTS:
+            if version < before and str(s.value(key, "")) == str(old):
+                s.remove(key)
         prompt = get("generator/prompt", "", str)
         if not prompt and self.examples:
             prompt = self.examples[0]["prompt"]
