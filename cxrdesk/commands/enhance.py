@@ -47,9 +47,9 @@ def resolve_preset(name: str) -> str:
 
 
 def read_image(path: str | os.PathLike):
-    """Read a grey-scale 8/16-bit image (colour is converted to grey, alpha dropped)."""
-    import cv2
-    import numpy as np
+    """Read a grey-scale 8/16-bit image (colour is converted to grey, alpha dropped) through the
+    bounded reader."""
+    from ..core.imagefile import ImageReadError, read_grey
 
     p = Path(path)
     if not p.is_file():
@@ -58,19 +58,9 @@ def read_image(path: str | os.PathLike):
         raise CliError(f"unsupported image type {p.suffix or '(none)'}: {p.name} "
                        f"(use {', '.join(sorted(_READ_EXT))})")
     try:
-        data = np.fromfile(p, dtype=np.uint8)  # not cv2.imread: it fails on non-ASCII paths on Windows
-    except OSError as exc:
-        raise CliError(f"cannot read {p}: {exc.strerror or exc}") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise CliError(f"cannot decode image: {p}")
-    if img.ndim == 3:
-        if img.shape[2] == 4:
-            img = img[..., :3]
-        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[..., 0]
-    if img.dtype not in (np.uint8, np.uint16):
-        raise CliError(f"{p.name}: {img.dtype} images are not supported (8- or 16-bit grey only)")
-    return img
+        return read_grey(p)
+    except ImageReadError as exc:
+        raise CliError(str(exc)) from None
 
 
 def write_image_atomic(path: str | os.PathLike, img) -> None:

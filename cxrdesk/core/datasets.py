@@ -160,13 +160,13 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
 
     path = Path(path)
     if path.suffix.lower() in IMAGE_EXT:
-        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise DatasetError(f"cannot decode image: {path.name}")
-        if arr.ndim == 3:
-            arr = cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2GRAY)
+        from .imagefile import ImageReadError, read_grey
         from .imaging import to_unit
 
+        try:
+            arr = read_grey(path)  # bounded: the declared size is checked before decoding
+        except ImageReadError as exc:
+            raise DatasetError(str(exc)) from None
         img = to_unit(arr)  # 8-bit, 12-bit-in-16 and 16-bit files alike
     else:
         from .dicom import read_dicom  # local import: pydicom only when needed

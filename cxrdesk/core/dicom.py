@@ -29,12 +29,15 @@ import json
 import os
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from .imagefile import ImageReadError, check_inflated_size, check_size
+from .jsonfile import parse_object
 from .pngio import (DISCLAIMER, MAX12, atomic_write, burn_synthetic_mark, input_max, to_8bit,
                     to_stored12, window_linear)
 
@@ -42,7 +45,7 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DEFAULT_PATIENT_NAME = "SYNTHETIC^CXRDESK"
 DEFAULT_PATIENT_ID = "CXRDESK-SYNTHETIC"
 PARAMS_PREFIX = "cxrdesk-params: "
-MAX_PIXELS = 1 << 28  # refuse images above 268 M pixels rather than exhausting memory
+MAX_FRAMES = 1 << 16  # NumberOfFrames above this is a corrupt or hostile header (pixel limits: imagefile)
 
 # Fallback presets for radiographs, as fractions of the full data range (center, width,
 # explanation), used when cxrdesk.core.imaging is unavailable. A radiograph is not calibrated
@@ -55,7 +58,7 @@ DEFAULT_PRESETS: tuple[tuple[float, float, str], ...] = (
 )
 
 
-class DicomError(ValueError):
+class DicomError(ImageReadError):
     """A DICOM file cannot be read or written; the message is one line."""
 
 
@@ -161,11 +164,7 @@ def parse_image_comments(text: str | None) -> dict:
         return {}
     for line in str(text).splitlines():
         if line.startswith(PARAMS_PREFIX):
-            try:
-                d = json.loads(line[len(PARAMS_PREFIX):])
-            except ValueError:
-                return {}
-            return d if isinstance(d, dict) else {}
+            return parse_object(line[len(PARAMS_PREFIX):], default={})
     return {}
 
 
@@ -464,14 +463,19 @@ class DicomImage:
             if mode == "auto":
                 lo_d, hi_d = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
                 mode = "minmax" if (hi_d - lo_d) < span_r / 8 and hi_d > lo_d else "range"
+            # in place: the same arithmetic as (x - lo) / span without two more float64 copies
             if mode == "range":
-                y = (x - lo_r) / span_r
+                x -= lo_r
+                x /= span_r
             else:
                 lo_d, hi_d = float(x.min()), float(x.max())
-                y = (x - lo_d) / (hi_d - lo_d) if hi_d > lo_d else np.zeros_like(x)
-        y = np.clip(y, 0.0, 1.0)
+                x -= lo_d
+                if hi_d > lo_d:
+                    x /= hi_d - lo_d
+            y = x
+        np.clip(y, 0.0, 1.0, out=y)
         if self.photometric == "MONOCHROME1":
-            y = 1.0 - y
+            np.subtract(1.0, y, out=y)
         return np.ascontiguousarray(y, dtype=np.float32)
 
     def summary(self) -> list[str]:
@@ -565,6 +569,27 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
         raise DicomError(f"{name}: corrupt or unsupported DICOM file ({type(exc).__name__}: {_one_line(exc, 120)})") from None
 
 
+def _check_deflated(path: Path) -> None:
+    """For a Deflated Explicit VR Little Endian file, check how large the data set inflates to
+    before pydicom inflates all of it into memory (a 1 MB file can hold gigabytes of zeros)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with open(path, "rb") as fh:
+        try:
+            read_preamble(fh, True)
+            ts = _read_file_meta_info(fh).get("TransferSyntaxUID")
+        except Exception:  # noqa: BLE001 - no readable file meta: pydicom will not inflate either
+            return
+        if ts == DeflatedExplicitVRLittleEndian:
+            try:
+                check_inflated_size(path.name, fh)
+            except ImageReadError as exc:
+                raise DicomError(str(exc)) from None
+            except zlib.error as exc:
+                raise DicomError(f"{path.name}: corrupt deflated data set ({_one_line(exc, 80)})") from None
+
+
 def _read(path: Path) -> DicomImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -574,6 +599,7 @@ def _read(path: Path) -> DicomImage:
         if path.is_dir():
             raise DicomError(f"{name}: is a folder, not a file")
         raise DicomError(f"{name}: no such file")
+    _check_deflated(path)
     try:
         ds = pydicom.dcmread(str(path))
     except InvalidDicomError:
@@ -606,12 +632,16 @@ def _read(path: Path) -> DicomImage:
         raise DicomError(f"{name}: incomplete image description ({_one_line(exc, 80)})") from None
     if rows < 1 or cols < 1:
         raise DicomError(f"{name}: empty image ({rows}x{cols})")
-    if rows * cols * max(frames, 1) * max(spp, 1) > MAX_PIXELS or frames < 1:
-        raise DicomError(f"{name}: image too large or malformed ({rows}x{cols}, {frames} frames)")
+    if not 1 <= frames <= MAX_FRAMES:
+        raise DicomError(f"{name}: malformed image description ({frames} frames)")
     if bits_alloc not in (1, 8, 16, 32) or not (1 <= bits_stored <= bits_alloc):
         raise DicomError(f"{name}: unsupported bit depth (allocated {bits_alloc}, stored {bits_stored})")
     if spp not in (1, 3):
         raise DicomError(f"{name}: unsupported samples per pixel ({spp})")
+    try:  # what the header declares, before anything is decoded (only the first frame is)
+        check_size(name, cols, rows, spp, max(bits_alloc // 8, 1))
+    except ImageReadError as exc:
+        raise DicomError(str(exc)) from None
     try:
         ds.pixel_array_options(index=0)
         arr = ds.pixel_array
@@ -632,9 +662,11 @@ def _read(path: Path) -> DicomImage:
             arr = arr[0]
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise DicomError(f"{name}: unexpected colour pixel layout {arr.shape}")
-        rgb = arr.astype(np.float64)
-        arr = np.rint(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
-        arr = arr.astype(np.uint16 if bits_alloc > 8 else np.uint8)
+        lum = arr[..., 0] * np.float32(0.299)  # float32, one channel at a time: no 24-byte/pixel copy
+        lum += arr[..., 1] * np.float32(0.587)
+        lum += arr[..., 2] * np.float32(0.114)
+        arr = np.rint(lum, out=lum).astype(np.uint16 if bits_alloc > 8 else np.uint8)
+        del lum
     if arr.ndim == 3 and arr.shape[0] == frames and frames > 1:
         arr = arr[0]
     if arr.ndim != 2:

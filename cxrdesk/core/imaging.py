@@ -548,6 +548,8 @@ _SSIM_SIGMA = 1.5
 _SSIM_KSIZE = 11  # Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03
 _C1 = 0.01 ** 2
 _C2 = 0.03 ** 2
+_SSIM_BAND_FROM = 4 * 1024 ** 2  # pixels: larger images are compared in bands of rows
+_SSIM_BAND_ROWS = 256
 
 
 def _blur(z: np.ndarray) -> np.ndarray:
@@ -579,11 +581,31 @@ def ssim(a, b, bits: int | None = None) -> float:
     Both are converted to [0, 1] with a common bit depth (data range 1); the map is averaged
     away from the 5-pixel border the window cannot cover. 1.0 for identical images.
     """
-    x, y = _unit64([_as_2d(a), _as_2d(b)], bits)
-    if x.shape != y.shape:
-        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
-    mx, my = _blur(x), _blur(y)
-    return _ssim_from(mx, my, _blur(x * x) - mx * mx, _blur(y * y) - my * my, x, y)
+    a, b = _as_2d(a), _as_2d(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    r = _SSIM_KSIZE // 2
+    if a.size <= _SSIM_BAND_FROM or min(a.shape) <= 2 * r:
+        x, y = _unit64([a, b], bits)
+        mx, my = _blur(x), _blur(y)
+        return _ssim_from(mx, my, _blur(x * x) - mx * mx, _blur(y * y) - my * my, x, y)
+    # a large image in bands of rows, each with the r rows either side its window reads: the same
+    # map (the border the window cannot cover is left out as above), a fraction of the float64 copies
+    if bits is None:
+        bits = _common_bits(a, b)
+    h = a.shape[0]
+    total, count = 0.0, 0
+    for y0 in range(r, h - r, _SSIM_BAND_ROWS):
+        y1 = min(y0 + _SSIM_BAND_ROWS, h - r)
+        x, y = _unit64([a[y0 - r:y1 + r], b[y0 - r:y1 + r]], bits)
+        mx, my = _blur(x), _blur(y)
+        mxy = mx * my
+        num = (2 * mxy + _C1) * (2 * (_blur(x * y) - mxy) + _C2)
+        den = (mx * mx + my * my + _C1) * (_blur(x * x) - mx * mx + _blur(y * y) - my * my + _C2)
+        band = (num / den)[r:-r, r:-r]
+        total += float(band.sum())
+        count += band.size
+    return total / count
 
 
 def psnr(a, b, bits: int | None = None) -> float:

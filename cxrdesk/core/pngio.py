@@ -32,13 +32,15 @@ from typing import Any
 import numpy as np
 
 from .fsutil import atomic_write  # noqa: F401  (re-exported for dicom/pacs)
+from .imagefile import ImageReadError, open_pil
+from .jsonfile import parse_object
 
 DISCLAIMER = "SYNTHETIC - NOT FOR DIAGNOSIS"
 MAX12 = 4095
 TEXT_KEY = "cxrdesk"
 
 
-class ImageFormatError(ValueError):
+class ImageFormatError(ImageReadError):
     """An image array or file cannot be used (wrong shape, dtype, range, unreadable file)."""
 
 
@@ -235,39 +237,30 @@ def read_png(path: str | os.PathLike) -> PngImage:
     Colour images are converted to grayscale. 16-bit images are reduced by ``>> 4`` (exact for
     files written by :func:`write_png`), 8-bit ones scaled by 4095/255.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_pil(path) as im:  # checks the declared size before decoding
             im.load()
             text = dict(getattr(im, "text", {}) or {})
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im).astype(np.int64)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im)
                 src_bits = 16
             else:
-                if mode not in ("L", "1"):
-                    im = im.convert("L")
-                arr = np.asarray(im.convert("L")).astype(np.int64)
+                arr = np.asarray(im if im.mode == "L" else im.convert("L"))
                 src_bits = 8
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageFormatError(f"{path.name}: cannot read image ({exc})") from None
+    except ImageReadError as exc:
+        raise ImageFormatError(str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageFormatError(f"{path.name}: cannot read image ({' '.join(str(exc).split())[:120]})") from None
     if src_bits == 16:
-        pixels = (np.clip(arr, 0, 65535) >> 4).astype(np.uint16)
-    else:
-        pixels = np.rint(np.clip(arr, 0, 255) * (MAX12 / 255.0)).astype(np.uint16)
-    meta: dict = {}
-    raw = text.get(TEXT_KEY)
-    if raw:
-        try:
-            loaded = json.loads(raw)
-            if isinstance(loaded, dict):
-                meta = loaded
-        except ValueError:
-            meta = {}
+        if arr.dtype != np.uint16:
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        pixels = arr >> 4
+    else:  # 8-bit values scaled by 4095/255, through a table (no float copy of the image)
+        pixels = np.rint(np.arange(256) * (MAX12 / 255.0)).astype(np.uint16)[arr]
+    meta = parse_object(text.get(TEXT_KEY) or "", default={})
     if not meta.get("prompt") and text.get("Description"):
         meta["prompt"] = text["Description"]
     if not meta and text.get("parameters"):  # other tools' convention: free text
