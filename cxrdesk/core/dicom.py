@@ -281,9 +281,10 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.ImageType = ["DERIVED", "SECONDARY"]
+    what = ("Synthetic image: a film edited by cxrdesk {v}, a region redrawn from a text prompt"
+            if isinstance(meta.get("edit"), dict) else "Synthetic image generated from a text prompt by cxrdesk {v}")
     ds.DerivationDescription = _one_line(
-        f"Synthetic image generated from a text prompt by cxrdesk {__version__}"
-        + (f" (model {model})" if model else "") + ". " + DISCLAIMER, 1024)
+        what.format(v=__version__) + (f" (model {model})" if model else "") + ". " + DISCLAIMER, 1024)
     ds.ImageComments = image_comments(meta)
     ds.BurnedInAnnotation = "YES" if burn_mark else "NO"
     ds.RecognizableVisualFeatures = "NO"

@@ -59,6 +59,8 @@ FINDINGS_CHECK_FILE = "findings_check.json"  # optional in a model folder (`cxrd
 SIZES = (256, 512, 768)
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
+MAX_SEED = 2 ** 63 - 1  # what torch, numpy and the JSON in PNG/DICOM all hold
+MAX_PROMPT_CHARS = 4000  # the encoder reads 64 tokens; longer text is a mistake or an attack
 # Guidance for a model folder that does not recommend its own ("sampling": {"guidance": G} in
 # cxrdesk.json, chosen by `cxrdesk evaluate --split tune`).
 DEFAULT_GUIDANCE = 4.0
@@ -737,9 +739,14 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------ generation
-    def validate(self, prompt, steps, guidance_scale, width, height, sampler, guidance_interval=FULL_INTERVAL) -> None:
+    def validate(self, prompt, steps, guidance_scale, width, height, sampler, guidance_interval=FULL_INTERVAL,
+                 seed=None, negative_prompt="") -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise PipelineError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
+        check_text("prompt", prompt)
+        check_text("negative prompt", negative_prompt or "")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed > MAX_SEED):
+            raise PipelineError(f"seed must be a whole number from 0 to {MAX_SEED} (or -1 for a random one), not {seed!r}")
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
             raise PipelineError(f"steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}")
         try:
@@ -777,7 +784,8 @@ class Pipeline:
             guidance_interval = self.info["guidance_interval"]
         if sampler is None:
             sampler = "auto"
-        self.validate(prompt, steps, guidance_scale, width, height, sampler, guidance_interval)
+        self.validate(prompt, steps, guidance_scale, width, height, sampler, guidance_interval, seed=seed,
+                      negative_prompt=negative_prompt)
         if sampler == "auto":
             sampler = self.info.get("sampler", FALLBACK_SAMPLER)
         guidance_scale = float(guidance_scale)
@@ -903,6 +911,27 @@ class Pipeline:
         }
         return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
                                 timings=timings)
+
+    def edit(self, image, mask, prompt: str, **kwargs) -> GenerationResult:
+        """Redraw the masked region of a film from ``prompt`` and keep the rest exactly (see
+        core.editing.edit for the arguments). Raises EditError (a ValueError) on bad input,
+        PipelineError on a bad prompt or setting, GenerationCancelled on cancel."""
+        from .editing import edit
+
+        return edit(self, image, mask, prompt, **kwargs)
+
+
+def check_text(what: str, text: str) -> None:
+    """PipelineError unless ``text`` is UTF-8 text (no undecodable bytes, as argv may carry) of at most
+    :data:`MAX_PROMPT_CHARS` characters."""
+    if not isinstance(text, str):
+        raise PipelineError(f"the {what} must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PipelineError(f"the {what} is not valid UTF-8 text (it holds undecodable bytes)") from None
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PipelineError(f"the {what} is too long ({len(text)} characters; at most {MAX_PROMPT_CHARS})")
 
 
 def check_interval(interval) -> tuple[float, float]:
