@@ -197,3 +197,14 @@ def test_edit_command_bad_input_is_one_line_and_exit_2(tmp_path, tiny_model_dir,
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.png").exists()
+
+
+def test_the_default_lung_field_mask_covers_two_lungs_and_spares_the_mediastinum():
+    from cxrdesk.core.editing import lung_field_mask
+
+    m = lung_field_mask((256, 256))
+    assert 0.2 < m.mean() < 0.4
+    assert not m[:, 124:132].any()  # the mediastinum and spine stay as they are
+    assert m[:, :128].sum() == m[:, 128:].sum()  # both sides alike
+    assert not m[:20].any() and not m[-20:].any()
+    assert lung_field_mask((512, 300)).shape == (512, 300)

@@ -33,6 +33,19 @@ class EditError(ValueError):
     """Bad input to an edit (empty or full mask, sizes, strength): one line for the user."""
 
 
+def lung_field_mask(shape: tuple[int, int] = (256, 256)) -> np.ndarray:
+    """A default mask of both lung fields on a frontal film (two ellipses where the lungs lie on a
+    typical PA radiograph framed as the training films are), for "clear lungs" / "add opacities"
+    edits without painting. Boolean (H, W)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = yy / h, xx / w
+    out = np.zeros(shape, bool)
+    for cx in (0.29, 0.71):  # the patient's right lung on the viewer's left
+        out |= ((xx - cx) / 0.17) ** 2 + ((yy - 0.47) / 0.31) ** 2 < 1
+    return out
+
+
 def prepare_mask(mask, shape: tuple[int, int]) -> np.ndarray:
     """A boolean mask at ``shape`` (H, W) from any grey/boolean array: non-zero = redraw. Scaled
     with nearest-neighbour when its size differs. EditError when it selects nothing or everything."""
