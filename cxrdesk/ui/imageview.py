@@ -26,6 +26,7 @@ _VIEW_TIP = ("Wheel: zoom  |  Left drag: pan  |  Right drag: window/level "
 _MEASURE_TIP = ("Measuring - Left drag: draw a line (two lines give their ratio)  |  Middle drag: pan  |  "
                 "Right drag: window/level  |  Delete: clear  |  M: stop measuring")
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
+NOTICE_MS = 2000  # how long a notice ("1 / 3", "Presentation mode...") stays, by default
 
 
 def _heat_lut() -> np.ndarray:
@@ -40,6 +41,17 @@ def _heat_lut() -> np.ndarray:
 
 
 _HEAT = _heat_lut()
+
+OVERLAY_TIP = ("Attention map: where the model looked for this word of the prompt while it drew the film "
+               "(cross-attention, averaged over the steps; yellow = most). It is not a localisation of a "
+               "finding: the map for 'effusion' may light up the shoulders or the chest wall. Read the film, "
+               "not the map.")
+
+
+def overlay_caption(word: str) -> str:
+    """The on-screen label of an attention overlay: what the map is, and what it is not."""
+    return (f"Where the model looked for '{word}' while drawing (yellow = most)\n"
+            "Not the location of a finding")
 
 
 def grey_qimage(u8: np.ndarray) -> QImage:
@@ -104,6 +116,9 @@ class ImageView(QWidget):
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(lambda: self.show_notice(""))
         self.wl_sensitivity: float | None = None  # data units per pixel (None = by bit depth)
+        self._pixels = False  # magnified films: smooth (bicubic) unless the user asks for pixels
+        self._smooth_cache: tuple | None = None   # (key, QImage, its buffer)
+        self._notice_rect = QRectF()
 
     # ------------------------------------------------------------------ image
     def sizeHint(self) -> QSize:
@@ -137,6 +152,7 @@ class ImageView(QWidget):
             self._u8 = None
             self._overlay = None
             self._overlay_image = None
+            self._update_tip()
             self._hover = None
             self._caption = caption
             self._synthetic = False
@@ -173,8 +189,9 @@ class ImageView(QWidget):
         self._caption = text
         self.update()
 
-    def show_notice(self, text: str, ms: int = 3000) -> None:
-        """A short message drawn in the middle of the view for ``ms`` milliseconds ("" clears it)."""
+    def show_notice(self, text: str, ms: int = NOTICE_MS) -> None:
+        """A short message drawn at the bottom edge of the view, below the film's middle, for ``ms``
+        milliseconds ("" clears it): a lecture goes on over the mediastinum undisturbed."""
         self._notice = text
         if text:
             self._notice_timer.start(ms)
@@ -212,6 +229,39 @@ class ImageView(QWidget):
         (a copy; None without an image). The attention overlay and the text boxes are not in it."""
         return None if self._u8 is None else self._u8.copy()
 
+    # ------------------------------------------------------------------ interpolation
+    def set_show_pixels(self, on: bool) -> None:
+        """Magnified films: nearest neighbour (each pixel a square) when on; bicubic otherwise."""
+        self._pixels = bool(on)
+        self.update()
+
+    def shows_pixels(self) -> bool:
+        return self._pixels
+
+    def _smooth_magnified(self, target: QRectF):
+        """The visible part of a magnified film resampled bicubically to screen pixels (OpenCV):
+        (rectangle on the widget, QImage). Qt's own smooth transform is bilinear, which leaves a
+        256x256 film at 350% soft-edged but blocky."""
+        import cv2
+
+        h, w = self._u8.shape
+        vis = target.intersected(QRectF(self.rect()))
+        if vis.isEmpty():
+            return None
+        a, b = self.widget_to_image(vis.topLeft()), self.widget_to_image(vis.bottomRight())
+        x0, y0 = max(0, int(math.floor(a.x())) - 2), max(0, int(math.floor(a.y())) - 2)
+        x1, y1 = min(w, int(math.ceil(b.x())) + 2), min(h, int(math.ceil(b.y())) + 2)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        dw, dh = int(round((x1 - x0) * self._scale)), int(round((y1 - y0) * self._scale))
+        key = (x0, y0, x1, y1, dw, dh)
+        if self._smooth_cache is None or self._smooth_cache[0] != key:
+            crop = np.ascontiguousarray(self._u8[y0:y1, x0:x1])
+            big = np.ascontiguousarray(cv2.resize(crop, (dw, dh), interpolation=cv2.INTER_CUBIC))
+            self._smooth_cache = (key, QImage(big.data, dw, dh, dw, QImage.Format_Grayscale8), big)
+        tl = self.image_to_widget(QPointF(x0, y0))
+        return QRectF(tl.x(), tl.y(), dw, dh), self._smooth_cache[1]
+
     # ------------------------------------------------------------------ measuring
     def set_measuring(self, on: bool) -> None:
         """Measure mode: a left drag draws a line (the oldest of MAX_LINES goes); pan stays on the
@@ -219,8 +269,14 @@ class ImageView(QWidget):
         self._measuring = bool(on)
         self._drawing = None
         self.setCursor(Qt.CrossCursor) if on else self.unsetCursor()
-        self.setToolTip(_MEASURE_TIP if on else _VIEW_TIP)
+        self._update_tip()
         self.update()
+
+    def _update_tip(self) -> None:
+        tip = _MEASURE_TIP if self._measuring else _VIEW_TIP
+        if self._overlay_image is not None:
+            tip = f"{OVERLAY_TIP}\n\n{tip}"
+        self.setToolTip(tip)
 
     def is_measuring(self) -> bool:
         return self._measuring
@@ -256,6 +312,7 @@ class ImageView(QWidget):
         h, w = u8.shape
         self._u8 = u8  # keep the buffer alive for the QImage
         self._qimage = QImage(u8.data, w, h, w, QImage.Format_Grayscale8)
+        self._smooth_cache = None
 
     # ------------------------------------------------------------------ window / level
     def window(self) -> tuple[float, float]:
@@ -303,7 +360,8 @@ class ImageView(QWidget):
 
     # ------------------------------------------------------------------ overlay
     def set_overlay(self, heat: np.ndarray | None, label: str = "") -> None:
-        """Attention overlay: float map in [0, 1], drawn stretched over the image."""
+        """Attention overlay: float map in [0, 1], drawn stretched over the image, labelled as what
+        it is (where the model looked for ``label`` while drawing; ``overlay_caption``)."""
         if heat is None:
             self.clear_overlay()
             return
@@ -315,12 +373,14 @@ class ImageView(QWidget):
         self._overlay_rgba = rgba
         self._overlay_image = QImage(rgba.data, ww, hh, ww * 4, QImage.Format_RGBA8888)
         self._overlay_label = label
+        self._update_tip()
         self.update()
 
     def clear_overlay(self) -> None:
         self._overlay = None
         self._overlay_image = None
         self._overlay_label = ""
+        self._update_tip()
         self.update()
 
     def has_overlay(self) -> bool:
@@ -516,24 +576,30 @@ class ImageView(QWidget):
             f.setPointSizeF(f.pointSizeF() * 1.2)
             p.setFont(f)
             p.drawText(self.rect().adjusted(20, 20, -20, -20), Qt.AlignCenter | Qt.TextWordWrap, self._placeholder)
-            self._paint_notice(p, "bottom-center")  # the placeholder fills the middle
+            self._paint_notice(p, [])  # the placeholder fills the middle
             p.end()
             return
         target = self.image_rect()
-        p.setRenderHint(QPainter.SmoothPixmapTransform, self._scale < 2.0)
-        p.drawImage(target, self._qimage)
+        smooth = None if (self._pixels or self._scale <= 1.0) else self._smooth_magnified(target)
+        if smooth is not None:
+            p.drawImage(*smooth)
+        else:
+            # minified films are filtered (bilinear); 1:1 and "show pixels" are exact
+            p.setRenderHint(QPainter.SmoothPixmapTransform, not self._pixels and self._scale < 1.0)
+            p.drawImage(target, self._qimage)
         if self._overlay_image is not None:
             p.setRenderHint(QPainter.SmoothPixmapTransform, True)
             p.drawImage(target, self._overlay_image)
+        self._ratio = ""
         self._paint_lines(p)
         self._paint_text(p)
         p.end()
 
-    def _text_box(self, p: QPainter, text: str, anchor: str, fg=QColor(235, 235, 235),
-                  bg=QColor(0, 0, 0, 150), bold=False, margin=8, max_width: float | None = None) -> QRectF:
-        f = self._font(bold)
-        p.setFont(f)
-        fm = QFontMetrics(f)
+    def _box_rect(self, text: str, anchor: str, bold=False, margin=8, max_width: float | None = None,
+                  bottom: float | None = None) -> tuple[QRectF, str]:
+        """Where a text box goes (anchored at a corner, an edge's centre or the centre; ``bottom``:
+        its lower edge) and its text, elided to ``max_width``."""
+        fm = QFontMetrics(self._font(bold))
         lines = text.split("\n")
         if max_width is not None:
             lines = [fm.elidedText(s, Qt.ElideRight, int(max(20, max_width - 10))) for s in lines]
@@ -543,7 +609,15 @@ class ImageView(QWidget):
         W, H = self.width(), self.height()
         x = margin if "left" in anchor else (W - tw - margin if "right" in anchor else (W - tw) / 2)
         y = margin if "top" in anchor else ((H - th) / 2 if anchor == "center" else H - th - margin)
-        r = QRectF(x, y, tw, th)
+        if bottom is not None:
+            y = bottom - th
+        return QRectF(x, y, tw, th), text
+
+    def _text_box(self, p: QPainter, text: str, anchor: str, fg=QColor(235, 235, 235),
+                  bg=QColor(0, 0, 0, 150), bold=False, margin=8, max_width: float | None = None,
+                  bottom: float | None = None) -> QRectF:
+        r, text = self._box_rect(text, anchor, bold, margin, max_width, bottom)
+        p.setFont(self._font(bold))
         p.setPen(Qt.NoPen)
         p.setBrush(bg)
         p.drawRoundedRect(r, 3, 3)
@@ -578,14 +652,25 @@ class ImageView(QWidget):
             p.setPen(_LINE_COLOURS[k % len(_LINE_COLOURS)])
             p.drawText(r, Qt.AlignCenter, text)
         p.setRenderHint(QPainter.Antialiasing, False)
-        if ratio:
-            self._text_box(p, ratio, "bottom-center", fg=QColor(140, 230, 255), bold=True,
-                           margin=8 + (fm.height() + 14 if self._overlay_image is not None else 0))
+        self._ratio = ratio
 
-    def _paint_notice(self, p: QPainter, anchor: str) -> None:
-        if self._notice:
-            self._text_box(p, self._notice, anchor, fg=QColor(255, 255, 255), bg=QColor(20, 20, 24, 215),
-                           bold=True, margin=24, max_width=self.width() - 48)
+    def _paint_notice(self, p: QPainter, bottom_boxes: list[QRectF], corners: tuple = ()) -> None:
+        """The notice at the bottom centre, above the other boxes there (``bottom_boxes``), and
+        lifted above the corner boxes when it would touch them: never over the middle of the film."""
+        self._notice_rect = QRectF()
+        if not self._notice:
+            return
+        kw = dict(bold=True, max_width=self.width() - 24)
+        above = min([r.top() - 6 for r in bottom_boxes], default=None)
+        r, _ = self._box_rect(self._notice, "bottom-center", bottom=above, **kw)
+        if any(r.intersects(c) for c in corners):
+            above = min(c.top() for c in corners + (r,)) - 6
+        self._notice_rect = self._text_box(p, self._notice, "bottom-center", fg=QColor(255, 255, 255),
+                                           bg=QColor(20, 20, 24, 215), bottom=above, **kw)
+
+    def notice_rect(self) -> QRectF:
+        """Where the notice was last drawn (empty when none)."""
+        return QRectF(self._notice_rect)
 
     def _paint_text(self, p: QPainter) -> None:
         room = self.width() - 16
@@ -597,15 +682,18 @@ class ImageView(QWidget):
             self._text_box(p, self._caption, "top-left", max_width=room)
         zoom = f"{self._scale * 100:.0f}%" + (" (fit)" if self._fit else "")
         inv = "  INV" if self._invert else ""
-        self._text_box(p, f"W {self._width:.0f}  C {self._center:.0f}{inv}\nZoom {zoom}", "bottom-left")
+        corners = [self._text_box(p, f"W {self._width:.0f}  C {self._center:.0f}{inv}\nZoom {zoom}", "bottom-left")]
+        bottom: list[QRectF] = []  # the boxes stacked at the bottom centre, lowest first
+        if self._overlay_image is not None:
+            bottom.append(self._text_box(p, overlay_caption(self._overlay_label or "attention"), "bottom-center",
+                                         fg=QColor(255, 225, 140), max_width=self.width() - 24))
+        if self._ratio:
+            bottom.append(self._text_box(p, self._ratio, "bottom-center", fg=QColor(140, 230, 255), bold=True,
+                                         bottom=bottom[-1].top() - 6 if bottom else None))
         if self._hover is not None:
             x, y, v = self._hover
             val = f"{v:.4g}" if isinstance(v, float) else str(v)
-            self._text_box(p, f"x {x}  y {y}\nvalue {val}", "bottom-right")
-        if self._overlay_image is not None:
-            label = self._overlay_label or "attention"
-            self._text_box(p, f"Model attention for '{label}' (yellow = strongest) - not a diagnosis",
-                           "bottom-center", fg=QColor(255, 225, 140))
+            corners.append(self._text_box(p, f"x {x}  y {y}\nvalue {val}", "bottom-right"))
         if self._reveal:
             f = self._font(bold=True, scale=1.3)
             p.setFont(f)
@@ -619,7 +707,7 @@ class ImageView(QWidget):
             p.drawRoundedRect(r, 4, 4)
             p.setPen(QColor(255, 255, 255))
             p.drawText(r.adjusted(8, 5, -8, -5), Qt.AlignCenter | Qt.TextWordWrap, self._reveal)
-        self._paint_notice(p, "center")
+        self._paint_notice(p, bottom, tuple(corners))
         if self._synthetic:
             # a thin frame marks synthetic images even when the label is scrolled away
             p.setPen(QPen(QColor(190, 40, 30, 200), 2))
