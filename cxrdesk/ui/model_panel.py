@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextBlockFormat, QTextCursor, QTextLength, QTextOption
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                                QTextBrowser, QWidget)
 
+from ..core.captions import RARE_FILMS, _mostly_read_as, _name, drawn_poorly
 from ..core.pipeline import FULL_INTERVAL, interval_text
 from .layout import ElidedLabel, scrolling_body
 
@@ -28,6 +30,54 @@ def _count(n) -> str:
 ENGINE_NAMES = {"onnxruntime": "ONNX Runtime", "torchscript": "TorchScript",
                 "torchscript-bf16": "TorchScript, bfloat16"}
 
+_LOOK = {"normal": "normal", "covid": "COVID-19-like", "other": "like other findings"}
+WARNINGS_TEXT = (
+    "<b>Reading the warnings.</b> A yellow note under the prompt means the film may not show what was "
+    "asked for. <i>Few training films show ...</i>: the model saw too few examples to learn it. "
+    "<i>Asked for ..., this model mostly draws ...</i>: a classifier read most of its films of that finding "
+    "as something else. Then show a real film beside it (<i>Real films with this finding</i> in the "
+    "Generator). The attention overlay shows where the model looked for a word, not where a finding is. "
+    "Every generated film is synthetic: for teaching, never for diagnosis.")
+
+
+def instructor_summary(info: dict) -> str:
+    """A plain summary of a loaded model for instructors (rich text): what it draws well, what it
+    cannot draw convincingly (from the model folder's findings check and training-film counts), how
+    to read the Generator's warnings."""
+    if info.get("random_weights"):
+        return "<b>This is a test model with random weights: it draws noise, not radiographs.</b>"
+    counts = (info.get("training") or {}).get("label_counts") or {}
+    checked = [f for f in (info.get("findings_check") or {}).get("findings", []) if isinstance(f, dict)]
+    rare = [lab for lab, n in sorted(counts.items(), key=lambda x: -int(x[1]))
+            if lab != "No Finding" and int(n) < RARE_FILMS]
+    well, looks = [], {}  # looks: what the films of each poorly drawn finding look like -> findings
+    for f in checked:
+        label = str(f.get("label", "?"))
+        if drawn_poorly(f):
+            looks.setdefault(_LOOK.get(_mostly_read_as(f), "unclear"), []).append(_name(label))
+        elif label not in rare:
+            well.append("normal films" if label == "No Finding" else _name(label))
+    poorly = [", ".join(names) + f" (the films look {look})" for look, names in looks.items()]
+    named = {n for names in looks.values() for n in names}
+    few = [_name(lab) for lab in rare if _name(lab) not in named]
+    ns = info.get("native_size")
+    size = f"{ns} x {ns} " if ns else ""
+    parts = [f"<b>For instructors.</b> This model draws {size}frontal chest films from a short report."]
+    if well:
+        parts.append("<b>Draws well:</b> " + ", ".join(well) + ".")
+    if poorly:
+        parts.append("<b>Draws poorly:</b> " + "; ".join(poorly) + ".")
+    if few:
+        parts.append(f"<b>Cannot draw</b> (under {RARE_FILMS} training films each): " + ", ".join(few) + ".")
+    if poorly or few:
+        parts[-1] += " Teach these with real films."
+    else:
+        parts.append("This model folder records no findings check and no training-film counts: try each "
+                     "finding you teach before class, and compare with real films.")
+    parts.append(WARNINGS_TEXT)
+    return "<br><br>".join(parts)
+
+
 class ModelPanel(QWidget):
     loadFolderRequested = Signal(str)
     loadNowRequested = Signal()
@@ -42,6 +92,15 @@ class ModelPanel(QWidget):
         self.state_label.setWordWrap(True)
         self.state_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.state_label)
+        self.summary = QLabel("")
+        self.summary.setObjectName("modelSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.RichText)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.summary.setToolTip("What this model draws well and what it cannot, from its folder's findings check "
+                                "and training-film counts; the details follow below")
+        self.summary.hide()
+        lay.addWidget(self.summary)
         row = QHBoxLayout()
         self.load_button = QPushButton("Load model folder...")
         self.load_button.setToolTip("Use your own model: a diffusers-layout folder with safetensors weights")
@@ -54,6 +113,9 @@ class ModelPanel(QWidget):
         row.addStretch(1)
         lay.addLayout(row)
 
+        details = QLabel("<b>Details</b>")
+        details.setToolTip("The model's components, the numbers and its model card")
+        lay.addWidget(details)
         g = QGroupBox("Components")
         self.form = QFormLayout(g)
         # The dock is narrow: a value too long to sit beside its label goes on its own line below
@@ -92,8 +154,11 @@ class ModelPanel(QWidget):
         self.card = QTextBrowser()
         self.card.setOpenExternalLinks(False)
         self.card.setToolTip("The model card shipped with the model folder")
+        # long lines (code, table cells, paths) wrap anywhere rather than run off the panel
+        self.card.setWordWrapMode(QTextOption.WrapAtWordBoundaryOrAnywhere)
+        self.card.setLineWrapMode(QTextBrowser.WidgetWidth)
         self.card.setMarkdown("*The model card appears when the model is loaded.*")
-        self.card.setMinimumHeight(160)
+        self.card.setMinimumHeight(420)  # the page scrolls: the card gets room to be read
         lay.addWidget(self.card, 1)
         self.info: dict = {}
 
@@ -154,6 +219,29 @@ class ModelPanel(QWidget):
             self.random_label.show()
         else:
             self.random_label.hide()
+        self.summary.setText(instructor_summary(info))
+        self.summary.show()
         self.card.setMarkdown(info.get("model_card") or NO_CARD)
+        _wrap_everything(self.card.document())
         self.load_button.setEnabled(True)
         self.load_now_button.setEnabled(False)
+
+
+def _wrap_everything(doc) -> None:
+    """Markdown code blocks come in as non-breaking lines, and tables as wide as their longest
+    cell: let both wrap at the width of the panel."""
+    cur = QTextCursor(doc)
+    block = doc.begin()
+    while block.isValid():
+        if block.blockFormat().nonBreakableLines():
+            cur.setPosition(block.position())
+            fmt = QTextBlockFormat(block.blockFormat())
+            fmt.setNonBreakableLines(False)
+            cur.setBlockFormat(fmt)
+        block = block.next()
+    for frame in doc.rootFrame().childFrames():
+        fmt = frame.frameFormat()
+        if fmt.isTableFormat():
+            tf = fmt.toTableFormat()
+            tf.setWidth(QTextLength(QTextLength.PercentageLength, 96))
+            frame.setFrameFormat(tf)
