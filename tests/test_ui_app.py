@@ -69,7 +69,7 @@ def test_window_starts_with_panels_menus_and_status(window):
     assert "Ctrl+Return" in keys["&Generate"]
     assert keys["&Cancel generation"] == ["Esc"]
     assert keys["Zoom to &fit"] == ["F"] and keys["Zoom &1:1"] == ["1"]
-    assert keys["&Invert"] == ["I"] and keys["&Reset window/level"] == ["R"]
+    assert keys["&Invert"] == ["I"] and keys["&Reset window/level and inversion"] == ["R"]
     # the generator starts with a usable example prompt
     assert w.generator.prompt_edit.toPlainText().strip()
 
@@ -303,7 +303,7 @@ def test_export_png_and_dicom_carry_the_window(qtbot, window, tmp_path):
     np.testing.assert_array_equal(ds.pixel_array, stored)  # W/L is not baked into the pixels
     from cxrdesk.core.pngio import read_png
 
-    png = read_png(w.export_png(str(tmp_path / "a.png"), bits=16))
+    png = read_png(w.export_png(str(tmp_path / "a.png"), bits=16, apply_window=False))  # full range
     np.testing.assert_array_equal(png.pixels, stored)
     assert png.window == pytest.approx((c, wd))
     assert png.metadata["seed"] == 5

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import (QAbstractListModel, QModelIndex, QObject, QRunnable, QSize,
+from PySide6.QtCore import (QAbstractListModel, QModelIndex, QObject, QRunnable, QSignalBlocker, QSize,
                             QSortFilterProxyModel, Qt, QThreadPool, QTimer, Signal, Slot)
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListView,
@@ -153,7 +153,7 @@ class DatasetModel(QAbstractListModel):
         row = index.row()
         rec = self.records[row]
         if role == Qt.DisplayRole:
-            return Path(rec.path).name
+            return findings_caption(rec)
         if role == Qt.DecorationRole:
             pm = self._thumbs.get(row)
             if pm is not None:
@@ -204,19 +204,29 @@ class DatasetModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx, [Qt.DecorationRole, Qt.ToolTipRole])
 
 
+def findings_caption(rec) -> str:
+    """A thumbnail's caption: the film's findings ("Effusion, Cardiomegaly"), else its file name."""
+    if not rec.labels:
+        return Path(rec.path).name
+    return ", ".join("No finding" if lab == "No Finding" else lab for lab in rec.labels)
+
+
 class DatasetFilter(QSortFilterProxyModel):
+    """Films with every one of ``labels`` (a label or a tuple of them) and all words of ``text``."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.label = ""
+        self.labels: tuple[str, ...] = ()
         self.text = ""
 
-    def set_filter(self, label: str, text: str) -> None:
+    def set_filter(self, label, text: str) -> None:
+        labels = tuple(label) if isinstance(label, (list, tuple)) else ((label,) if label else ())
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.9
             self.beginFilterChange()
-            self.label, self.text = label, text.strip().lower()
+            self.labels, self.text = labels, text.strip().lower()
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         else:
-            self.label, self.text = label, text.strip().lower()
+            self.labels, self.text = labels, text.strip().lower()
             self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent) -> bool:
@@ -224,7 +234,7 @@ class DatasetFilter(QSortFilterProxyModel):
         if row >= len(recs):
             return False
         rec = recs[row]
-        if self.label and self.label not in rec.labels:
+        if any(lab not in rec.labels for lab in self.labels):
             return False
         if self.text:
             hay = f"{os.path.basename(rec.path)} {rec.text} {' '.join(rec.labels)} {rec.uid}".lower()
@@ -256,6 +266,8 @@ class DatasetPanel(QWidget):
         self.proxy.setSourceModel(self.model)
         self.model.skipped.connect(self._add_skipped)
         self._scan_seq = 0
+        self._last_folder = ""
+        self._pending_findings: list[str] | None = None
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -274,8 +286,17 @@ class DatasetPanel(QWidget):
         row = QHBoxLayout()
         self.label_box = QComboBox()
         self.label_box.addItem("All labels", "")
-        self.label_box.setToolTip("Show only images with this label")
+        self.label_box.setToolTip("Show only films with this finding (the number of films in brackets)")
+        # wide enough to read "Pleural Thickening (123)"; the list that drops down is never narrower
+        self.label_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.label_box.setMinimumContentsLength(18)
         self.label_box.currentIndexChanged.connect(self._filter)
+        find_label = QLabel("Finding")
+        find_label.setBuddy(self.label_box)
+        row.addWidget(find_label)
+        row.addWidget(self.label_box, 1)
+        lay.addLayout(row)
+        row = QHBoxLayout()
         self.search_edit = QLineEdit()
         self.search_edit.setPlaceholderText("Search reports, labels, file names")
         self.search_edit.setClearButtonEnabled(True)
@@ -285,7 +306,6 @@ class DatasetPanel(QWidget):
         self._search_timer.setInterval(200)
         self._search_timer.timeout.connect(self._filter)
         self.search_edit.textChanged.connect(lambda _: self._search_timer.start())
-        row.addWidget(self.label_box)
         row.addWidget(self.search_edit, 1)
         lay.addLayout(row)
 
@@ -294,16 +314,17 @@ class DatasetPanel(QWidget):
         self.list.setModel(self.proxy)
         self.list.setViewMode(QListView.IconMode)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setGridSize(QSize(THUMB + 18, THUMB + 30))
+        self.list.setGridSize(QSize(THUMB + 24, THUMB + 42))  # two lines of findings under each
         self.list.setUniformItemSizes(True)
         self.list.setLayoutMode(QListView.Batched)
         self.list.setBatchSize(256)
         self.list.setResizeMode(QListView.Adjust)
         self.list.setMovement(QListView.Static)
-        self.list.setWordWrap(False)
-        self.list.setTextElideMode(Qt.ElideMiddle)
+        self.list.setWordWrap(True)
+        self.list.setTextElideMode(Qt.ElideRight)
         self.list.setSelectionMode(QListView.SingleSelection)
-        self.list.setToolTip("Thumbnails load as they scroll into view. Double click shows the image.")
+        self.list.setToolTip("Each film captioned with its findings (the file name in its tooltip). Thumbnails "
+                             "load as they scroll into view. Double click shows the image.")
         self.list.selectionModel().currentChanged.connect(self._current_changed)
         self.list.doubleClicked.connect(lambda _: self._show())
         split.addWidget(self.list)
@@ -349,11 +370,43 @@ class DatasetPanel(QWidget):
         self._update_buttons()
 
     # ------------------------------------------------------------------ folder
+    def start_folder(self) -> str:
+        """Where the folder dialog starts: the open or last dataset, else cxrdesk's data folder."""
+        from .paths import data_dir
+
+        for cand in (self.model.folder, self._last_folder):
+            if cand and os.path.isdir(cand):
+                return cand
+        return str(data_dir())
+
     def choose_folder(self) -> None:
-        start = self.model.folder or str(Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Open dataset folder", start)
+        folder = QFileDialog.getExistingDirectory(self, "Open dataset folder", self.start_folder())
         if folder:
             self.open_folder(folder)
+
+    def show_findings(self, labels: list[str] | None) -> None:
+        """Show the films with all of ``labels`` (a prompt's findings), in the open dataset or, while
+        one is still opening, once it is open (None: forget such a request). The label box shows it."""
+        self._pending_findings = None if labels is None else list(labels)
+        if labels is not None and self.model.folder and self.open_button.isEnabled():
+            self._apply_findings()
+
+    def _apply_findings(self) -> None:
+        labels, self._pending_findings = self._pending_findings, None
+        if labels is None:
+            return
+        with QSignalBlocker(self.label_box):
+            for k in reversed(range(self.label_box.count())):  # an earlier prompt's combination
+                if isinstance(self.label_box.itemData(k), list):
+                    self.label_box.removeItem(k)
+            i = self.label_box.findData(labels[0]) if len(labels) == 1 else -1
+            if i < 0 and labels:
+                n = sum(1 for r in self.model.records if all(lab in r.labels for lab in labels))
+                self.label_box.addItem(f"{' + '.join(labels)} ({n})", labels)
+                i = self.label_box.count() - 1
+            self.label_box.setCurrentIndex(max(0, i))
+            self.search_edit.clear()
+        self._filter()
 
     def open_folder(self, folder: str) -> None:
         self._scan_seq += 1
@@ -391,6 +444,8 @@ class DatasetPanel(QWidget):
         self.folder_label.setToolTip(folder)
         self.details.clear()
         self._update_buttons()
+        self._last_folder = folder
+        self._apply_findings()
         self.folderOpened.emit(folder, len(records))
 
     def _filter(self) -> None:
@@ -474,11 +529,15 @@ class DatasetPanel(QWidget):
 
     # ------------------------------------------------------------------ settings
     def save_settings(self, s) -> None:
-        s.setValue("dataset/folder", self.model.folder)
+        s.setValue("dataset/folder", self.model.folder or self._last_folder)
 
     def restore_settings(self, s) -> None:
+        """Open the last dataset, else the one CXRDESK_DATASET names (e.g. set for a classroom)."""
         folder = str(s.value("dataset/folder", "") or "")
+        if not (folder and os.path.isdir(folder)):
+            folder = os.environ.get("CXRDESK_DATASET", "")
         if folder and os.path.isdir(folder):
+            self._last_folder = folder
             # reopen in the background once the window is up
             QTimer.singleShot(400, lambda: self.model.folder or self.open_folder(folder))
 

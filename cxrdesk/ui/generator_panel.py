@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .layout import fit_scroll_width, scrolling_body
-from ..core.captions import rare_findings, rare_note, weak_findings, weak_note
+from ..core.captions import mentioned_findings, rare_findings, rare_note, weak_findings, weak_note
 from ..core.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MAX_GUIDANCE, MAX_STEPS, SAMPLERS, SIZES
 from .chart import MetricsChart
 from .paths import resource_path
@@ -33,8 +33,9 @@ SAMPLER_TIPS = {"auto": "The sampler the model was tuned with (default; Model in
                 "dpm++": "DPM++ 2M, evenly spaced noise levels: fast, good results at 15-25 steps",
                 "ddim": "DDIM: deterministic, needs a few more steps",
                 "euler": "Euler: simple first-order sampler"}
-ATTENTION_NOTE = ("Model-attention map: shows where the model looked while drawing the chosen word. "
-                  "It is NOT a diagnosis and does not locate disease.")
+ATTENTION_NOTE = ("Attention map: where the model looked for the chosen word while it drew the film. "
+                  "It is NOT a localisation of a finding (the map for 'effusion' may light up the "
+                  "shoulders): read the film, not the map.")
 _STOP = set("""a an the and or of in on at to with without for from by is are was were be been no not
 there this that these those it its as into than then both left right upper lower middle mild
 moderate small large normal study chest radiograph radiography film view pa ap frontal lateral
@@ -68,6 +69,7 @@ class GeneratorPanel(QWidget):
     generateRequested = Signal(dict)
     cancelRequested = Signal()
     highlightChanged = Signal(str)  # word, "" = off
+    realFilmsRequested = Signal(list)  # the prompt's findings (dataset labels)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -115,6 +117,10 @@ class GeneratorPanel(QWidget):
                                    "with real films")
         self.rare_label.hide()
         gl.addWidget(self.rare_label)
+        self.real_button = QPushButton("Real films with this finding")
+        self.real_button.clicked.connect(lambda: self.realFilmsRequested.emit(prompt_findings(self.prompt_text())))
+        gl.addWidget(self.real_button)
+        self._update_real_button()
         lay.addWidget(g)
 
         # --- parameters --------------------------------------------------------------------
@@ -232,7 +238,9 @@ class GeneratorPanel(QWidget):
         gl = QVBoxLayout(g)
         row = QHBoxLayout()
         self.highlight_check = QCheckBox("Show attention for")
-        self.highlight_check.setToolTip("Overlay the model's averaged cross-attention for the chosen word (H)")
+        self.highlight_check.setToolTip("Overlay where the model looked for the chosen word while drawing "
+                                        "(its cross-attention, averaged over the steps); not where a finding "
+                                        "is (H)")
         self.word_box = QComboBox()
         self.word_box.setToolTip("A word from the prompt; attention is averaged over all denoising steps")
         self.word_box.setMinimumContentsLength(10)
@@ -271,9 +279,22 @@ class GeneratorPanel(QWidget):
         self.prompt_edit.setPlainText(text)
         self.prompt_edit.setFocus()
 
+    def prompt_text(self) -> str:
+        return self.prompt_edit.toPlainText()
+
     def _prompt_changed(self) -> None:
         self.error_label.hide()
         self._update_rare()
+        self._update_real_button()
+
+    def _update_real_button(self) -> None:
+        found = prompt_findings(self.prompt_text())
+        self.real_button.setEnabled(bool(found))
+        self.real_button.setToolTip(
+            "Open the Dataset browser filtered to real films labelled " + " + ".join(found) +
+            ", to show next to a generated one" if found else
+            "Open the Dataset browser filtered to real films with the prompt's findings (this prompt names "
+            "none the datasets label)")
 
     def set_label_counts(self, counts: dict | None, findings_check: dict | None = None) -> None:
         """The loaded model's training-film count per finding label and its findings check (empty or
@@ -490,6 +511,19 @@ class GeneratorPanel(QWidget):
 _FINDINGS = ("effusion", "pneumonia", "consolidation", "cardiomegaly", "edema", "oedema", "fibrosis",
              "pneumothorax", "atelectasis", "emphysema", "nodule", "mass", "hernia", "opacity",
              "opacities", "infiltrate", "covid-19", "ground-glass")
+
+
+_NORMAL_PROMPT = re.compile(r"\bnormal (?:chest|study|frontal|pa|radiograph)|\bclear lungs|lungs are clear|"
+                            r"no acute|unremarkable", re.I)
+
+
+def prompt_findings(prompt: str) -> list[str]:
+    """The dataset labels a prompt asks for (``captions.mentioned_findings``); a prompt for a normal
+    film, with no finding, asks for "No Finding"."""
+    found = mentioned_findings(prompt or "")
+    if not found and _NORMAL_PROMPT.search(prompt or ""):
+        return ["No Finding"]
+    return found
 
 
 def _best_word(words: list[str]) -> int:

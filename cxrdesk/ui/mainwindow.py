@@ -13,7 +13,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
-                               QPlainTextEdit, QProgressBar, QTextEdit, QWidget)
+                               QPlainTextEdit, QProgressBar, QRadioButton, QTextEdit, QWidget)
 
 from .. import __version__
 from ..core import imaging
@@ -65,12 +65,26 @@ class Document:
 
 
 class ExportDialog(QDialog):
+    """Options of a PNG or DICOM export. PNG: as on screen (the current window and inversion, the
+    default) or the full stored range. DICOM: also the patient, study and series the file is filed
+    under (empty: the synthetic defaults, as ``cxrdesk export`` without its options)."""
+
+    IDENTITY = (  # (key, label, tooltip); the SeriesContext field of the same name
+        ("patient_name", "Patient name", "Patient name as a PACS lists it, DICOM style Family^Given (e.g. "
+                                         "TEACHING^CASE01). Empty: the synthetic default. Never a real patient's name"),
+        ("patient_id", "Patient ID", "Patient ID (empty: the synthetic default)"),
+        ("study_description", "Study description", "Study description (empty: the default shown)"),
+        ("series_description", "Series description",
+         "Text after 'SYNTHETIC - NOT FOR DIAGNOSIS', which every series description starts with"),
+    )
+
     def __init__(self, kind: str, settings: QSettings, parent=None):
         super().__init__(parent)
         self.kind = kind
         self.s = settings
         self.setWindowTitle(f"Export {kind}")
         form = QFormLayout(self)
+        k = f"export/{kind.lower()}"
         self.bits = QComboBox()
         if kind == "PNG":
             self.bits.addItem("16-bit (exact 12-bit values)", 16)
@@ -80,11 +94,30 @@ class ExportDialog(QDialog):
             self.bits.addItem("8-bit", 8)
         self.bits.setToolTip("Pixel depth of the exported file")
         form.addRow("Depth", self.bits)
-        self.apply_window = QCheckBox("Apply the current window to the pixels")
-        self.apply_window.setToolTip("Off (default): pixels stay as stored and the window is recorded as "
-                                     "metadata. On: the PNG shows what the view shows.")
+        self.as_shown = QRadioButton("As on screen: the current window (and inversion) applied")
+        self.as_shown.setToolTip("The PNG looks like the view (default); the window is also recorded as metadata")
+        self.full_range = QRadioButton("Full range: the stored values, the window recorded as metadata")
+        self.full_range.setToolTip("For further processing: pixels as stored (12-bit values in a 16-bit PNG); "
+                                   "a viewer shows the whole range unless it reads the recorded window")
+        self.apply_window = self.as_shown  # checked = the window is applied to the pixels
         if kind == "PNG":
-            form.addRow(self.apply_window)
+            form.addRow(self.as_shown)
+            form.addRow(self.full_range)
+        (self.as_shown if str(settings.value(f"{k}_range", "window")) != "full" else self.full_range).setChecked(True)
+        self.identity: dict[str, QLineEdit] = {}
+        if kind == "DICOM":
+            from ..core.dicom import DISCLAIMER as SERIES_DEFAULT, SeriesContext
+
+            for key, label, tip in self.IDENTITY:
+                edit = QLineEdit(str(settings.value(f"{k}_{key}", "") or ""))
+                edit.setMaxLength(64)  # a DICOM LO / PN component group
+                default = getattr(SeriesContext, key)
+                edit.setPlaceholderText("(none)" if default == SERIES_DEFAULT else default)
+                edit.setClearButtonEnabled(True)
+                edit.setToolTip(tip)
+                edit.setObjectName(key)
+                self.identity[key] = edit
+                form.addRow(label, edit)
         self.burn = QCheckBox("Burn a 'SYNTHETIC' mark into the pixels")
         self.burn.setToolTip("Writes a small visible mark into the image itself, so that it stays marked "
                              "wherever it is copied")
@@ -98,19 +131,23 @@ class ExportDialog(QDialog):
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)
         form.addRow(bb)
-        k = f"export/{kind.lower()}"
         i = self.bits.findData(int(settings.value(f"{k}_bits", self.bits.itemData(0))))
         self.bits.setCurrentIndex(max(0, i))
-        self.apply_window.setChecked(str(settings.value(f"{k}_apply_window", "false")).lower() == "true")
         self.burn.setChecked(str(settings.value(f"{k}_burn", "false")).lower() == "true")
 
     def values(self) -> dict:
         k = f"export/{self.kind.lower()}"
         self.s.setValue(f"{k}_bits", int(self.bits.currentData()))
-        self.s.setValue(f"{k}_apply_window", self.apply_window.isChecked())
+        self.s.setValue(f"{k}_range", "window" if self.as_shown.isChecked() else "full")
         self.s.setValue(f"{k}_burn", self.burn.isChecked())
-        return {"bits": int(self.bits.currentData()), "apply_window": self.apply_window.isChecked(),
-                "burn_mark": self.burn.isChecked()}
+        out = {"bits": int(self.bits.currentData()), "apply_window": self.as_shown.isChecked(),
+               "burn_mark": self.burn.isChecked()}
+        if self.identity:
+            ident = {key: " ".join(e.text().split()) for key, e in self.identity.items()}
+            for key, v in ident.items():
+                self.s.setValue(f"{k}_{key}", v)
+            out["identity"] = ident
+        return out
 
 
 class MainWindow(QMainWindow):
@@ -139,6 +176,7 @@ class MainWindow(QMainWindow):
         self.model_state = "not loaded"
         self._pending_preview = None
         self._series = None
+        self._series_identity: dict = {}
         self._job_entries: list[HistoryEntry] = []
         self._presentation = None  # (state, geometry, maximized) from before presentation mode
 
@@ -266,14 +304,20 @@ class MainWindow(QMainWindow):
             self.act_presets[name] = A(f"{name} window", lambda n=name: self.apply_window_preset(n), key,
                                        f"Window preset: {name}")
         self.act_invert = A("&Invert", self.toggle_invert, "I", "Invert grey scale (I)")
-        self.act_reset_wl = A("&Reset window/level", self.reset_window, "R", "Reset window/level (R)")
+        self.act_reset_wl = A("&Reset window/level and inversion", self.reset_window, "R",
+                              "Back to the image's own window, not inverted (R)")
         self.act_fit = A("Zoom to &fit", self.view_fit, "F", "Zoom to fit (F)")
         self.act_1to1 = A("Zoom &1:1", self.view_1to1, "1", "One image pixel per screen pixel (1)")
+        self.act_pixels = A("Show pi&xels when magnified", self.set_show_pixels, None,
+                            "Off (default): a magnified film is drawn smoothly (bicubic). On: each image pixel "
+                            "is drawn as a square (nearest neighbour), to show the film's resolution",
+                            checkable=True)
         self.act_compare = A("Side-by-side &compare", self.toggle_compare, "C",
                              "Compare the current image with the previous one, linked zoom/pan/W-L (C)",
                              checkable=True)
         self.act_highlight = A("Attention &highlight", self.toggle_highlight, "H",
-                               "Show the model-attention overlay for the chosen word (H)")
+                               "Overlay where the model looked for the chosen word while drawing: not where "
+                               "a finding is (H)")
         self.act_prev = A("Pre&vious result", lambda: self.show_adjacent(-1), "PgUp",
                           "Show the previous result of the history strip (Page Up, as a presentation clicker sends)")
         self.act_next = A("Ne&xt result", lambda: self.show_adjacent(1), "PgDown",
@@ -314,7 +358,7 @@ class MainWindow(QMainWindow):
         sub = m.addMenu("Window &presets")
         for a in self.act_presets.values():
             sub.addAction(a)
-        for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, None,
+        for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, self.act_pixels, None,
                   self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
@@ -330,6 +374,7 @@ class MainWindow(QMainWindow):
         g.generateRequested.connect(self.start_generation)
         g.cancelRequested.connect(self.cancel_generation)
         g.highlightChanged.connect(self._update_overlay)
+        g.realFilmsRequested.connect(self.show_real_films)
         e = self.enhance
         e.previewReady.connect(self._on_enhance_preview)
         e.previewStopped.connect(self._on_enhance_preview_stopped)
@@ -679,6 +724,23 @@ class MainWindow(QMainWindow):
         if not on:
             self._update_overlay()
 
+    def show_real_films(self, labels: list[str]) -> None:
+        """The Dataset browser, filtered to the films with ``labels`` (the prompt's findings): the open
+        or last dataset, else a folder the user picks."""
+        if not labels:
+            self.statusBar().showMessage("The prompt names no finding the datasets label", 6000)
+            return
+        d = self.dataset
+        self.dock_dataset.show()
+        self.dock_dataset.raise_()
+        d.show_findings(labels)
+        if not d.model.folder and d.open_button.isEnabled():  # no dataset open, none opening
+            d.choose_folder()
+            if not d.model.folder and d.open_button.isEnabled():  # the dialog was cancelled
+                d.show_findings(None)
+                return
+        self.statusBar().showMessage("Dataset browser: real films labelled " + " + ".join(labels), 6000)
+
     def _use_prompt(self, text: str) -> None:
         self.generator.set_prompt(text)
         self.dock_generator.raise_()
@@ -738,9 +800,21 @@ class MainWindow(QMainWindow):
         self.view.set_inverted(not self.view.inverted())
 
     def reset_window(self) -> None:
-        self.view.reset_window()
-        if self.viewer.is_compare():
-            self.viewer.view_b.reset_window()
+        """R: the image's own window and no inversion (both panes when comparing); the status bar
+        no longer names a preset."""
+        for v in (self.view, self.viewer.view_b) if self.viewer.is_compare() else (self.view,):
+            v.reset_window()
+            v.set_inverted(False)
+        if self.view.has_image():
+            self.statusBar().showMessage("Window/level and inversion reset", 3000)
+        else:
+            self.statusBar().clearMessage()
+
+    def set_show_pixels(self, on: bool) -> None:
+        """Nearest-neighbour drawing of magnified films (on) or bicubic (off); saved in the settings."""
+        for v in (self.view, self.viewer.view_b):
+            v.set_show_pixels(on)
+        _set_checked(self.act_pixels, on)
 
     def view_fit(self) -> None:
         self.view.zoom_to_fit()
@@ -912,9 +986,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue("paths/export", str(Path(path).parent))
         self.export_png(path, **opts)
 
-    def export_png(self, path: str, bits: int = 16, apply_window: bool = False, burn_mark: bool = False) -> str | None:
+    def export_png(self, path: str, bits: int = 16, apply_window: bool = True, burn_mark: bool = False) -> str | None:
         """Export the current image. Synthetic 12-bit images: ``pngio.write_png`` with the parameters
-        and the current window; other images: the displayed (windowed) 8-bit picture."""
+        and the current window, applied to the pixels (with the view's inversion: the file looks like
+        the screen) unless ``apply_window`` is false (the full stored range); other images: the
+        displayed (windowed) 8-bit picture."""
         doc = self.doc
         if doc is None:
             return None
@@ -922,8 +998,14 @@ class MainWindow(QMainWindow):
             if doc.exportable:
                 from ..core.pngio import write_png
 
-                out = write_png(path, doc.data, self._export_metadata(), bits=bits, window=self.view.window(),
-                                apply_window=apply_window, burn_mark=burn_mark)
+                data, meta, (c, w) = doc.data, self._export_metadata(), self.view.window()
+                if apply_window and self.view.inverted():
+                    # the DICOM linear window of the negative, centre mirrored, is the inverted picture
+                    top = (1 << doc.bits) - 1
+                    data = (top - doc.data.astype(np.int32)).astype(doc.data.dtype)
+                    c, meta["inverted"] = top - c + 1, True
+                out = write_png(path, data, meta, bits=bits, window=(c, w), apply_window=apply_window,
+                                burn_mark=burn_mark)
             else:
                 c, w = self.view.window()
                 if not grey_qimage(imaging.window_to_u8(doc.data, c, w, self.view.inverted())).save(path, "PNG"):
@@ -954,17 +1036,24 @@ class MainWindow(QMainWindow):
         if not path.lower().endswith(".dcm"):
             path += ".dcm"
         self.settings.setValue("paths/export", str(Path(path).parent))
-        self.export_dicom(path, bits=opts["bits"], burn_mark=opts["burn_mark"])
+        self.export_dicom(path, bits=opts["bits"], burn_mark=opts["burn_mark"], identity=opts["identity"])
 
-    def _series_context(self):
+    def _series_context(self, identity: dict | None = None):
+        """The series exports go to: one per session, a new one (in a new study) when ``identity``
+        (patient_name, patient_id, study_description, series_description; empty = the synthetic
+        defaults) differs from the current series'."""
         from ..core.dicom import SeriesContext
 
-        if self._series is None:
-            self._series = SeriesContext.new()
+        ident = {k: v for k, v in (identity or {}).items() if v}
+        if self._series is None or (identity is not None and ident != self._series_identity):
+            self._series = SeriesContext.new(**ident)
+            self._series_identity = ident
         return self._series
 
-    def export_dicom(self, path: str, bits: int = 12, burn_mark: bool = False) -> str | None:
-        """DICOM Secondary Capture of the current synthetic image with the view's window."""
+    def export_dicom(self, path: str, bits: int = 12, burn_mark: bool = False,
+                     identity: dict | None = None) -> str | None:
+        """DICOM Secondary Capture of the current synthetic image with the view's window; ``identity``:
+        see ``_series_context`` (None: the current series)."""
         doc = self.doc
         if doc is None or not doc.exportable:
             return None
@@ -975,7 +1064,7 @@ class MainWindow(QMainWindow):
             return None
         try:
             out = write_dicom(path, doc.data, self._export_metadata(), window=self.view.window(),
-                              context=self._series_context(), bits=bits, burn_mark=burn_mark)
+                              context=self._series_context(identity), bits=bits, burn_mark=burn_mark)
         except Exception as exc:  # noqa: BLE001
             self._error("Export DICOM failed", str(exc))
             return None
@@ -1068,6 +1157,7 @@ class MainWindow(QMainWindow):
         self.generator.save_settings(s)
         self.enhance.save_settings(s)
         self.dataset.save_settings(s)
+        s.setValue("view/show_pixels", self.act_pixels.isChecked())
         if self.model_info and self.model_info.get("folder") and self.host.worker.model_path:
             s.setValue("model/folder", self.host.worker.model_path)
         s.sync()
@@ -1082,6 +1172,7 @@ class MainWindow(QMainWindow):
         self.generator.restore_settings(s)
         self.enhance.restore_settings(s)
         self.dataset.restore_settings(s)
+        self.set_show_pixels(str(s.value("view/show_pixels", "false")).lower() == "true")
         if self.model_arg is None:
             folder = s.value("model/folder")
             if folder and Path(str(folder)).is_dir():
