@@ -72,6 +72,35 @@ def test_magnified_film_is_smooth_unless_pixels_are_asked_for(make_window, qtbot
     assert make_window().act_pixels.isChecked()
 
 
+# ---------------------------------------------------------------------------------------- item 10 (part)
+def test_magnifier_shows_the_film_larger_under_the_cursor(window, qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    w = window
+    dot = np.zeros((64, 64), np.uint16)
+    dot[30:34, 30:34] = 4095
+    show_doc(w, dot)
+    v = w.view
+    at = v.image_to_widget(QPointF(32, 32))
+    QApplication.sendEvent(v, QMouseEvent(QEvent.MouseMove, at, v.mapToGlobal(at), Qt.NoButton, Qt.NoButton,
+                                          Qt.NoModifier))
+
+    def white_run() -> int:  # white pixels along the row through the cursor
+        img = v.grab().toImage()
+        return sum(img.pixelColor(x, int(at.y())).red() > 128 for x in range(v.width()))
+
+    plain = white_run()
+    assert plain == pytest.approx(4 * v.scale(), rel=0.15)
+    v.setFocus()
+    qtbot.keyClick(v, Qt.Key_L)
+    assert w.act_magnifier.isChecked() and v.magnifier()
+    assert white_run() == pytest.approx(3 * plain, rel=0.15)
+    qtbot.keyClick(v, Qt.Key_L)
+    assert not v.magnifier() and white_run() == plain
+
+
 # ---------------------------------------------------------------------------------------- item 3
 def test_notices_sit_at_the_bottom_edge_above_the_other_boxes(window, qtbot):
     w = window
@@ -308,7 +337,8 @@ def test_model_panel_starts_with_a_summary_for_instructors(qtbot):
     assert "Cannot draw</b> (under 100 training films each): cardiomegaly" in text
     assert "Reading the warnings" in text and "not where a finding is" in text
     # the summary comes first; the components and the card follow
-    assert p.summary.mapTo(p, p.summary.rect().topLeft()).y() < p.form.parentWidget().mapTo(p, p.form.parentWidget().rect().topLeft()).y()
+    components = p.form.parentWidget()
+    assert p.summary.mapTo(p, p.summary.rect().topLeft()).y() < components.mapTo(p, components.rect().topLeft()).y()
     # nothing runs off the panel: table and code wrap to the card's width
     qtbot.waitUntil(lambda: p.card.horizontalScrollBar().maximum() == 0)
     assert p.card.document().idealWidth() <= p.card.viewport().width()

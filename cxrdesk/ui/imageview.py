@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core import imaging
@@ -26,6 +26,7 @@ _VIEW_TIP = ("Wheel: zoom  |  Left drag: pan  |  Right drag: window/level "
 _MEASURE_TIP = ("Measuring - Left drag: draw a line (two lines give their ratio)  |  Middle drag: pan  |  "
                 "Right drag: window/level  |  Delete: clear  |  M: stop measuring")
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
+LOUPE_RADIUS, LOUPE_ZOOM = 90, 3.0  # the magnifier: screen pixels, times the view's zoom
 NOTICE_MS = 2000  # how long a notice ("1 / 3", "Presentation mode...") stays, by default
 
 
@@ -119,6 +120,8 @@ class ImageView(QWidget):
         self._pixels = False  # magnified films: smooth (bicubic) unless the user asks for pixels
         self._smooth_cache: tuple | None = None   # (key, QImage, its buffer)
         self._notice_rect = QRectF()
+        self._magnifier = False
+        self._mouse: QPointF | None = None  # the cursor over the view, for the magnifier
 
     # ------------------------------------------------------------------ image
     def sizeHint(self) -> QSize:
@@ -237,6 +240,41 @@ class ImageView(QWidget):
 
     def shows_pixels(self) -> bool:
         return self._pixels
+
+    def set_magnifier(self, on: bool) -> None:
+        """A round loupe under the cursor showing the film LOUPE_ZOOM times larger than the view."""
+        self._magnifier = bool(on)
+        self.update()
+
+    def magnifier(self) -> bool:
+        return self._magnifier
+
+    def _paint_loupe(self, p: QPainter) -> None:
+        import cv2
+
+        if not (self._magnifier and self._mouse is not None and self._u8 is not None):
+            return
+        r = int(LOUPE_RADIUS * self._text_scale)
+        k = self._scale * LOUPE_ZOOM
+        c = self.widget_to_image(self._mouse)
+        # forward map image -> loupe (pixel centres at +0.5 in view coordinates)
+        m = np.float32([[k, 0, (0.5 - c.x()) * k + r - 0.5], [0, k, (0.5 - c.y()) * k + r - 0.5]])
+        flag = cv2.INTER_NEAREST if self._pixels else cv2.INTER_CUBIC
+        loupe = np.ascontiguousarray(cv2.warpAffine(self._u8, m, (2 * r, 2 * r), flags=flag,
+                                                    borderMode=cv2.BORDER_CONSTANT, borderValue=12))
+        img = QImage(loupe.data, 2 * r, 2 * r, 2 * r, QImage.Format_Grayscale8)
+        rect = QRectF(self._mouse.x() - r, self._mouse.y() - r, 2 * r, 2 * r)
+        p.save()
+        p.setRenderHint(QPainter.Antialiasing, True)
+        path = QPainterPath()
+        path.addEllipse(rect)
+        p.setClipPath(path)
+        p.drawImage(rect, img)
+        p.setClipping(False)
+        p.setPen(QPen(QColor(240, 240, 240, 200), 2))
+        p.setBrush(Qt.NoBrush)
+        p.drawEllipse(rect)
+        p.restore()
 
     def _smooth_magnified(self, target: QRectF):
         """The visible part of a magnified film resampled bicubically to screen pixels (OpenCV):
@@ -508,6 +546,9 @@ class ImageView(QWidget):
 
     def mouseMoveEvent(self, ev) -> None:
         pos = ev.position()
+        self._mouse = QPointF(pos)
+        if self._magnifier:
+            self.update()
         if self._drawing is not None:
             self._drawing = (self._drawing[0], self._clamp(self.widget_to_image(pos)))
             self.update()
@@ -547,6 +588,7 @@ class ImageView(QWidget):
 
     def leaveEvent(self, ev) -> None:
         self._hover = None
+        self._mouse = None
         self.pixelHovered.emit(None)
         self.update()
         super().leaveEvent(ev)
@@ -592,6 +634,7 @@ class ImageView(QWidget):
             p.drawImage(target, self._overlay_image)
         self._ratio = ""
         self._paint_lines(p)
+        self._paint_loupe(p)
         self._paint_text(p)
         p.end()
 

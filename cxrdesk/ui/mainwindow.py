@@ -112,8 +112,9 @@ class ExportDialog(QDialog):
                 edit = QLineEdit(str(settings.value(f"{k}_{key}", "") or ""))
                 edit.setMaxLength(64)  # a DICOM LO / PN component group
                 default = getattr(SeriesContext, key)
-                edit.setPlaceholderText("(none)" if default == SERIES_DEFAULT else default)
+                edit.setPlaceholderText("(text after the SYNTHETIC notice)" if default == SERIES_DEFAULT else default)
                 edit.setClearButtonEnabled(True)
+                edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("M" * 24))
                 edit.setToolTip(tip)
                 edit.setObjectName(key)
                 self.identity[key] = edit
@@ -312,6 +313,9 @@ class MainWindow(QMainWindow):
                             "Off (default): a magnified film is drawn smoothly (bicubic). On: each image pixel "
                             "is drawn as a square (nearest neighbour), to show the film's resolution",
                             checkable=True)
+        self.act_magnifier = A("Ma&gnifier", self.set_magnifier, "L",
+                               "A round loupe under the cursor shows the film three times larger than the view (L)",
+                               checkable=True)
         self.act_compare = A("Side-by-side &compare", self.toggle_compare, "C",
                              "Compare the current image with the previous one, linked zoom/pan/W-L (C)",
                              checkable=True)
@@ -358,7 +362,8 @@ class MainWindow(QMainWindow):
         sub = m.addMenu("Window &presets")
         for a in self.act_presets.values():
             sub.addAction(a)
-        for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, self.act_pixels, None,
+        for a in (self.act_invert, self.act_reset_wl, None, self.act_fit, self.act_1to1, self.act_pixels,
+                  self.act_magnifier, None,
                   self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
@@ -810,6 +815,12 @@ class MainWindow(QMainWindow):
         else:
             self.statusBar().clearMessage()
 
+    def set_magnifier(self, on: bool) -> None:
+        """L: a loupe under the cursor on both views."""
+        for v in (self.view, self.viewer.view_b):
+            v.set_magnifier(on)
+        _set_checked(self.act_magnifier, on)
+
     def set_show_pixels(self, on: bool) -> None:
         """Nearest-neighbour drawing of magnified films (on) or bicubic (off); saved in the settings."""
         for v in (self.view, self.viewer.view_b):
@@ -1115,7 +1126,8 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         rows = []
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
-                  self.act_fit, self.act_1to1, self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
+                  self.act_fit, self.act_1to1, self.act_magnifier, self.act_compare, self.act_highlight,
+                  self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
                   self.act_quit]:
