@@ -348,4 +348,5 @@ def test_corrupt_queue_file_is_set_aside(tmp_path):
     p.write_text("{not json")
     q = pacs.RetryQueue(p)
     assert q.items() == []
-    assert (tmp_path / "q.json.bad").is_file()
+    assert [f.read_text() for f in tmp_path.glob("q.json.bad-*")] == ["{not json"]
+    assert q.set_aside is not None and q.set_aside.name.startswith("q.json.bad-")

@@ -177,7 +177,10 @@ def run_send(args) -> int:
     if args.retry_queue:
         if queue is None:
             raise CliError("--retry-queue and --no-queue exclude each other")
-        reports.append(pacs.retry_queue(settings, queue=queue, progress=progress))
+        try:
+            reports.append(pacs.retry_queue(settings, queue=queue, progress=progress))
+        except pacs.PacsError as exc:  # the queue's lock is held by a process that does not let go
+            raise CliError(str(exc)) from None
     for rep in reports:
         if rep.ok:
             print(rep.summary())
