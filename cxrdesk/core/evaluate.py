@@ -309,7 +309,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     films_gen, films_real = quality.film_stats(gen), quality.film_stats(real_val)
     prdc_gen, prdc_real = quality.prdc(f_ref, f_gen), quality.prdc(f_ref, f_val)
-    train_thumbs = quality.thumbnails(np.asarray(images[train]))
+    train_thumbs = quality.thumbnails(images[i] for i in train)
     copies_gen = quality.nearest_copies(gen, train_thumbs)
     copies_real = quality.nearest_copies(real_val, train_thumbs)
 

@@ -99,8 +99,10 @@ def thumbnails(images, size: int = COPY_SIZE) -> np.ndarray:
     """Zero-mean, unit-norm flattened thumbnails (so a dot product is a Pearson correlation)."""
     import cv2
 
-    a = as_unit(images)
-    t = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in a]).reshape(len(a), -1)
+    # one film at a time: a whole training set as floats would take gigabytes
+    rows = [cv2.resize(as_unit(np.asarray(im)[None])[0], (size, size), interpolation=cv2.INTER_AREA)
+            for im in images]
+    t = np.stack(rows).reshape(len(rows), -1)
     t = t - t.mean(axis=1, keepdims=True)
     return t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-8)
 
