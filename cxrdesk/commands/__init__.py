@@ -25,4 +25,4 @@ INTERVAL_HELP = ("apply guidance only where the timestep t satisfies LO <= t/T <
                  "schedule, 0 = clean, 1 = pure noise); steps outside it run the UNet once instead of twice. "
                  "0,1 is everywhere")
 
-MODULES = ["generate", "edit", "train", "evaluate", "dicom", "enhance"]
+MODULES = ["generate", "edit", "lesson", "train", "evaluate", "dicom", "enhance"]

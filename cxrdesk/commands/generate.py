@@ -60,6 +60,10 @@ def register(sub) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--dicom", metavar="DIR",
                    help="also write DICOM files into DIR (one series; with --prompts, one series per prompt)")
+    g.add_argument("--unknown", action="store_true",
+                   help="export as unknowns (a quiz): no prompt or finding word in the PNG text chunks or DICOM "
+                        "attributes, only 'case 01' ...; the answers go to OUTPUT_answers.csv. Without it, "
+                        "the prompt is recorded in every file (PNG Description, DICOM ImageComments)")
     g.add_argument("--bits", type=_int("bits"), default=8, choices=[8, 16], help="PNG bit depth")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
@@ -136,6 +140,10 @@ def cmd_generate(args) -> int:
     for _, outs in jobs:
         for o in outs:
             _check_writable(o)
+    key_path = _out_paths(args.output, 1)[0].with_name(f"{Path(args.output).stem}_answers.csv")
+    if args.unknown:
+        _check_writable(key_path)
+    key_cases, key_results = [], []
     if args.dicom:
         d = Path(args.dicom)
         try:
@@ -193,17 +201,33 @@ def cmd_generate(args) -> int:
                 if k == 0 and res.params["prompt_truncated"]:
                     print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
                           f"{res.params['max_tokens']} tokens", file=sys.stderr)
-                write_png(out, res.image_u16, res.params, bits=args.bits)
+                meta = {**res.params, "case": f"case {i + 1:02d}"} if args.unknown else res.params
+                write_png(out, res.image_u16, meta, bits=args.bits, unknown=args.unknown)
                 line = f"{out}  seed={res.seed}"
                 if args.dicom:
                     from ..core.dicom import write_dicom
 
                     dcm = Path(args.dicom) / f"{out.stem}.dcm"
-                    write_dicom(dcm, res.image_u16, res.params, context=series, instance_number=k + 1)
+                    write_dicom(dcm, res.image_u16, meta, context=series, instance_number=k + 1,
+                                unknown=args.unknown)
                     line += f"  dicom={dcm}"
+                if args.unknown:
+                    from ..core.lessons import Case
+
+                    key_cases.append(Case(prompt=prompt))
+                    key_results.append({"file": out.name, "prompt": prompt, "seed": res.seed,
+                                        "dicom": f"{dcm.name}" if args.dicom else "", "case": i + 1})
                 if res.params["upscale"]:
                     line += f"  ({res.params['upscale']})"
                 tqdm.write(line, file=sys.stdout)
+        if args.unknown:  # the answers: a separate file, never in the films
+            from ..core.lessons import Lesson, answer_key_rows, write_answer_key
+
+            rows = answer_key_rows(Lesson("answers", key_cases), key_results)
+            for row, r in zip(rows, key_results):
+                row["case"] = r["case"]
+            write_answer_key(key_path, rows)
+            tqdm.write(f"{key_path}  (answer key)", file=sys.stdout)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
     except GenerationCancelled:

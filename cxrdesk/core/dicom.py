@@ -13,7 +13,9 @@ the IOD every PACS and viewer accepts, checked clean with ``dciodvfy``:
   WindowCenterWidthExplanation;
 - a clearly synthetic patient (``SYNTHETIC^CXRDESK`` by default), fresh UIDs, SeriesDescription
   ``SYNTHETIC - NOT FOR DIAGNOSIS``, the prompt and generation parameters in ImageComments (a
-  readable header plus one ``cxrdesk-params: {json}`` line), no private tags.
+  readable header plus one ``cxrdesk-params: {json}`` line), no private tags;
+- an *unknown* (a quiz case, ``unknown=True``) keeps only :func:`cxrdesk.core.pngio.unknown_metadata`
+  in ImageComments (no prompt, no model name, no edit record), so no attribute gives the answer.
 
 A batch lands as one series when the caller passes one :class:`SeriesContext` to every export.
 
@@ -39,7 +41,7 @@ import numpy as np
 from .imagefile import ImageReadError, check_inflated_size, check_size
 from .jsonfile import parse_object
 from .pngio import (DISCLAIMER, MAX12, atomic_write, burn_synthetic_mark, input_max, to_8bit,
-                    to_stored12, window_linear)
+                    to_stored12, unknown_metadata, window_linear)
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DEFAULT_PATIENT_NAME = "SYNTHETIC^CXRDESK"
@@ -200,7 +202,7 @@ def _windows(window, presets, image, out_max: float) -> list[tuple[float, float,
 def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[float, float] | None = None,
                   presets: Iterable[tuple[float, float, str]] | None = None,
                   context: SeriesContext | None = None, bits: int = 12, burn_mark: bool = False,
-                  instance_number: int | None = None):
+                  instance_number: int | None = None, unknown: bool = False):
     """Build the Secondary Capture dataset (a ``pydicom.FileDataset``) for one image.
 
     ``image``: HxW uint16 holding 12-bit values, uint8, or float in [0, 1]. ``metadata``: the
@@ -208,7 +210,9 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     model, model_hash, width, height, upscale, ...). ``window``: the view's (center, width) in
     the units of ``image``; ``presets``: (center, width, explanation) in the same units (default
     :data:`DEFAULT_PRESETS`). ``context``: shared study/series (a fresh one if None). ``bits``:
-    12 or 8. ``burn_mark``: burn a small "SYNTHETIC" mark into the pixels.
+    12 or 8. ``burn_mark``: burn a small "SYNTHETIC" mark into the pixels. ``unknown``: a quiz
+    case, ``metadata`` reduced to :func:`~cxrdesk.core.pngio.unknown_metadata` (the caller gives the
+    context a series description that does not name the answer, e.g. "case 01").
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
@@ -227,7 +231,7 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
         pix = stored
         out_max = float(MAX12)
     ctx = context or SeriesContext.new()
-    meta = dict(metadata or {})
+    meta = unknown_metadata(metadata) if unknown else dict(metadata or {})
     now = _dt.datetime.now()
     sop_uid = generate_uid()
 
@@ -325,7 +329,7 @@ def write_dicom(path: str | os.PathLike, image: Any, metadata: dict | None = Non
     """Export one image as a Secondary Capture DICOM file (atomic write); returns the path.
 
     Keyword arguments are those of :func:`build_dataset` (window, presets, context, bits,
-    burn_mark, instance_number).
+    burn_mark, instance_number, unknown).
     """
     data = dataset_bytes(build_dataset(image, metadata, **kwargs))
     return atomic_write(path, lambda fh: fh.write(data))

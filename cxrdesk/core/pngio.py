@@ -15,6 +15,10 @@ Text chunks written (iTXt, UTF-8):
 - ``cxrdesk``: JSON with all generation parameters plus ``bits_stored``, ``window`` and
   ``window_applied``
 
+An *unknown* (a quiz case, ``unknown=True``) keeps only :func:`unknown_metadata`: numbers and the
+model's hash, never the prompt, the negative prompt, an edit's record or the model's name, and
+its Description is "Unknown case" (plus the case's label), so the file does not give the answer.
+
 Writes are atomic: a temporary file in the target folder, then :func:`os.replace`.
 
 This module also holds the small pixel helpers shared with :mod:`cxrdesk.core.dicom`
@@ -163,16 +167,50 @@ def _jsonable(meta: dict | None) -> dict:
     return out
 
 
+# What an unknown keeps of its generation parameters: numbers and the model's hash, no text that
+# could name a finding (prompt, negative prompt, an edit's record, a model's or folder's name).
+UNKNOWN_KEYS = ("seed", "steps", "guidance_scale", "guidance_interval", "guided_steps", "sampler",
+                "width", "height", "native_size", "model_hash", "precision", "unet_engine")
+
+
+def unknown_metadata(metadata: dict | None) -> dict:
+    """The anonymised provenance of an unknown: the numeric :data:`UNKNOWN_KEYS`, the sampler's
+    name, ``"unknown": True`` and the case's label (``"case"``: "case 01", ...) when given."""
+    from .. import __version__
+
+    meta = _jsonable(metadata)
+    out: dict = {}
+    for k in UNKNOWN_KEYS:
+        v = meta.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, str, list)):
+            continue
+        if isinstance(v, str) and not (k in ("sampler", "model_hash", "precision", "unet_engine")
+                                       and len(v) <= 64 and v.replace("+", "").replace("-", "").replace("_", "").isalnum()):
+            continue
+        if isinstance(v, list) and not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            continue
+        out[k] = v
+    case = meta.get("case")
+    if isinstance(case, str) and case.strip():
+        out["case"] = " ".join(case.split())[:32]
+    out["unknown"] = True
+    out["software"] = f"cxrdesk {__version__}"
+    return out
+
+
 def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None, *,
               bits: int = 16, window: tuple[float, float] | None = None,
-              apply_window: bool = False, burn_mark: bool = False) -> Path:
+              apply_window: bool = False, burn_mark: bool = False, unknown: bool = False) -> Path:
     """Write ``image`` as a grayscale PNG with the generation parameters in text chunks.
 
     ``image``: uint16 12-bit, uint8 or float [0, 1] (HxW). ``bits``: 16 (exact 12-bit copy)
     or 8. ``window``: the view's (center, width) in the units of ``image``; recorded in the
     text chunks, and applied to the pixels when ``apply_window`` is true (the PNG then shows
     what the view showed, at full 8/16-bit contrast). ``burn_mark`` burns a small "SYNTHETIC"
-    mark into the pixels. Returns the path written.
+    mark into the pixels. ``unknown``: a quiz case, its metadata reduced to
+    :func:`unknown_metadata` (no prompt or finding word in any text chunk). Returns the path written.
     """
     from PIL import Image, PngImagePlugin
 
@@ -189,7 +227,7 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
         pix = window_linear(stored, win12[0], win12[1], out_max)
     else:
         pix = to_8bit(stored) if bits == 8 else to_16bit(stored)
-    meta = _jsonable(metadata)
+    meta = unknown_metadata(metadata) if unknown else _jsonable(metadata)
     meta.update({
         "bits_stored": 12 if (bits == 16 and not (apply_window and win12 is not None)) else bits,
         "window": [round(win12[0], 3), round(win12[1], 3)] if win12 is not None else None,
@@ -200,7 +238,9 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
     })
     info = PngImagePlugin.PngInfo()
     info.add_itxt("Software", f"cxrdesk {__version__}")
-    if meta.get("prompt"):
+    if unknown:
+        info.add_itxt("Description", "Unknown " + meta["case"] if meta.get("case") else "Unknown case")
+    elif meta.get("prompt"):
         info.add_itxt("Description", str(meta["prompt"]))
     info.add_itxt("Disclaimer", DISCLAIMER)
     info.add_itxt(TEXT_KEY, json.dumps(meta, ensure_ascii=False, sort_keys=True))
@@ -261,7 +301,7 @@ def read_png(path: str | os.PathLike) -> PngImage:
     else:  # 8-bit values scaled by 4095/255, through a table (no float copy of the image)
         pixels = np.rint(np.arange(256) * (MAX12 / 255.0)).astype(np.uint16)[arr]
     meta = parse_object(text.get(TEXT_KEY) or "", default={})
-    if not meta.get("prompt") and text.get("Description"):
+    if not meta.get("prompt") and text.get("Description") and not meta.get("unknown"):
         meta["prompt"] = text["Description"]
     if not meta and text.get("parameters"):  # other tools' convention: free text
         meta["parameters"] = text["parameters"]
