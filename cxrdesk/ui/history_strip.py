@@ -20,6 +20,10 @@ def entry_tooltip(e) -> str:
     if p.get("negative_prompt"):
         lines.append(f"negative: {html.escape(p['negative_prompt'])}")
     lines.append(html.escape(e.summary()))
+    edit = p.get("edit")
+    if isinstance(edit, dict):
+        lines.append(html.escape(f"an edited film: the prompt redrew {float(edit.get('mask_area', 0)) * 100:.1f}% "
+                                 f"of it (strength {edit.get('strength')}); synthetic"))
     lines.append(f"model {html.escape(str(p.get('model')))} ({html.escape(str(p.get('model_hash')))}), "
                  f"{html.escape(e.created)}")
     if p.get("upscale"):
@@ -79,7 +83,8 @@ class HistoryStrip(QWidget):
         pm = grey_thumbnail(entry.image(), THUMB)
         icon = QIcon(pm)
         icon.addPixmap(pm, QIcon.Selected)  # no blue tint on the selected (grey-scale) thumbnail
-        it = QListWidgetItem(icon, f"seed {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")
+        what = "edited, seed" if isinstance(entry.params.get("edit"), dict) else "seed"
+        it = QListWidgetItem(icon, f"{what} {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")
         it.setData(EntryRole, entry)
         it.setToolTip(entry_tooltip(entry))
         if front:

@@ -122,6 +122,7 @@ class ImageView(QWidget):
         self._notice_rect = QRectF()
         self._magnifier = False
         self._mouse: QPointF | None = None  # the cursor over the view, for the magnifier
+        self.mask_layer = None  # maskpaint.MaskLayer: an edit's painted region, drawn over the film
 
     # ------------------------------------------------------------------ image
     def sizeHint(self) -> QSize:
@@ -531,6 +532,8 @@ class ImageView(QWidget):
         ev.accept()
 
     def mousePressEvent(self, ev) -> None:
+        if self.mask_layer is not None and self.mask_layer.press(self, ev):
+            return
         if self._measuring and ev.button() == Qt.LeftButton and self._data is not None:
             p = self._clamp(self.widget_to_image(ev.position()))
             self._drawing = (p, p)
@@ -547,6 +550,9 @@ class ImageView(QWidget):
     def mouseMoveEvent(self, ev) -> None:
         pos = ev.position()
         self._mouse = QPointF(pos)
+        if self.mask_layer is not None and self.mask_layer.move(self, ev):
+            self._update_hover(pos)
+            return
         if self._magnifier:
             self.update()
         if self._drawing is not None:
@@ -566,6 +572,8 @@ class ImageView(QWidget):
         self._update_hover(pos)
 
     def mouseReleaseEvent(self, ev) -> None:
+        if self.mask_layer is not None and self.mask_layer.release(self, ev):
+            return
         if self._drawing is not None and ev.button() == Qt.LeftButton:
             a, b = self._drawing
             self._drawing = None
@@ -632,6 +640,8 @@ class ImageView(QWidget):
         if self._overlay_image is not None:
             p.setRenderHint(QPainter.SmoothPixmapTransform, True)
             p.drawImage(target, self._overlay_image)
+        if self.mask_layer is not None:
+            self.mask_layer.paint(p, self)
         self._ratio = ""
         self._paint_lines(p)
         self._paint_loupe(p)

@@ -19,6 +19,7 @@ from .. import __version__
 from ..core import imaging
 from ..core.pipeline import DEFAULT_GUIDANCE
 from .dataset_panel import DatasetPanel
+from .edit_panel import EditPanel
 from .enhance_panel import EnhancePanel
 from .generator_panel import GeneratorPanel
 from .history import HistoryEntry, HistoryStore
@@ -198,6 +199,8 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.dock_generator = self._dock("Generator", self.generator, Qt.LeftDockWidgetArea)
         self.dock_enhance = self._dock("Enhancement", self.enhance, Qt.LeftDockWidgetArea)
+        self.edit_panel = EditPanel(self)  # brush/eraser on the view, redraw a region (issue 29)
+        self.dock_edit = self._dock("Edit region", self.edit_panel, Qt.LeftDockWidgetArea)
         self.dock_dataset = self._dock("Dataset browser", self.dataset, Qt.RightDockWidgetArea)
         self.dock_model = self._dock("Model info", self.model_panel, Qt.RightDockWidgetArea)
         self.dock_history = self._dock("History", self.history, Qt.BottomDockWidgetArea)
@@ -220,6 +223,7 @@ class MainWindow(QMainWindow):
         w.stepMetrics.connect(self._on_step_metrics)
         w.resultReady.connect(self._on_result)
         w.jobFinished.connect(self._on_job_finished)
+        self.edit_panel.connect_worker(self.host)
 
         self.resize(1440, 900)
         self._restore_settings()
@@ -355,6 +359,8 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Edit")
         m.addAction(self.act_copy)
         m.addAction(self.act_copy_view)
+        for a in (None, *self.edit_panel.menu_actions()):
+            m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&Generate")
         m.addAction(self.act_generate)
         m.addAction(self.act_cancel)
@@ -368,7 +374,8 @@ class MainWindow(QMainWindow):
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
         panels = m.addMenu("Pa&nels")
-        for d in (self.dock_generator, self.dock_enhance, self.dock_dataset, self.dock_model, self.dock_history):
+        for d in (self.dock_generator, self.dock_enhance, self.dock_edit, self.dock_dataset, self.dock_model,
+                  self.dock_history):
             panels.addAction(d.toggleViewAction())
         m = mb.addMenu("&Help")
         for a in (self.act_keys, self.act_card, None, self.act_about):
@@ -453,6 +460,9 @@ class MainWindow(QMainWindow):
     # ================================================================== generation
     def start_generation(self, params: dict) -> None:
         if self.running_job is not None:
+            return
+        if self.edit_panel.is_running():
+            self.statusBar().showMessage("An edit is running: wait for it or cancel it (Esc)", 6000)
             return
         self.job_id += 1
         job = dict(params)
@@ -587,7 +597,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Cannot show this result: {exc}", 8000)
             return
         p = entry.params
-        doc = Document(data=data, bits=12, title=f"Generated - seed {entry.seed}", kind="generated",
+        what = "Edited" if isinstance(p.get("edit"), dict) else "Generated"
+        doc = Document(data=data, bits=12, title=f"{what} - seed {entry.seed}", kind="generated",
                        synthetic=True, params=dict(p), entry=entry, path=entry.image_path)
         self.set_document(doc, keep_window=True, keep_view=from_run)
         self.generator.set_seed_used(entry.seed)
@@ -1130,7 +1141,7 @@ class MainWindow(QMainWindow):
                   self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
-                  self.act_quit]:
+                  *self.edit_panel.actions_for_help(), self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
             rows.append(f"<tr><td><b>{keys}</b></td><td>{a.text().replace('&', '')}</td></tr>")
         rows.append("<tr><td><b>Wheel</b></td><td>Zoom about the cursor</td></tr>")
@@ -1168,6 +1179,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", state)
         self.generator.save_settings(s)
         self.enhance.save_settings(s)
+        self.edit_panel.save_settings(s)
         self.dataset.save_settings(s)
         s.setValue("view/show_pixels", self.act_pixels.isChecked())
         if self.model_info and self.model_info.get("folder") and self.host.worker.model_path:
@@ -1183,6 +1195,7 @@ class MainWindow(QMainWindow):
         self._state_restored = bool(isinstance(st, QByteArray) and not st.isEmpty() and self.restoreState(st))
         self.generator.restore_settings(s)
         self.enhance.restore_settings(s)
+        self.edit_panel.restore_settings(s)
         self.dataset.restore_settings(s)
         self.set_show_pixels(str(s.value("view/show_pixels", "false")).lower() == "true")
         if self.model_arg is None:
@@ -1198,6 +1211,7 @@ class MainWindow(QMainWindow):
             self._layout_done = True
             if not self._state_restored:
                 self.tabifyDockWidget(self.dock_generator, self.dock_enhance)
+                self.tabifyDockWidget(self.dock_enhance, self.dock_edit)
                 self.tabifyDockWidget(self.dock_dataset, self.dock_model)
                 self.dock_generator.raise_()
                 self.dock_dataset.raise_()

@@ -43,6 +43,7 @@ class GenerationWorker(QObject):
     preview = Signal(int, object, int, int, bool)  # job, uint16 12-bit image, step, total, full decode
     stepMetrics = Signal(int, int, dict)      # job, batch index, metrics incl. "step"
     resultReady = Signal(int, object)         # job, HistoryEntry
+    editReady = Signal(int, object)           # edit job, HistoryEntry of the edited film
     jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
 
     def __init__(self, store, model_path: str | None = None, device: str = "auto"):
@@ -118,6 +119,16 @@ class GenerationWorker(QObject):
     @Slot(dict)
     def generate(self, job: dict) -> None:
         """Run one job: ``batch`` images with consecutive seeds. Never raises."""
+        self._job(job, self._run)
+
+    @Slot(dict)
+    def edit(self, job: dict) -> None:
+        """Redraw the masked region of a film (``image``, ``mask``, ``prompt``, ``strength``, ``steps``,
+        ``seed``): ``Pipeline.edit`` here, on the worker thread. Progress and previews go out on the
+        signals generation uses, the result on ``editReady``. Never raises."""
+        self._job(job, self._run_edit)
+
+    def _job(self, job: dict, run) -> None:
         jid = int(job.get("job", 0))
         self._cancel.clear()
         if jid <= self._cancelled_upto:  # cancelled while queued (e.g. during model loading)
@@ -128,7 +139,7 @@ class GenerationWorker(QObject):
             if not self._ensure_model():
                 status, message = "error", "the model is not loaded (see Model info)"
                 return
-            status, message = self._run(jid, job)
+            status, message = run(jid, job)
         except Exception as exc:  # noqa: BLE001
             log.error("generation failed\n%s", traceback.format_exc())
             status, message = "error", f"unexpected error: {_one_line(exc)}"
@@ -196,12 +207,64 @@ class GenerationWorker(QObject):
             self.resultReady.emit(jid, entry)
         return "done", f"{batch} image(s) in {time.perf_counter() - t_start:.1f} s"
 
+    def _run_edit(self, jid: int, job: dict) -> tuple[str, str]:
+        import cv2
+
+        from ..core import imaging
+        from ..core.editing import DEFAULT_STRENGTH, FEATHER_PX, EditError, feather_weights
+        from ..core.pipeline import GenerationCancelled, PipelineError
+
+        image = np.asarray(job["image"], np.float32)
+        mask = np.asarray(job["mask"], bool)
+        steps = int(job.get("steps", 20))
+        preview_every = max(1, int(job.get("preview_every", 5)))
+        self.jobStarted.emit(jid, 1, steps)
+        t_start = time.perf_counter()
+        weights = None
+
+        def on_step(i, total, preview):
+            nonlocal weights
+            eta = (time.perf_counter() - t_start) / max(1, i) * (total - i)
+            self.progress.emit(jid, 0, 1, i, total, float(eta))
+            if preview is None:
+                return
+            if preview.shape != image.shape:
+                # the pipeline previews at the model's size: put it back on the film at the film's size,
+                # so that the view shows the film itself around the region while it is redrawn
+                if weights is None and mask.shape == image.shape and mask.any():
+                    native = int(self.pipe.info["native_size"])
+                    weights = feather_weights(mask, FEATHER_PX * max(image.shape) / native)
+                big = cv2.resize(np.asarray(preview, np.float32), (image.shape[1], image.shape[0]),
+                                 interpolation=cv2.INTER_CUBIC)
+                preview = big if weights is None else weights * big + (1 - weights) * image
+            full = i % preview_every == 0 or i == total
+            self.preview.emit(jid, np.round(np.clip(preview, 0, 1) * 4095).astype(np.uint16), int(i), int(total),
+                              bool(full))
+
+        try:
+            res = self.pipe.edit(image, mask, job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""),
+                                 strength=job.get("strength", DEFAULT_STRENGTH), steps=steps, seed=job.get("seed"),
+                                 guidance_scale=job.get("guidance_scale"), on_step=on_step, cancel=self._cancel,
+                                 preview_every=preview_every)
+        except GenerationCancelled:
+            return "cancelled", "the edit was cancelled; nothing was saved"
+        except (EditError, PipelineError) as exc:
+            return "error", _one_line(exc)
+        params = dict(res.params)
+        params["random_seed"] = bool(job.get("random_seed", False))
+        entry = self.store.save(res.image_u16, params, metrics=imaging.image_metrics(res.image_u16),
+                                timings=res.timings)
+        self.editReady.emit(jid, entry)
+        return "done", f"region redrawn in {time.perf_counter() - t_start:.1f} s"
+
+
 
 class WorkerHost(QObject):
     """Starts the worker in its QThread and relays requests to it as queued signals."""
 
     requestLoad = Signal(object)
     requestGenerate = Signal(dict)
+    requestEdit = Signal(dict)
 
     def __init__(self, store, model_path: str | None = None, parent=None):
         super().__init__(parent)
@@ -211,6 +274,7 @@ class WorkerHost(QObject):
         self.worker.moveToThread(self.thread)
         self.requestLoad.connect(self.worker.load_model)
         self.requestGenerate.connect(self.worker.generate)
+        self.requestEdit.connect(self.worker.edit)
         self.thread.start()
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
