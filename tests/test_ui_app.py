@@ -126,7 +126,10 @@ def test_generate_shows_previews_then_final_image(qtbot, window):
     # model info panel filled
     assert w.model_panel.fields["unet"].text() != "-"
     assert w.model_panel.fields["latent"].text() == "4 x 32 x 32"
-    assert "s warm-up (ONNX Runtime)" in w.model_panel.fields["load"].text()  # the worker's UNet graphs
+    # the worker's UNet graphs, made after the first film (which the eager modules drew)
+    assert e.params["unet_engine"] == "eager"
+    qtbot.waitUntil(w.host.worker.warm_ready.is_set, timeout=GEN_TIMEOUT)
+    qtbot.waitUntil(lambda: "s warm-up (ONNX Runtime)" in w.model_panel.fields["load"].text())
     assert w.host.worker.pipe._traced
     assert "Random test model" in w.model_panel.card.toPlainText()
     # attention highlighting: words from the prompt, overlay drawn on demand

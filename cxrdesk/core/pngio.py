@@ -202,7 +202,8 @@ def unknown_metadata(metadata: dict | None) -> dict:
 
 def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None, *,
               bits: int = 16, window: tuple[float, float] | None = None,
-              apply_window: bool = False, burn_mark: bool = False, unknown: bool = False) -> Path:
+              apply_window: bool = False, burn_mark: bool = False, unknown: bool = False,
+              paint=None) -> Path:
     """Write ``image`` as a grayscale PNG with the generation parameters in text chunks.
 
     ``image``: uint16 12-bit, uint8 or float [0, 1] (HxW). ``bits``: 16 (exact 12-bit copy)
@@ -210,7 +211,9 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
     text chunks, and applied to the pixels when ``apply_window`` is true (the PNG then shows
     what the view showed, at full 8/16-bit contrast). ``burn_mark`` burns a small "SYNTHETIC"
     mark into the pixels. ``unknown``: a quiz case, its metadata reduced to
-    :func:`unknown_metadata` (no prompt or finding word in any text chunk). Returns the path written.
+    :func:`unknown_metadata` (no prompt or finding word in any text chunk). ``paint``: a function
+    given the final pixels (uint8/uint16) returning them drawn on (the app's annotations, as on
+    screen). Returns the path written.
     """
     from PIL import Image, PngImagePlugin
 
@@ -227,6 +230,8 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
         pix = window_linear(stored, win12[0], win12[1], out_max)
     else:
         pix = to_8bit(stored) if bits == 8 else to_16bit(stored)
+    if paint is not None:
+        pix = paint(pix)
     meta = unknown_metadata(metadata) if unknown else _jsonable(metadata)
     meta.update({
         "bits_stored": 12 if (bits == 16 and not (apply_window and win12 is not None)) else bits,

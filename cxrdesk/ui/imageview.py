@@ -13,10 +13,11 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPainterPath, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core import imaging
+from . import viewtools
 
 SYNTHETIC_MARK = "SYNTHETIC - NOT FOR DIAGNOSIS"
 MAX_LINES = 2  # measurement lines kept: a length, or two and their ratio (e.g. cardiothoracic)
@@ -78,6 +79,8 @@ class ImageView(QWidget):
     pixelHovered = Signal(object)             # (x, y, value) or None
     invertChanged = Signal(bool)
     measurementsChanged = Signal()
+    annotationsChanged = Signal()             # an arrow or text added or removed (annotations())
+    textRequested = Signal(QPointF)           # text mode: a click at this image point asks for a text
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -122,6 +125,10 @@ class ImageView(QWidget):
         self._notice_rect = QRectF()
         self._magnifier = False
         self._mouse: QPointF | None = None  # the cursor over the view, for the magnifier
+        self._orient = viewtools.IDENTITY  # display-time flip/rotation (viewtools), never in the pixels
+        self._annotations: list[dict] = []  # arrows and text in image coordinates (viewtools)
+        self._annotating = ""  # "arrow" | "text" | "" : what a left drag / click adds
+        self._arrow: tuple[QPointF, QPointF] | None = None  # the arrow being drawn
         self.mask_layer = None  # maskpaint.MaskLayer: an edit's painted region, drawn over the film
 
     # ------------------------------------------------------------------ image
@@ -184,6 +191,8 @@ class ImageView(QWidget):
         if not (keep_view and same_shape):
             self._fit = True
             self.clear_measurements()
+            self._orient = viewtools.IDENTITY
+            self._annotations = []
         self._apply_fit()
         self._hover = None
         self.update()
@@ -259,7 +268,9 @@ class ImageView(QWidget):
         k = self._scale * LOUPE_ZOOM
         c = self.widget_to_image(self._mouse)
         # forward map image -> loupe (pixel centres at +0.5 in view coordinates)
-        m = np.float32([[k, 0, (0.5 - c.x()) * k + r - 0.5], [0, k, (0.5 - c.y()) * k + r - 0.5]])
+        a, b, cc, d = self._orient
+        ox, oy = 0.5 - c.x(), 0.5 - c.y()
+        m = np.float32([[a * k, b * k, (a * ox + b * oy) * k + r - 0.5], [cc * k, d * k, (cc * ox + d * oy) * k + r - 0.5]])
         flag = cv2.INTER_NEAREST if self._pixels else cv2.INTER_CUBIC
         loupe = np.ascontiguousarray(cv2.warpAffine(self._u8, m, (2 * r, 2 * r), flags=flag,
                                                     borderMode=cv2.BORDER_CONSTANT, borderValue=12))
@@ -287,7 +298,10 @@ class ImageView(QWidget):
         vis = target.intersected(QRectF(self.rect()))
         if vis.isEmpty():
             return None
-        a, b = self.widget_to_image(vis.topLeft()), self.widget_to_image(vis.bottomRight())
+        corners = [self.widget_to_image(q) for q in (vis.topLeft(), vis.bottomRight(), vis.topRight(),
+                                                     vis.bottomLeft())]
+        a = QPointF(min(q.x() for q in corners), min(q.y() for q in corners))
+        b = QPointF(max(q.x() for q in corners), max(q.y() for q in corners))
         x0, y0 = max(0, int(math.floor(a.x())) - 2), max(0, int(math.floor(a.y())) - 2)
         x1, y1 = min(w, int(math.ceil(b.x())) + 2), min(h, int(math.ceil(b.y())) + 2)
         if x1 <= x0 or y1 <= y0:
@@ -298,8 +312,8 @@ class ImageView(QWidget):
             crop = np.ascontiguousarray(self._u8[y0:y1, x0:x1])
             big = np.ascontiguousarray(cv2.resize(crop, (dw, dh), interpolation=cv2.INTER_CUBIC))
             self._smooth_cache = (key, QImage(big.data, dw, dh, dw, QImage.Format_Grayscale8), big)
-        tl = self.image_to_widget(QPointF(x0, y0))
-        return QRectF(tl.x(), tl.y(), dw, dh), self._smooth_cache[1]
+        # in zoomed image units: the painter (_film_transform(zoom)) only orients and places it
+        return QRectF(x0 * self._scale, y0 * self._scale, dw, dh), self._smooth_cache[1]
 
     # ------------------------------------------------------------------ measuring
     def set_measuring(self, on: bool) -> None:
@@ -433,6 +447,8 @@ class ImageView(QWidget):
         if self._data is None:
             return 1.0
         h, w = self._data.shape
+        if viewtools.swaps_axes(self._orient):
+            h, w = w, h
         return max(MIN_ZOOM, min((self.width() - 8) / w, (self.height() - 8) / h))
 
     def is_fit(self) -> bool:
@@ -495,18 +511,124 @@ class ImageView(QWidget):
 
     def widget_to_image(self, p: QPointF) -> QPointF:
         wc = QPointF(self.width() / 2, self.height() / 2)
-        return self._pan + (QPointF(p) - wc) / self._scale
+        a, b, c, d = self._orient  # orthogonal: the inverse is the transpose
+        v = (QPointF(p) - wc) / self._scale
+        return self._pan + QPointF(a * v.x() + c * v.y(), b * v.x() + d * v.y())
 
     def image_to_widget(self, p: QPointF) -> QPointF:
         wc = QPointF(self.width() / 2, self.height() / 2)
-        return wc + (QPointF(p) - self._pan) * self._scale
+        a, b, c, d = self._orient
+        v = (QPointF(p) - self._pan) * self._scale
+        return wc + QPointF(a * v.x() + b * v.y(), c * v.x() + d * v.y())
+
+    def _film_transform(self, unit: float = 1.0) -> QTransform:
+        """Painter transform from image coordinates times ``unit`` to the widget (orientation and pan;
+        ``unit`` = the zoom: only the orientation is left to the painter)."""
+        a, b, c, d = self._orient
+        wc = QPointF(self.width() / 2, self.height() / 2)
+        s = self._scale / unit
+        px, py = self._pan.x() * self._scale, self._pan.y() * self._scale
+        return QTransform(a * s, c * s, b * s, d * s, wc.x() - (a * px + b * py), wc.y() - (c * px + d * py))
 
     def image_rect(self) -> QRectF:
+        """The film's rectangle on the widget (as oriented)."""
         if self._data is None:
             return QRectF()
         h, w = self._data.shape
-        tl = self.image_to_widget(QPointF(0, 0))
-        return QRectF(tl.x(), tl.y(), w * self._scale, h * self._scale)
+        pts = [self.image_to_widget(QPointF(x, y)) for x, y in ((0, 0), (w, h))]
+        return QRectF(pts[0], pts[1]).normalized()
+
+    # ------------------------------------------------------------------ orientation
+    def orientation(self) -> tuple:
+        """The display-time flip/rotation (a viewtools matrix); the stored image is never changed."""
+        return self._orient
+
+    def set_orientation(self, m: tuple) -> None:
+        self._orient = tuple(m)
+        if self._fit:
+            self._apply_fit()
+        self._smooth_cache = None
+        self.update()
+        self.viewChanged.emit()
+
+    def reorient(self, op: tuple) -> None:
+        """Flip or rotate the view on screen (viewtools.FLIP_H, FLIP_V, ROTATE_CW, ROTATE_CCW)."""
+        self.set_orientation(viewtools.compose(op, self._orient))
+
+    # ------------------------------------------------------------------ annotations
+    def annotations(self) -> list[dict]:
+        return [dict(a) for a in self._annotations]
+
+    def set_annotations(self, items) -> None:
+        self._annotations = viewtools.valid_annotations(items)
+        self.update()
+
+    def add_annotation(self, item: dict) -> None:
+        self._annotations = viewtools.valid_annotations(self._annotations + [item])
+        self.update()
+        self.annotationsChanged.emit()
+
+    def remove_last_annotation(self) -> bool:
+        if not self._annotations:
+            return False
+        self._annotations.pop()
+        self.update()
+        self.annotationsChanged.emit()
+        return True
+
+    def clear_annotations(self) -> None:
+        had = bool(self._annotations)
+        self._annotations = []
+        self.update()
+        if had:
+            self.annotationsChanged.emit()
+
+    def set_annotating(self, kind: str) -> None:
+        """"arrow": a left drag draws an arrow (its head where the drag ends); "text": a left click asks
+        for a text there (textRequested); "": off. Pan stays on the middle button meanwhile."""
+        self._annotating = kind if kind in ("arrow", "text") else ""
+        self._arrow = None
+        if self._annotating:
+            self._measuring = False
+        self.setCursor(Qt.CrossCursor) if (self._annotating or self._measuring) else self.unsetCursor()
+        self.update()
+
+    def annotating(self) -> str:
+        return self._annotating
+
+    def _annotate_mouse(self, kind: str, ev) -> bool:
+        """Mouse events in annotation mode: True when used."""
+        if not self._annotating or self._data is None:
+            return False
+        if kind == "press" and ev.button() == Qt.LeftButton:
+            p = self._clamp(self.widget_to_image(ev.position()))
+            if self._annotating == "text":
+                self.textRequested.emit(p)
+            else:
+                self._arrow = (p, p)
+            ev.accept()
+            return True
+        if kind == "move" and self._arrow is not None:
+            self._arrow = (self._arrow[0], self._clamp(self.widget_to_image(ev.position())))
+            self.update()
+            return True
+        if kind == "release" and self._arrow is not None and ev.button() == Qt.LeftButton:
+            a, b = self._arrow
+            self._arrow = None
+            if (b - a).manhattanLength() * self._scale >= 6:  # a click is not an arrow
+                self.add_annotation({"kind": "arrow", "from": [a.x(), a.y()], "to": [b.x(), b.y()]})
+            self.update()
+            ev.accept()
+            return True
+        return False
+
+    def _paint_annotations(self, p: QPainter) -> None:
+        items = list(self._annotations)
+        if self._arrow is not None:
+            a, b = self._arrow
+            items.append({"kind": "arrow", "from": [a.x(), a.y()], "to": [b.x(), b.y()]})
+        viewtools.paint_annotations(p, items, self.image_to_widget,
+                                    QFontMetrics(self._font(bold=True)).height() * 1.15, bounds=QRectF(self.rect()))
 
     def value_at(self, x: int, y: int):
         if self._data is None:
@@ -534,6 +656,8 @@ class ImageView(QWidget):
     def mousePressEvent(self, ev) -> None:
         if self.mask_layer is not None and self.mask_layer.press(self, ev):
             return
+        if self._annotate_mouse("press", ev):
+            return
         if self._measuring and ev.button() == Qt.LeftButton and self._data is not None:
             p = self._clamp(self.widget_to_image(ev.position()))
             self._drawing = (p, p)
@@ -555,7 +679,9 @@ class ImageView(QWidget):
             return
         if self._magnifier:
             self.update()
-        if self._drawing is not None:
+        if self._annotate_mouse("move", ev):
+            pass
+        elif self._drawing is not None:
             self._drawing = (self._drawing[0], self._clamp(self.widget_to_image(pos)))
             self.update()
         elif self._drag_button is not None and self._data is not None:
@@ -565,7 +691,8 @@ class ImageView(QWidget):
                 c, w = imaging.drag_window(self._center, self._width, d.x(), d.y(), self._sensitivity())
                 self.set_window(c, w)
             else:
-                self._pan = self._pan - d / self._scale
+                a, b, c, dd = self._orient  # the screen drag back in image coordinates
+                self._pan = self._pan - QPointF(a * d.x() + c * d.y(), b * d.x() + dd * d.y()) / self._scale
                 self._fit = False
                 self.update()
                 self.viewChanged.emit()
@@ -573,6 +700,8 @@ class ImageView(QWidget):
 
     def mouseReleaseEvent(self, ev) -> None:
         if self.mask_layer is not None and self.mask_layer.release(self, ev):
+            return
+        if self._annotate_mouse("release", ev):
             return
         if self._drawing is not None and ev.button() == Qt.LeftButton:
             a, b = self._drawing
@@ -631,19 +760,26 @@ class ImageView(QWidget):
             return
         target = self.image_rect()
         smooth = None if (self._pixels or self._scale <= 1.0) else self._smooth_magnified(target)
+        film = QRectF(0, 0, self._data.shape[1], self._data.shape[0])
+        p.save()  # the film and the overlay are drawn oriented (flip/rotate), in image coordinates
         if smooth is not None:
+            p.setTransform(self._film_transform(self._scale))
             p.drawImage(*smooth)
         else:
             # minified films are filtered (bilinear); 1:1 and "show pixels" are exact
+            p.setTransform(self._film_transform())
             p.setRenderHint(QPainter.SmoothPixmapTransform, not self._pixels and self._scale < 1.0)
-            p.drawImage(target, self._qimage)
+            p.drawImage(film, self._qimage)
         if self._overlay_image is not None:
+            p.setTransform(self._film_transform())
             p.setRenderHint(QPainter.SmoothPixmapTransform, True)
-            p.drawImage(target, self._overlay_image)
+            p.drawImage(film, self._overlay_image)
+        p.restore()
         if self.mask_layer is not None:
             self.mask_layer.paint(p, self)
         self._ratio = ""
         self._paint_lines(p)
+        self._paint_annotations(p)
         self._paint_loupe(p)
         self._paint_text(p)
         p.end()

@@ -30,6 +30,7 @@ from .model_panel import ModelPanel
 from .paths import data_dir, resource_path, results_dir, settings_path
 from .tasks import run_task
 from .viewer import ViewerArea
+from . import viewtools
 from .worker import WorkerHost
 
 log = logging.getLogger("cxrdesk.ui")
@@ -54,6 +55,7 @@ class Document:
     original: np.ndarray | None = None        # before an applied enhancement
     spacing: tuple[float, float] | None = None   # (row, column) mm per pixel, when the file gives it
     enhancement: dict | None = None
+    annotations: list = dataclasses.field(default_factory=list)  # arrows and text over the view (viewtools)
 
     @property
     def source(self) -> np.ndarray:
@@ -223,13 +225,13 @@ class MainWindow(QMainWindow):
         w.stepMetrics.connect(self._on_step_metrics)
         w.resultReady.connect(self._on_result)
         w.jobFinished.connect(self._on_job_finished)
+        w.warmedUp.connect(self._on_warmed_up)
         self.edit_panel.connect_worker(self.host)
 
         self.resize(1440, 900)
         self._restore_settings()
         self._update_actions()
-        if preload:
-            QTimer.singleShot(300, self.load_model)
+        self._preload = preload  # the model starts loading as soon as the window is on screen (showEvent)
 
     # ================================================================== construction
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
@@ -263,6 +265,8 @@ class MainWindow(QMainWindow):
         self.view.pixelHovered.connect(self._on_pixel)
         self.view.windowChanged.connect(lambda c, w: self.wl_label.setText(f"W {w:.0f}  C {c:.0f}"))
         self.view.measurementsChanged.connect(self._on_measured)
+        self.view.annotationsChanged.connect(self._on_annotated)
+        self.view.textRequested.connect(self._ask_annotation_text)
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
         a = QAction(text, self)
@@ -346,6 +350,29 @@ class MainWindow(QMainWindow):
                              "pixels; two lines give their ratio, e.g. the cardiothoracic ratio (M)", checkable=True)
         self.act_clear_measure = A("Clear m&easurements", self.clear_measurements, "Del",
                                    "Remove the measurement lines (Del)")
+        self.act_flip_h = A("Flip &horizontally", lambda: self.reorient(viewtools.FLIP_H), "Shift+H",
+                            "Mirror the view left-right; on screen only, the stored film is unchanged (Shift+H)")
+        self.act_flip_v = A("Flip &vertically", lambda: self.reorient(viewtools.FLIP_V), "Shift+V",
+                            "Mirror the view top-bottom; on screen only (Shift+V)")
+        self.act_rot_cw = A("Rotate 90\u00b0 clock&wise", lambda: self.reorient(viewtools.ROTATE_CW), "Shift+R",
+                            "Turn the view a quarter clockwise; on screen only (Shift+R)")
+        self.act_rot_ccw = A("Rotate 90\u00b0 a&nticlockwise", lambda: self.reorient(viewtools.ROTATE_CCW), "Shift+L",
+                             "Turn the view a quarter anticlockwise; on screen only (Shift+L)")
+        self.act_orient_reset = A("&Original orientation", lambda: self.reorient(None), "Shift+O",
+                                  "Undo flips and rotations (Shift+O)")
+        self.act_arrow = A("&Arrow", lambda on: self.set_annotating("arrow" if on else ""), "A",
+                           "Annotate: left drag draws an arrow, its head where the drag ends; drawn over the film, "
+                           "never into it; kept with the result (A)", checkable=True)
+        self.act_text = A("&Text label", lambda on: self.set_annotating("text" if on else ""), "T",
+                          "Annotate: click where a text label goes and type it; drawn over the film, never into it; "
+                          "kept with the result (T)", checkable=True)
+        self.act_undo_annotation = A("Remove the last a&nnotation", self.remove_last_annotation, "Backspace",
+                                     "Remove the arrow or text added last (Backspace, on the image)")
+        self.act_clear_annotations = A("Clear annotations", self.clear_annotations, "Shift+Del",
+                                       "Remove every arrow and text label of this image (Shift+Del)")
+        self.removeAction(self.act_undo_annotation)  # Backspace only on the image: fields keep it
+        self.act_undo_annotation.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        self.viewer.addAction(self.act_undo_annotation)
         self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
         self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
         self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
@@ -373,6 +400,13 @@ class MainWindow(QMainWindow):
                   self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
+        sub = m.addMenu("&Orientation")
+        for a in (self.act_flip_h, self.act_flip_v, self.act_rot_cw, self.act_rot_ccw, self.act_orient_reset):
+            sub.addAction(a)
+        sub = m.addMenu("&Annotate")
+        for a in (self.act_arrow, self.act_text, self.act_undo_annotation, self.act_clear_annotations):
+            sub.addAction(a)
+        m.addSeparator()
         panels = m.addMenu("Pa&nels")
         for d in (self.dock_generator, self.dock_enhance, self.dock_edit, self.dock_dataset, self.dock_model,
                   self.dock_history):
@@ -443,6 +477,12 @@ class MainWindow(QMainWindow):
             self.progress.setFormat("ready")
         self.statusBar().showMessage(f"Model loaded in {info.get('load_seconds', 0):.1f} s", 5000)
 
+    def _on_warmed_up(self, extra: dict) -> None:
+        """The faster graphs are ready (after the first film when one was asked for): Model info says so."""
+        if self.model_info is not None:
+            self.model_info.update(extra)
+            self.model_panel.set_info(self.model_info)
+
     def _on_load_failed(self, msg: str) -> None:
         if "no default model is installed" in msg:
             msg = "no model is installed with this copy of cxrdesk; choose a model folder"
@@ -480,6 +520,7 @@ class MainWindow(QMainWindow):
         self.progress.setFormat("starting")
         self.act_cancel.setEnabled(True)
         self.view.clear_measurements()  # they belong to the image being replaced
+        self.view.set_annotations([])
         if self.enhance.preview_check.isChecked():
             self.enhance.preview_check.setChecked(False)
         self.viewer.show_single()
@@ -599,7 +640,8 @@ class MainWindow(QMainWindow):
         p = entry.params
         what = "Edited" if isinstance(p.get("edit"), dict) else "Generated"
         doc = Document(data=data, bits=12, title=f"{what} - seed {entry.seed}", kind="generated",
-                       synthetic=True, params=dict(p), entry=entry, path=entry.image_path)
+                       synthetic=True, params=dict(p), entry=entry, path=entry.image_path,
+                       annotations=_load_annotations(entry))
         self.set_document(doc, keep_window=True, keep_view=from_run)
         self.generator.set_seed_used(entry.seed)
         self.generator.set_final_metrics(entry.metrics)
@@ -635,6 +677,7 @@ class MainWindow(QMainWindow):
         self.view.set_image(doc.data, window=None if keep_window else doc.window, keep_window=keep_window,
                             keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits,
                             spacing=doc.spacing)
+        self.view.set_annotations(doc.annotations)
         self._update_overlay()
 
     def _update_overlay(self, *_):
@@ -853,6 +896,7 @@ class MainWindow(QMainWindow):
         u8 = self.view.rendered()
         if u8 is None:
             return self._nothing_to_copy()
+        u8 = viewtools.oriented(u8, self.view.orientation())  # as shown: flipped/rotated too
         marked = self.view.is_synthetic()
         if marked:
             from ..core.pngio import burn_synthetic_mark
@@ -892,7 +936,58 @@ class MainWindow(QMainWindow):
         self.view.set_reveal(f"\u201c{prompt}\u201d" if on else "")
         _set_checked(self.act_reveal, on)
 
+    def reorient(self, op) -> None:
+        """Flip or rotate the view (``op`` None: back to the film's own orientation); both panes when
+        comparing. Display only: exports say where they apply it."""
+        if not self.view.has_image():
+            return
+        views = (self.view, self.viewer.view_b) if self.viewer.is_compare() else (self.view,)
+        for v in views:
+            v.set_orientation(viewtools.IDENTITY) if op is None else v.reorient(op)
+        text = viewtools.orientation_text(self.view.orientation())
+        self.view.show_notice(f"View {text}" if text else "Original orientation", 1500)
+        self.statusBar().showMessage((f"View {text} (on screen only; R/F do not undo it, Shift+O does)" if text
+                                      else "Original orientation"), 5000)
+
+    def set_annotating(self, kind: str) -> None:
+        """A: arrows, T: text labels (one at a time; measuring stops)."""
+        if kind and self.act_measure.isChecked():
+            self.set_measuring(False)
+        self.view.set_annotating(kind)
+        _set_checked(self.act_arrow, kind == "arrow")
+        _set_checked(self.act_text, kind == "text")
+        if kind:
+            self.view.setFocus()
+            self.statusBar().showMessage(
+                ("Arrow: left drag from where the label goes to the finding" if kind == "arrow" else
+                 "Text: click where the label goes, then type it") +
+                "; middle drag pans; Backspace removes the last; A / T stops", 10000)
+
+    def _ask_annotation_text(self, at) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        text, ok = QInputDialog.getText(self, "Text label", "Label (drawn over the film, not into it):")
+        self.view.setFocus()
+        if ok and text.strip():
+            self.view.add_annotation({"kind": "text", "at": [at.x(), at.y()], "text": text})
+
+    def remove_last_annotation(self) -> None:
+        self.view.remove_last_annotation()
+
+    def clear_annotations(self) -> None:
+        self.view.clear_annotations()
+
+    def _on_annotated(self) -> None:
+        """Annotations are kept with the document, and beside a result's files (its own JSON)."""
+        if self.doc is None:
+            return
+        self.doc.annotations = self.view.annotations()
+        if self.doc.entry is not None:
+            _save_annotations(self.doc.entry, self.doc.annotations)
+
     def set_measuring(self, on: bool) -> None:
+        if on and self.view.annotating():
+            self.set_annotating("")
         self.view.set_measuring(on)
         if on:
             self.statusBar().showMessage("Measuring: left drag draws a line, two lines give their ratio; middle drag "
@@ -1026,11 +1121,16 @@ class MainWindow(QMainWindow):
                     top = (1 << doc.bits) - 1
                     data = (top - doc.data.astype(np.int32)).astype(doc.data.dtype)
                     c, meta["inverted"] = top - c + 1, True
+                m, notes = self._view_extras(meta, apply_window)
+                if m is not None:
+                    data = viewtools.oriented(data, m)
                 out = write_png(path, data, meta, bits=bits, window=(c, w), apply_window=apply_window,
-                                burn_mark=burn_mark)
+                                burn_mark=burn_mark, paint=notes)
             else:
                 c, w = self.view.window()
-                if not grey_qimage(imaging.window_to_u8(doc.data, c, w, self.view.inverted())).save(path, "PNG"):
+                m, notes = self._view_extras({}, True)
+                u8 = viewtools.oriented(imaging.window_to_u8(doc.data, c, w, self.view.inverted()), m)
+                if not grey_qimage(notes(u8) if notes else u8).save(path, "PNG"):
                     raise OSError(f"cannot write {path}")
                 out = path
         except Exception as exc:  # noqa: BLE001
@@ -1038,6 +1138,20 @@ class MainWindow(QMainWindow):
             return None
         self.statusBar().showMessage(f"Exported {out}", 8000)
         return str(out)
+
+    def _view_extras(self, meta: dict, as_shown: bool):
+        """What a PNG export as on screen adds to the film: (the view's orientation or None, a function
+        drawing the annotations into the final pixels or None). Both are recorded in ``meta``; a
+        full-range export applies neither (the stored pixels as they are)."""
+        m, items = self.view.orientation(), self.view.annotations()
+        if m != viewtools.IDENTITY:
+            meta["view_orientation"] = {"matrix": list(m), "text": viewtools.orientation_text(m), "applied": as_shown}
+        if items:
+            meta["annotations"] = {"items": items, "units": "stored image pixels", "drawn_in": as_shown}
+        if not as_shown:
+            return None, None
+        shape = self.doc.data.shape
+        return m, ((lambda pix: viewtools.burn_annotations(pix, items, m, shape)) if items else None)
 
     def export_dicom_dialog(self) -> None:
         if not self._check_exportable("DICOM"):
@@ -1139,7 +1253,9 @@ class MainWindow(QMainWindow):
         for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
                   self.act_fit, self.act_1to1, self.act_magnifier, self.act_compare, self.act_highlight,
                   self.act_reveal, self.act_measure,
-                  self.act_clear_measure, self.act_prev, self.act_next, self.act_present, self.act_open,
+                  self.act_clear_measure, self.act_flip_h, self.act_flip_v, self.act_rot_cw, self.act_rot_ccw,
+                  self.act_orient_reset, self.act_arrow, self.act_text, self.act_undo_annotation,
+                  self.act_clear_annotations, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
                   *self.edit_panel.actions_for_help(), self.act_quit]:
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in a.shortcuts())
@@ -1205,6 +1321,9 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
+        if self._preload:
+            self._preload = False
+            QTimer.singleShot(50, self.load_model)  # once the first frame is drawn
         if not self._layout_done:
             # Tabifying docks of two areas before the window is shown leaves a stray, visible
             # QTabBar in the middle of the window (Qt 6.12); doing it once shown does not.
@@ -1241,6 +1360,35 @@ def _copy_selected_text(widget) -> bool:
         QGuiApplication.clipboard().setText(widget.selectedText())
         return True
     return False
+
+
+def _annotations_path(entry: HistoryEntry) -> Path:
+    return Path(entry.image_path).with_name(f"{entry.id}_annotations.json")
+
+
+def _load_annotations(entry: HistoryEntry) -> list:
+    import json
+
+    p = _annotations_path(entry)
+    try:
+        return viewtools.valid_annotations(json.loads(p.read_text(encoding="utf-8")).get("items"))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _save_annotations(entry: HistoryEntry, items: list) -> None:
+    import json
+
+    from ..core.fsutil import atomic_write
+
+    p = _annotations_path(entry)
+    try:
+        if items:
+            atomic_write(p, lambda fh: fh.write(json.dumps({"version": 1, "items": items}, indent=1)), mode="w")
+        else:
+            p.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot save the annotations of %s: %s", entry.id, exc)
 
 
 def _set_checked(action: QAction, on: bool) -> None:

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 log = logging.getLogger("cxrdesk.ui.worker")
 
@@ -45,6 +45,7 @@ class GenerationWorker(QObject):
     resultReady = Signal(int, object)         # job, HistoryEntry
     editReady = Signal(int, object)           # edit job, HistoryEntry of the edited film
     jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
+    warmedUp = Signal(dict)                   # after the faster graphs: warm_up_seconds, unet_engine
 
     def __init__(self, store, model_path: str | None = None, device: str = "auto"):
         super().__init__()
@@ -55,6 +56,8 @@ class GenerationWorker(QObject):
         self._cancel = threading.Event()
         self._cancelled_upto = -1  # every job id <= this is cancelled (set from the GUI thread)
         self._busy = threading.Event()
+        self.warm_ready = threading.Event()  # set once the deferred warm-up is done
+        self._warm_gen = 0
 
     # -- called from the GUI thread ---------------------------------------------------------
     def cancel(self, job: int | None = None) -> None:
@@ -84,10 +87,6 @@ class GenerationWorker(QObject):
             from ..core.pipeline import Pipeline
 
             pipe = Pipeline.load(self.model_path, device=self.device)
-            # The UNet and decoder in ONNX Runtime make every later step faster on CPU (exported once
-            # per model, a few seconds; later starts load them in about a second).
-            self.loadingStarted.emit(f"{what}: optimising it for this computer (longer on its first start)")
-            pipe.info["warm_up_seconds"] = round(pipe.warm_up(attention=True), 3)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             from ..core.pipeline import PipelineError
 
@@ -114,7 +113,34 @@ class GenerationWorker(QObject):
         except Exception:  # noqa: BLE001
             pass
         self.modelLoaded.emit(info)
+        self._schedule_warm_up()
         return True
+
+    # The UNet and decoder in ONNX Runtime make every later step faster on CPU (exported once per model,
+    # seconds; later starts load them in about a second). They are prepared after the model is loaded
+    # and after the jobs already asked for, in two parts queued on this thread, so that a job asked for
+    # meanwhile runs between them: the first film is drawn with the eager modules instead of waiting.
+    def _schedule_warm_up(self) -> None:
+        self.warm_ready.clear()
+        self._warm_gen += 1
+        QTimer.singleShot(0, lambda g=self._warm_gen: self._warm_up_part(g, attention=False))
+
+    def _warm_up_part(self, gen: int, attention: bool) -> None:
+        pipe = self.pipe
+        if gen != self._warm_gen or pipe is None:
+            return  # another model was loaded since
+        try:
+            t = pipe.warm_up(attention=attention)
+        except Exception:  # noqa: BLE001 - generation stays on the eager modules
+            log.warning("warm-up failed\n%s", traceback.format_exc())
+            attention = True
+            t = 0.0
+        pipe.info["warm_up_seconds"] = round(pipe.info.get("warm_up_seconds", 0.0) + t, 3)
+        if not attention:
+            QTimer.singleShot(0, lambda: self._warm_up_part(gen, attention=True))
+            return
+        self.warm_ready.set()
+        self.warmedUp.emit({k: pipe.info.get(k) for k in ("warm_up_seconds", "unet_engine")})
 
     @Slot(dict)
     def generate(self, job: dict) -> None:
@@ -256,7 +282,6 @@ class GenerationWorker(QObject):
                                 timings=res.timings)
         self.editReady.emit(jid, entry)
         return "done", f"region redrawn in {time.perf_counter() - t_start:.1f} s"
-
 
 
 class WorkerHost(QObject):
