@@ -377,3 +377,21 @@ def test_generate_prompts_unknown_does_not_leak(tmp_path, tiny_model_dir, capsys
     import pydicom
     assert "Prompt: " + PROMPTS[2] in pydicom.dcmread(tmp_path / "dcm2" / "p_02.dcm").ImageComments
     assert not (tmp_path / "p_answers.csv").exists()
+
+
+def test_quiz_scoring_rule_and_choices(tmp_path):
+    from cxrdesk.core.lessons import finding_choices, score_case, write_quiz_results
+
+    eff, norm, custom = Case(prompt=PROMPTS[0]), Case(prompt=PROMPTS[3]), Case(prompt="x", answer="Collapse")
+    assert score_case(norm, True) and not score_case(norm, False, "Effusion")
+    assert score_case(eff, False, "Effusion") and score_case(eff, False, "effusion")
+    assert not score_case(eff, True) and not score_case(eff, False, "") and not score_case(eff, False, "Mass")
+    assert score_case(custom, False, "Collapse") and not score_case(custom, True)
+    edema = Case(prompt=PROMPTS[1])  # two findings: either one scores
+    assert score_case(edema, False, "Edema") and score_case(edema, False, "Cardiomegaly")
+    lesson = Lesson("t", [eff, norm, custom, edema])
+    choices = finding_choices(lesson, distractors=3)
+    assert {"Effusion", "Collapse", "Cardiomegaly", "Edema"} <= set(choices)
+    assert "Normal" not in choices and "No Finding" not in choices and len(choices) == 4 + 3 + 1  # "Cardiomegaly, Edema"
+    write_quiz_results(tmp_path / "q.csv", [{"trainee": "Ann", "case": 1, "called": "normal", "correct": "yes"}])
+    assert read_answer_key(tmp_path / "q.csv")[0]["trainee"] == "Ann"

@@ -358,17 +358,22 @@ def _csv_safe(v: Any) -> Any:
     return v
 
 
-def write_answer_key(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """Write the answer key CSV (UTF-8 with BOM for spreadsheets; atomic)."""
+def _write_csv(path: str | os.PathLike, fields: tuple[str, ...], rows: list[dict]) -> Path:
+    """A CSV for spreadsheets (UTF-8 with BOM, formula-safe cells), written atomically."""
     from .fsutil import atomic_write
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(ANSWER_KEY_FIELDS), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: _csv_safe(v) for k, v in r.items()})
     data = ("\ufeff" + buf.getvalue()).encode("utf-8")
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_answer_key(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write the answer key CSV (UTF-8 with BOM for spreadsheets; atomic)."""
+    return _write_csv(path, ANSWER_KEY_FIELDS, rows)
 
 
 def read_answer_key(path: str | os.PathLike) -> list[dict]:
@@ -431,3 +436,50 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
         row["dicom"] = str(Path(dicom_dir).name + "/" + dcm.name)
         row["study_uid"] = ctx.study_uid
     return row
+
+
+# --------------------------------------------------------------------------------------------
+# quiz scoring (rapid-reporting style)
+# --------------------------------------------------------------------------------------------
+
+SCORE_RULE = ("Scoring: a normal film is correct when called normal; an abnormal film is correct when "
+              "called abnormal with one of its findings. One point per correct case.")
+QUIZ_FIELDS = ("trainee", "case", "called", "finding", "correct", "answer", "note", "time")
+
+
+# Distractors first taken from the findings a chest film is most often read for.
+DISTRACTORS = ("Pneumothorax", "Effusion", "Cardiomegaly", "Pneumonia", "Mass", "Nodule", "Edema", "Atelectasis",
+               "Consolidation", "Emphysema")
+
+
+def finding_choices(lesson: Lesson, prompts: list[str] | None = None, distractors: int = 4) -> list[str]:
+    """What a trainee picks a finding from: every abnormal answer and finding of the lesson, plus up
+    to ``distractors`` other findings of the model's vocabulary (a fixed choice, not random)."""
+    from .captions import VOCAB
+
+    prompts = prompts or [c.prompt for c in lesson.cases]
+    out: list[str] = []
+    for c, p in zip(lesson.cases, prompts):
+        if c.is_normal(p):
+            continue
+        for f in [c.answer_text(p)] + c.findings(p):
+            if f and f not in out:
+                out.append(f)
+    order = list(DISTRACTORS) + [v for v in VOCAB if v not in DISTRACTORS]
+    extra = [v for v in order if v not in out and v != "No Finding"][:max(0, distractors)]
+    return sorted(out + extra, key=str.lower)
+
+
+def score_case(case: Case, called_normal: bool, finding: str = "", prompt: str | None = None) -> bool:
+    """The rule in :data:`SCORE_RULE`."""
+    if case.is_normal(prompt):
+        return bool(called_normal)
+    if called_normal:
+        return False
+    f = (finding or "").strip().lower()
+    return bool(f) and (f == case.answer_text(prompt).lower() or f in {x.lower() for x in case.findings(prompt)})
+
+
+def write_quiz_results(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """One trainee's answers as CSV (atomic, UTF-8 with BOM; the caller adds a score row)."""
+    return _write_csv(path, QUIZ_FIELDS, rows)

@@ -26,6 +26,7 @@ from .history import HistoryEntry, HistoryStore
 from .history_strip import HistoryStrip
 from .imageview import grey_qimage
 from .imageio import LoadedImage, load_stored
+from .lesson_panel import LessonPanel
 from .model_panel import ModelPanel
 from .paths import data_dir, resource_path, results_dir, settings_path
 from .tasks import run_task
@@ -205,6 +206,8 @@ class MainWindow(QMainWindow):
         self.dock_edit = self._dock("Edit region", self.edit_panel, Qt.LeftDockWidgetArea)
         self.dock_dataset = self._dock("Dataset browser", self.dataset, Qt.RightDockWidgetArea)
         self.dock_model = self._dock("Model info", self.model_panel, Qt.RightDockWidgetArea)
+        self.lesson_panel = LessonPanel(self)  # a lesson's cases, drawn through the worker (issue 30)
+        self.dock_lesson = self._dock("Lesson", self.lesson_panel, Qt.RightDockWidgetArea)
         self.dock_history = self._dock("History", self.history, Qt.BottomDockWidgetArea)
         self._layout_done = False  # docks are tabified on first show (see showEvent)
         self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
@@ -225,6 +228,8 @@ class MainWindow(QMainWindow):
         w.stepMetrics.connect(self._on_step_metrics)
         w.resultReady.connect(self._on_result)
         w.jobFinished.connect(self._on_job_finished)
+        self.lesson_panel.connect_worker(self.host)
+        self.lesson_panel.statusMessage.connect(lambda t: self.statusBar().showMessage(t, 8000))
         w.warmedUp.connect(self._on_warmed_up)
         self.edit_panel.connect_worker(self.host)
 
@@ -411,6 +416,7 @@ class MainWindow(QMainWindow):
         for d in (self.dock_generator, self.dock_enhance, self.dock_edit, self.dock_dataset, self.dock_model,
                   self.dock_history):
             panels.addAction(d.toggleViewAction())
+        panels.addAction(self.dock_lesson.toggleViewAction())
         m = mb.addMenu("&Help")
         for a in (self.act_keys, self.act_card, None, self.act_about):
             m.addSeparator() if a is None else m.addAction(a)
@@ -589,6 +595,8 @@ class MainWindow(QMainWindow):
         self.generator.chart.add(m)
 
     def _on_result(self, job, entry: HistoryEntry) -> None:
+        if self.lesson_panel.job is not None and job == self.lesson_panel.job:
+            return  # a lesson's case: shown in the Lesson panel's grid
         self._pending_preview = None
         self._job_entries.append(entry)
         self.history.add(entry)
@@ -1332,6 +1340,7 @@ class MainWindow(QMainWindow):
                 self.tabifyDockWidget(self.dock_generator, self.dock_enhance)
                 self.tabifyDockWidget(self.dock_enhance, self.dock_edit)
                 self.tabifyDockWidget(self.dock_dataset, self.dock_model)
+                self.tabifyDockWidget(self.dock_model, self.dock_lesson)
                 self.dock_generator.raise_()
                 self.dock_dataset.raise_()
                 side = max(340, min(440, self.width() // 4))
