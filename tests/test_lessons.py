@@ -395,3 +395,19 @@ def test_quiz_scoring_rule_and_choices(tmp_path):
     assert "Normal" not in choices and "No Finding" not in choices and len(choices) == 4 + 3 + 1  # "Cardiomegaly, Edema"
     write_quiz_results(tmp_path / "q.csv", [{"trainee": "Ann", "case": 1, "called": "normal", "correct": "yes"}])
     assert read_answer_key(tmp_path / "q.csv")[0]["trainee"] == "Ann"
+
+
+def test_cli_film_only_lesson_needs_no_model_and_notes_stale_files(tmp_path, capsys):
+    from cxrdesk.core.pngio import write_png
+
+    write_png(tmp_path / "f.png", np.full((32, 32), 0.5, np.float32), {"prompt": "Right lower lobe pneumonia"})
+    (tmp_path / "l.json").write_text(json.dumps({"title": "films", "cases": [{"film": "f.png", "note": "RLL"}]}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case_07.png").write_bytes(b"old")
+    rc, so, se = _run(["lesson", "run", str(tmp_path / "l.json"), "-o", str(out), "--unknown", "--pptx",
+                       "--model", str(tmp_path / "no-model-here"), "--quiet"], capsys)
+    assert rc == 0, se
+    assert "older case file(s) not in this lesson (case_07.png)" in se and (out / "case_07.png").exists()
+    assert read_answer_key(out / "answers.csv")[0]["answer"] == "Pneumonia"
+    assert_no_leak([f"{k}={v}" for k, v in png_texts(out / "case_01.png").items()], "Right lower lobe pneumonia")

@@ -200,3 +200,30 @@ def test_every_lesson_and_quiz_control_has_a_tooltip(qtbot, tmp_path):
                 if not wid.toolTip():
                     missing.append(f"{type(wid).__name__} {getattr(wid, 'text', lambda: '')()!r}")
     assert not missing, missing
+
+
+def test_film_cases_need_no_generation(qtbot, tmp_path):
+    import numpy as np
+
+    from cxrdesk.core.pngio import write_png
+    from cxrdesk.ui.lesson_panel import LessonPanel
+
+    film = tmp_path / "edited.png"
+    write_png(film, np.full((64, 64), 0.3, np.float32), {"prompt": "Left apical pneumothorax", "seed": 3})
+    p = LessonPanel()
+    qtbot.addWidget(p)
+    assert not p.add_film(tmp_path / "none.png") and "not found" in p.message.text()
+    assert p.add_film(film)
+    assert p.grid.count() == 1 and p.grid.item(0).text() == "Case 1: Pneumothorax\nfilm"
+    assert not p.table.item(0, 0).flags() & Qt.ItemIsEditable
+    p.pptx_check.setChecked(False)
+    assert p.export_set(tmp_path / "out"), p.message.text()
+    assert read_answer_key(tmp_path / "out" / "answers.csv")[0]["answer"] == "Pneumothorax"
+    from PIL import Image
+    assert "pneumothorax" not in " ".join(Image.open(tmp_path / "out" / "case_01.png").text.values()).lower()
+    quiz = p.start_quiz(full_screen=False)
+    qtbot.addWidget(quiz)
+    assert len(quiz.films) == 1 and quiz.films[0][3] == "Left apical pneumothorax"
+    assert p.save_lesson(tmp_path / "l.toml")
+    from cxrdesk.core.lessons import load_lesson
+    assert load_lesson(tmp_path / "l.toml").cases[0].film == str(film.resolve())

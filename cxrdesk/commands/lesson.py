@@ -104,6 +104,11 @@ def cmd_lesson_run(args) -> int:
             dicom_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise CliError(f"cannot create DICOM folder {dicom_dir}: {exc.strerror or exc}") from None
+    planned = {f"case_{i + 1:02d}" for i in range(len(lesson.cases))}
+    stale = sorted(p.name for p in out.glob("case_*.png") if p.stem not in planned)
+    if stale:  # never deleted: they may be someone's; said so the set is not mixed up unnoticed
+        print(f"cxrdesk: note: {out} also holds {len(stale)} older case file(s) not in this lesson "
+              f"({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''})", file=sys.stderr)
     to_generate = [i for i, c in enumerate(lesson.cases) if not c.film]
     pipe = None
     guidance = args.guidance if args.guidance is not None else lesson.guidance

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.lessons import Case, Lesson, LessonError, case_label, load_lesson, save_lesson
+from ..core.lessons import Case, Lesson, LessonError, case_label, load_film, load_lesson, save_lesson
 
 COLUMNS = ("Prompt", "Answer", "Note", "Seed")
 THUMB = 112
@@ -81,10 +81,12 @@ class LessonPanel(QWidget):
         lay.addWidget(self.table, 2)
         row = QHBoxLayout()
         self.add_button = QPushButton("Add case")
+        self.film_button = QPushButton("Add film...")
+        self.film_button.setToolTip("Add a case from a film made earlier (a PNG, e.g. an edited film)")
         self.remove_button = QPushButton("Remove")
         self.up_button = QPushButton("Up")
         self.down_button = QPushButton("Down")
-        for b in (self.add_button, self.remove_button, self.up_button, self.down_button):
+        for b in (self.add_button, self.film_button, self.remove_button, self.up_button, self.down_button):
             row.addWidget(b)
         lay.addLayout(row)
 
@@ -164,6 +166,7 @@ class LessonPanel(QWidget):
         self.open_button.clicked.connect(self.open_dialog)
         self.save_button.clicked.connect(self.save_dialog)
         self.add_button.clicked.connect(lambda: self.add_case(Case(prompt="Normal chest radiograph")))
+        self.film_button.clicked.connect(self.add_film_dialog)
         self.remove_button.clicked.connect(lambda: self.drop_case(self._table_row()))
         self.up_button.clicked.connect(lambda: self.move_case(self._table_row(), -1))
         self.down_button.clicked.connect(lambda: self.move_case(self._table_row(), +1))
@@ -273,7 +276,8 @@ class LessonPanel(QWidget):
         self._submit_next()
 
     def _set_running(self, on: bool) -> None:
-        for w in (self.generate_button, self.open_button, self.new_button, self.add_button, self.remove_button,
+        for w in (self.generate_button, self.open_button, self.new_button, self.add_button, self.film_button,
+                  self.remove_button,
                   self.up_button, self.down_button, self.keep_button, self.regen_button, self.drop_button,
                   self.export_button, self.quiz_button, self.table):
             w.setEnabled(not on)
@@ -379,14 +383,19 @@ class LessonPanel(QWidget):
         current = self._grid_row()
         self.grid.clear()
         for i, (c, e) in enumerate(zip(self.lesson.cases, self.results)):
-            if e is None:
+            if e is None and not c.film:
                 continue
             try:
-                icon = QIcon(_thumb(e.image()))
-            except Exception:  # noqa: BLE001 - a result file gone: caption only
-                icon = QIcon()
-            kept = " (kept)" if c.seed is not None and int(c.seed) == e.seed else ""
-            item = QListWidgetItem(icon, f"Case {i + 1}: {c.answer_text(e.prompt)}\nseed {e.seed}{kept}")
+                if c.film:
+                    image, meta = load_film(self.lesson, c)
+                    prompt, second = str(meta.get("prompt") or ""), "film"
+                else:
+                    image, prompt = e.image(), e.prompt
+                    second = f"seed {e.seed}" + (" (kept)" if c.seed is not None and int(c.seed) == e.seed else "")
+                icon = QIcon(_thumb(image))
+            except Exception:  # noqa: BLE001 - a result or film file gone: caption only
+                icon, prompt, second = QIcon(), c.prompt, "missing"
+            item = QListWidgetItem(icon, f"Case {i + 1}: {c.answer_text(prompt)}\n{second}")
             item.setData(Qt.UserRole, i)
             item.setToolTip(f"{c.prompt}\n{c.note}".strip())
             self.grid.addItem(item)
@@ -439,6 +448,22 @@ class LessonPanel(QWidget):
         self._say(f"Opened {Path(path).name}: {len(lesson.cases)} case(s).")
         return True
 
+    def add_film_dialog(self) -> None:
+        path = self._ask("open", "Add a film as a case", str(Path.home()), "PNG images (*.png)")
+        if path:
+            self.add_film(path)
+
+    def add_film(self, path) -> bool:
+        """Add a case from a PNG film (its recorded prompt gives the default answer)."""
+        case = Case(film=str(Path(path).resolve()))
+        try:
+            load_film(self.lesson, case)
+        except LessonError as exc:
+            self._say(str(exc))
+            return False
+        self.add_case(case)
+        return True
+
     def save_dialog(self) -> None:
         start = str(self.lesson.path) if self.lesson.path else str(Path.home() / "lesson.toml")
         path = self._ask("save", "Save lesson", start, "TOML (*.toml);;JSON (*.json)")
@@ -463,7 +488,7 @@ class LessonPanel(QWidget):
     def export_set(self, folder) -> bool:
         """The drawn cases into ``folder``: case_NN.png, answers.csv, dicom/ and lesson.pptx as ticked."""
         from ..core.handout import HandoutCase, write_handout
-        from ..core.lessons import answer_key_rows, export_case, load_film, write_answer_key
+        from ..core.lessons import answer_key_rows, export_case, write_answer_key
 
         self._sync_from_table()
         if not self._all_drawn():
@@ -502,8 +527,6 @@ class LessonPanel(QWidget):
         self._sync_from_table()
         if not self._all_drawn():
             return None
-        from ..core.lessons import load_film
-
         films = []
         try:
             for i, (c, e) in enumerate(zip(self.lesson.cases, self.results)):
