@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"cxrdesk: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the system refuses (too long, no permission, ...): one line, no traceback
+        where = f": {str(exc.filename)[:120]}" if exc.filename else ""
+        print(f"cxrdesk: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("cxrdesk: interrupted", file=sys.stderr)
         return 130

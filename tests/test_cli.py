@@ -213,3 +213,120 @@ def test_generate_prompts_file_errors(tiny, tmp_path, case):
                 "none": "prompt is empty"}[case]
     assert expected in msg
     assert not list(tmp_path.glob("c*.png"))  # nothing written
+
+
+# ------------------------------------------------------------------------------------------
+# issue 31: one line and exit 2, never a traceback
+# ------------------------------------------------------------------------------------------
+
+def _one_line_error(r, msg):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    err = [ln for ln in r.stderr.strip().splitlines() if "random weights" not in ln]  # the tiny model's note
+    assert len(err) == 1 and err[0].startswith("cxrdesk: error: ") and msg in err[0], err
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["x", "--seed", str(2 ** 64)], "--seed must be from 0 to"),
+    (["x", "--seed", str(2 ** 63 - 1), "--n", "2"], "every image takes the next seed"),
+    (["x", "-o", "d/" * 3000 + "x.png"], "output path too long"),
+    (["x", "-o", "e" * 300 + ".png"], "output path too long"),
+    (["--prompts", "/dev/zero"], "larger than 1024 KB"),
+])
+def test_hostile_generate_arguments(tiny, tmp_path, args, msg):
+    _one_line_error(run("generate", *args, "--model", str(tiny), "--quiet", cwd=tmp_path), msg)
+    assert not list(tmp_path.iterdir())
+
+
+def test_prompt_that_is_not_utf8_is_refused(tiny, tmp_path):
+    for opt in ([], ["--negative"]):
+        argv = [sys.executable, "-m", "cxrdesk", "generate", *(["x"] if opt else []), *opt, b"ab\xff\xfe",
+                "--model", str(tiny), "-o", str(tmp_path / "x.png"), "--quiet"]
+        r = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+        _one_line_error(r, "not valid UTF-8")
+    assert not list(tmp_path.iterdir())
+
+
+def test_prompts_file_with_an_endless_line(tiny, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("x" * 5000 + "\n")
+    _one_line_error(run("generate", "--prompts", str(f), "-o", str(tmp_path / "c.png"), "--model", str(tiny)),
+                    "prompt 1 is not a prompt")
+
+
+def test_a_244_character_file_name_is_written(tiny, tmp_path):
+    name = "n" * 240 + ".png"
+    r = run("generate", "x", "--steps", "1", "-o", name, "--model", str(tiny), "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def _model_copy(tiny, dest, rel, text):
+    import shutil
+
+    shutil.copytree(tiny, dest)
+    (dest / rel).write_text(text)
+    return dest
+
+
+@pytest.mark.parametrize("rel,text,msg", [
+    ("cxrdesk.json", "{", "cxrdesk.json: not valid JSON"),
+    ("cxrdesk.json", "[1, 2]", "expected a JSON object"),
+    ("cxrdesk.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("cxrdesk.json", '{"training": 3}', "training must be"),
+    ("cxrdesk.json", '{"sampling": "fast"}', "sampling must be an object"),
+    ("cxrdesk.json", '{"preview_map": [1]}', "preview_map must be"),
+    ("model_index.json", "nul", "model_index.json: not valid JSON"),
+    ("scheduler/scheduler_config.json", "{", "scheduler_config.json: not valid JSON"),
+    ("scheduler/scheduler_config.json", '{"num_train_timesteps": "x"}', "num_train_timesteps must be"),
+    ("scheduler/scheduler_config.json", '{"beta_schedule": "cubic"}', "unusable"),
+    ("scheduler/scheduler_config.json", '{"timestep_spacing": "odd"}', "unusable"),
+])
+def test_odd_model_folder_json_is_one_line(tiny, tmp_path, rel, text, msg):
+    model = _model_copy(tiny, tmp_path / "m", rel, text)
+    _one_line_error(run("info", "--model", str(model)), msg)
+
+
+def test_decoy_safetensors_gives_only_our_line(tiny, tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny, model)
+    (model / "unet" / "diffusion_pytorch_model.safetensors").rename(model / "unet" / "decoy.safetensors")
+    _one_line_error(run("info", "--model", str(model)), "cannot load weights")
+
+
+def test_export_refuses_a_small_png_claiming_a_huge_image(tmp_path):
+    from tests.test_dicom_fuzz import _png
+
+    src = _png(tmp_path / "big.png", 12000, 12000)
+    assert src.stat().st_size < 200_000
+    code = ("import resource, sys\nfrom cxrdesk.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code, "export", str(src), "--dicom", str(tmp_path / "o.dcm")],
+                       capture_output=True, text=True)
+    _one_line_error(r, "image too large (12000x12000")
+    assert int(r.stdout.split()[-1]) < 1_500_000  # KB
+    assert not (tmp_path / "o.dcm").exists()
+
+
+def test_a_killed_export_leaves_no_temporary_file_for_long(tmp_path):
+    """A temporary file of ours whose process is gone (a kill mid-write) goes on the next write."""
+    import os
+    import time
+
+    from cxrdesk.core.fsutil import STALE_TMP_SECONDS, atomic_write, temp_name
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stranded = tmp_path / temp_name("x.dcm").replace(f".{os.getpid()}.", f".{int(dead.stdout)}.")
+    stranded.write_bytes(b"partial")
+    recent = tmp_path / temp_name("y.dcm")  # our own, being written: kept
+    recent.write_bytes(b"partial")
+    other = tmp_path / ".notes.tmp"  # not ours: kept
+    other.write_bytes(b"x")
+    old = time.time() - STALE_TMP_SECONDS - 60
+    for p in (stranded, other):
+        os.utime(p, (old, old))
+    atomic_write(tmp_path / "z.dcm", lambda fh: fh.write(b"ok"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, other.name, "z.dcm"])
+    assert len(os.fsencode(temp_name("n" * 255))) <= 255

@@ -81,7 +81,13 @@ def _load_input(path: Path):
 
 
 def _outputs(target: str, inputs: list[Path], suffix: str) -> list[Path]:
+    from ..core.fsutil import check_path_length
+
     t = Path(target)
+    try:
+        check_path_length(t)
+    except OSError:
+        raise CliError(f"output path too long for this system: {target[:80]}...") from None
     if len(inputs) == 1 and not t.is_dir():
         if not t.parent.is_dir():
             raise CliError(f"output folder does not exist: {t.parent}")

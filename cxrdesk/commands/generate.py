@@ -6,13 +6,15 @@ import os
 import sys
 from pathlib import Path
 
-from ..core.pipeline import DEFAULT_SAMPLER, SAMPLERS
+from ..core.fsutil import check_path_length
+from ..core.pipeline import DEFAULT_SAMPLER, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
 # From this many images on, `generate` prepares the faster UNet graphs first (Pipeline.warm_up: ONNX
 # Runtime, exported once per model, or a traced graph): they pay for themselves.
 WARM_UP_FROM = 5
+MAX_PROMPTS_BYTES = 1024 * 1024  # a --prompts file: 100 prompts are a few KB
 
 
 def _int(name):
@@ -101,12 +103,22 @@ def _read_prompts(args) -> list[str]:
             raise CliError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
         return [args.prompt]
     try:
-        text = Path(args.prompts).read_text(encoding="utf-8")
+        with open(args.prompts, "rb") as fh:  # bounded: --prompts /dev/zero must not read forever
+            data = fh.read(MAX_PROMPTS_BYTES + 1)
+        if len(data) > MAX_PROMPTS_BYTES:
+            raise CliError(f"prompts file {args.prompts} is larger than {MAX_PROMPTS_BYTES // 1024} KB")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise CliError(f"prompts file not found: {args.prompts}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read prompts file {args.prompts}: {getattr(exc, 'strerror', None) or exc}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"prompts file {args.prompts} is not UTF-8 text") from None
+    except OSError as exc:
+        raise CliError(f"cannot read prompts file {args.prompts}: {exc.strerror or exc}") from None
     prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    for i, p in enumerate(prompts):
+        if len(p) > MAX_PROMPT_CHARS or "\0" in p:
+            raise CliError(f"{args.prompts}: prompt {i + 1} is not a prompt "
+                           f"({'a NUL byte' if chr(0) in p else f'{len(p)} characters; at most {MAX_PROMPT_CHARS}'})")
     if not prompts:
         raise CliError(f"no prompts in {args.prompts} (one per line; # starts a comment line)")
     if len(prompts) > 100:
@@ -115,6 +127,10 @@ def _read_prompts(args) -> list[str]:
 
 
 def _check_writable(path: Path) -> None:
+    try:
+        check_path_length(path)
+    except OSError:
+        raise CliError(f"output path too long for this system: {str(path)[:80]}...") from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CliError(f"output folder does not exist: {parent}")
@@ -131,6 +147,9 @@ def cmd_generate(args) -> int:
     if args.size not in SIZES:
         raise CliError(f"--size must be one of {', '.join(map(str, SIZES))}, not {args.size}")
     prompts = _read_prompts(args)
+    if args.seed >= 0 and args.seed + args.n * len(prompts) - 1 > MAX_SEED:
+        raise CliError(f"--seed must be from 0 to {MAX_SEED} (or -1 for a random one), not {args.seed}"
+                       + (" (with --n, every image takes the next seed)" if args.seed <= MAX_SEED else ""))
     if not args.prompts:
         jobs = [(prompts[0], _out_paths(args.output, args.n))]
     else:  # numbered by prompt: cxr_01.png, or cxr_01_001.png ... with --n
@@ -164,7 +183,7 @@ def cmd_generate(args) -> int:
         which = f"prompt {i + 1}: " if len(jobs) > 1 else ""
         try:  # validate every prompt before the loop, so a bad value fails before any work
             pipe.validate(prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
-                          args.guidance_interval)
+                          args.guidance_interval, negative_prompt=args.negative)
         except PipelineError as exc:
             raise CliError(f"{which}{exc}") from None
         rare = rare_findings(prompt, (pipe.info.get("training") or {}).get("label_counts", {}))

@@ -35,6 +35,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import numpy as np
 
+from .jsonfile import JsonObjectError, load_object
 from .models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
 
 # "auto": the sampler the model folder recommends (Pipeline.info["sampler"], recommended_sampler).
@@ -390,10 +391,7 @@ class Pipeline:
         index_path = folder / "model_index.json"
         if not index_path.is_file():
             raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
-        try:
-            json.loads(index_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"model_index.json is corrupt: {exc}") from None
+        model_json(folder, "model_index.json", required=True)
         device = pick_device(device)
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -404,8 +402,10 @@ class Pipeline:
                 raise ModelLoadError(f"{folder.name}: component {comp}/ is missing or has no config.json")
             weights += _component_weights(folder / comp)
         try:
-            vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, use_safetensors=True)
+            with _quiet_diffusers():  # our one line, not diffusers' log lines before it
+                vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
+                unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True,
+                                                            use_safetensors=True)
         except Exception as exc:  # corrupt weights, wrong shapes
             raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
         from .text import TextEncoder
@@ -427,13 +427,7 @@ class Pipeline:
         if unet.config.cross_attention_dim != text.dim:
             raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
                                  f"cross-attention width {unet.config.cross_attention_dim}")
-        sched_file = folder / "scheduler" / "scheduler_config.json"
-        if sched_file.is_file():
-            sched_cfg = json.loads(sched_file.read_text())
-        else:
-            from .models import scheduler_config
-
-            sched_cfg = scheduler_config()
+        sched_cfg = _scheduler_json(folder)
         use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and _cpu_has_bf16())
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         for m in (vae, unet):
@@ -443,15 +437,11 @@ class Pipeline:
         if device == "cpu":
             unet.to(memory_format=torch.channels_last)
             vae.to(memory_format=torch.channels_last)
-        extra = {}
-        if (folder / "cxrdesk.json").is_file():
-            extra = json.loads((folder / "cxrdesk.json").read_text())
-        check = None
-        if (folder / FINDINGS_CHECK_FILE).is_file():  # evaluate --findings; a broken file gives no hints
-            try:
-                check = json.loads((folder / FINDINGS_CHECK_FILE).read_text())
-            except (OSError, ValueError):
-                pass
+        extra = _cxrdesk_json(folder, unet.config.in_channels)
+        try:  # evaluate --findings; a broken file gives no hints
+            check = model_json(folder, FINDINGS_CHECK_FILE) or None
+        except ModelLoadError:
+            check = None
         weights_hash = file_hash(weights)
         if not isinstance(check, dict) or check.get("model_hash") not in (None, weights_hash):
             check = None  # not a check, or one of other weights (the folder was retrained): no hints
@@ -485,10 +475,27 @@ class Pipeline:
         }
         pipe = cls(vae, unet, text, sched_cfg, folder, device, info)
         pipe._autocast = use_bf16
+        pipe._check_schedulers()
+        from .memory import release
+
+        release()  # the float16 -> float32 conversion's buffers
         info["load_seconds"] = round(time.perf_counter() - t0, 3)
         return pipe
 
     # ------------------------------------------------------------------ helpers
+    def _check_schedulers(self) -> None:
+        """Build every sampler's scheduler from the folder's scheduler_config.json once, so that an odd
+        value fails the load with one line rather than a later generation with a traceback."""
+        for sampler in SAMPLERS:
+            if sampler == "auto":
+                continue
+            try:
+                self.make_scheduler(sampler).set_timesteps(20)
+            except Exception as exc:  # noqa: BLE001 - NotImplementedError, TypeError, ValueError ... from diffusers
+                msg = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise ModelLoadError(f"{Path(self.folder or '.').name}: scheduler/scheduler_config.json is unusable "
+                                     f"for the {sampler} sampler ({msg})") from None
+
     def make_scheduler(self, sampler: str):
         from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
@@ -633,6 +640,9 @@ class Pipeline:
                 graph = self._fast_graph(engine, "decoder", z)
                 if graph is not None:
                     self._decoders[tuple(z.shape)] = graph
+        from .memory import release
+
+        release()  # the export's and tracing's buffers: freed, but kept mapped by malloc until trimmed
         return time.perf_counter() - t0
 
     def _prepare_unet(self, key, engine: str, sample, context) -> None:
@@ -932,6 +942,89 @@ def check_text(what: str, text: str) -> None:
         raise PipelineError(f"the {what} is not valid UTF-8 text (it holds undecodable bytes)") from None
     if len(text) > MAX_PROMPT_CHARS:
         raise PipelineError(f"the {what} is too long ({len(text)} characters; at most {MAX_PROMPT_CHARS})")
+
+
+def model_json(folder: Path, rel: str, required: bool = False) -> dict:
+    """The one reader of a model folder's JSON files: the object in ``folder/rel`` ({} when the file is
+    absent and not ``required``); ModelLoadError (one line) for a file that is unreadable, too large,
+    not JSON, nested too deeply or not an object."""
+    p = folder / rel
+    if not p.is_file():
+        if required:
+            raise ModelLoadError(f"{folder} is not a model folder (no {rel})")
+        return {}
+    try:
+        return load_object(p, rel)
+    except JsonObjectError as exc:
+        raise ModelLoadError(f"{folder.name}: {exc}") from None
+
+
+def _bad_field(folder: Path, rel: str, key: str, want: str, value) -> ModelLoadError:
+    return ModelLoadError(f"{folder.name}: {rel}: {key} must be {want}, not {json.dumps(value)[:60]}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _scheduler_json(folder: Path) -> dict:
+    """scheduler/scheduler_config.json, its fields cxrdesk reads checked (defaults when absent)."""
+    rel = "scheduler/scheduler_config.json"
+    cfg = model_json(folder, rel)
+    if not cfg:
+        from .models import scheduler_config
+
+        return scheduler_config()
+    n = cfg.get("num_train_timesteps", 1000)
+    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= 100_000:
+        raise _bad_field(folder, rel, "num_train_timesteps", "a whole number from 2 to 100000", n)
+    if cfg.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction", "sample"):
+        raise _bad_field(folder, rel, "prediction_type", "epsilon, v_prediction or sample", cfg["prediction_type"])
+    if not isinstance(cfg.get("rescale_betas_zero_snr", False), bool):
+        raise _bad_field(folder, rel, "rescale_betas_zero_snr", "true or false", cfg["rescale_betas_zero_snr"])
+    for key in ("beta_start", "beta_end"):
+        if key in cfg and not (_number(cfg[key]) and 0 <= cfg[key] < 1):
+            raise _bad_field(folder, rel, key, "a number from 0 to 1", cfg[key])
+    return cfg
+
+
+def _cxrdesk_json(folder: Path, latent_channels: int) -> dict:
+    """cxrdesk.json, its fields checked: ModelLoadError for a field of the wrong type. (The recommended
+    sampling values fall back to defaults instead: see recommended_guidance.)"""
+    rel = "cxrdesk.json"
+    extra = model_json(folder, rel)
+    if not isinstance(extra.get("name", ""), str):
+        raise _bad_field(folder, rel, "name", "text", extra["name"])
+    if not isinstance(extra.get("random_weights", False), bool):
+        raise _bad_field(folder, rel, "random_weights", "true or false", extra["random_weights"])
+    training = extra.get("training") or {}
+    counts = training.get("label_counts") if isinstance(training, dict) else None
+    if not isinstance(training, dict) or not (counts is None or isinstance(counts, dict) and all(
+            isinstance(k, str) and _number(v) for k, v in counts.items())):
+        raise _bad_field(folder, rel, "training", '{"label_counts": {finding: number of films}}', training)
+    pm = extra.get("preview_map")
+    if pm is not None and not (isinstance(pm, list) and len(pm) == latent_channels + 1 and all(map(_number, pm))):
+        raise _bad_field(folder, rel, "preview_map", f"a list of {latent_channels + 1} numbers", pm)
+    if not (_number(extra.get("noise_offset") or 0.0) and 0 <= float(extra.get("noise_offset") or 0.0) < 10):
+        raise _bad_field(folder, rel, "noise_offset", "a number from 0 to 10", extra["noise_offset"])
+    if not isinstance(extra.get("sampling") or {}, dict):
+        raise _bad_field(folder, rel, "sampling", "an object", extra["sampling"])
+    return extra
+
+
+class _quiet_diffusers:
+    """Silence diffusers' and transformers' loggers within the block (restored after)."""
+
+    def __enter__(self):
+        self._saved = [(lg, lg.level) for lg in map(logging.getLogger, ("diffusers", "transformers"))]
+        for lg, _ in self._saved:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in self._saved:
+            lg.setLevel(level)
+        return False
 
 
 def check_interval(interval) -> tuple[float, float]:
