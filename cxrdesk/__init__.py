@@ -1,5 +1,12 @@
 """cxrdesk: synthetic chest X-rays from radiology text, for teaching. Not for diagnosis."""
+import os as _os
+
 __version__ = "0.1.0"
+
+# No network at run time: ONNX Runtime's telemetry (Microsoft 1DS, which looks up
+# mobile.events.data.microsoft.com when its first session starts, on Linux too) is off before anything
+# can import it; core.onnx_graphs also calls onnxruntime.disable_telemetry_events().
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __all__ = ["Pipeline", "__version__"]
 
