@@ -87,3 +87,141 @@ def test_truncation_at_every_region(tmp_path):
             dicom.read_dicom(target).normalized()
         except dicom.DicomError:
             pass
+
+
+# --------------------------------------------------------------------------------------------
+# small files that claim huge images (issue 31): refused from the header, before decoding
+# --------------------------------------------------------------------------------------------
+
+def _png(path, width, height, bit_depth=8, colour=0, rows=True, text=None):
+    """A PNG written chunk by chunk: IDAT of all-zero rows streamed through zlib (a 140 KB file can
+    claim 12000x12000), or only a token IDAT (``rows=False``: a bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    out = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0))]
+    if text is not None:
+        out.append(chunk(b"tEXt", b"cxrdesk\0" + text.encode("latin-1")))
+    z = zlib.compressobj(9)
+    if rows:
+        row = bytes(1 + width * max(bit_depth // 8, 1) * (3 if colour == 2 else 1))
+        idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    else:
+        idat = z.compress(bytes(1 + width)) + z.flush()
+    out += [chunk(b"IDAT", idat), chunk(b"IEND", b"")]
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def _rle_claiming(path, rows, cols):
+    """An RLE Lossless DICOM of a few KB whose header claims rows x cols 16-bit pixels."""
+    ds = dicom.build_dataset(np.full((24, 20), 1000, np.uint16), {})
+    ds.compress(RLELossless)
+    ds.Rows, ds.Columns = rows, cols
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _deflated(path, pixel_bytes):
+    """A Deflated Explicit VR Little Endian DICOM whose data set inflates to ``pixel_bytes`` of zeros
+    (streamed: the test never holds them)."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom.build_dataset(np.zeros((8, 8), np.uint16), {})
+    side = int((pixel_bytes // 2) ** 0.5)
+    ds.Rows = ds.Columns = side
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+
+    def encoded(write, *args):
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        write(buf, *args)
+        return buf.getvalue()
+
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM" + encoded(write_file_meta_info, ds.file_meta))
+        fh.write(z.compress(encoded(write_dataset, ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, pixel_bytes)))
+        block = bytes(1 << 20)
+        for _ in range(pixel_bytes >> 20):
+            fh.write(z.compress(block))
+        fh.write(z.flush())
+    return path
+
+
+def _hostile_files(folder):
+    return {
+        "png_12000": _png(folder / "big.png", 12000, 12000),                   # ~140 KB
+        "png_bomb": _png(folder / "bomb.png", 60000, 60000, rows=False),       # PIL's own bomb limit
+        "rle_16384": _rle_claiming(folder / "rle.dcm", 16384, 16384),
+        "deflated": _deflated(folder / "deflated.dcm", 300 << 20),
+    }
+
+
+def test_hostile_sizes_are_refused_from_the_header(tmp_path):
+    from cxrdesk.core import imagefile, pngio
+    from cxrdesk.core.datasets import DatasetError, load_gray
+
+    files = _hostile_files(tmp_path)
+    for name, path in files.items():
+        assert path.stat().st_size < 10 << 20
+        if path.suffix == ".dcm":
+            with pytest.raises(dicom.DicomError, match="too large"):
+                dicom.read_dicom(path)
+            continue
+        with pytest.raises(pngio.ImageFormatError, match="too large"):
+            pngio.read_png(path)
+        with pytest.raises(imagefile.ImageTooLargeError):
+            imagefile.read_grey(path)
+        with pytest.raises(DatasetError, match="too large"):
+            load_gray(path)
+
+
+def test_decoded_bytes_limit_counts_samples_and_bit_depth(tmp_path):
+    from cxrdesk.core import imagefile
+
+    side = int((imagefile.MAX_DECODED_BYTES / 8) ** 0.5) + 1  # under the pixel limit, over the byte one
+    assert side * side < imagefile.MAX_PIXELS
+    with pytest.raises(imagefile.ImageTooLargeError, match="MB decoded"):  # 16-bit RGBA: 8 bytes a pixel
+        imagefile.open_pil(_png(tmp_path / "rgba16.png", side, side, 16, 6, rows=False))
+    imagefile.open_pil(_png(tmp_path / "grey16.png", side, side, 16, 0, rows=False)).close()
+
+
+def test_hostile_files_stay_small_in_memory(tmp_path):
+    """Reading each hostile file in a fresh process peaks well under 1.5 GB."""
+    import subprocess
+    import sys
+
+    _hostile_files(tmp_path)
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from cxrdesk.core import dicom, pngio\n"
+        "for p in sorted(Path(sys.argv[1]).iterdir()):\n"
+        "    try:\n"
+        "        (dicom.read_dicom if p.suffix == '.dcm' else pngio.read_png)(p)\n"
+        "    except ValueError:\n"
+        "        pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) < 1_500_000  # KB (Linux)
+
+
+def test_deeply_nested_json_in_metadata_gives_no_metadata(tmp_path):
+    from cxrdesk.core import pngio
+
+    deep = "[" * 200_000 + "]" * 200_000
+    png = pngio.read_png(_png(tmp_path / "deep.png", 8, 8, text=deep))
+    assert png.metadata == {} and png.pixels.shape == (8, 8)
+    assert dicom.parse_image_comments(dicom.PARAMS_PREFIX + deep) == {}
+    assert dicom.parse_image_comments(dicom.PARAMS_PREFIX + "[1, 2]") == {}

@@ -255,6 +255,15 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
     return atomic_write(path, lambda fh: im.save(fh, format="PNG", pnginfo=info))
 
 
+def write_plain_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
+    """Write an 8/16-bit grey array as a PNG without cxrdesk's text chunks (a picture of a real,
+    non-synthetic image as the view shows it), atomically like :func:`write_png`."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    return atomic_write(path, lambda fh: im.save(fh, format="PNG"))
+
+
 @dataclass
 class PngImage:
     """A PNG read back: ``pixels`` as uint16 12-bit values, plus what the text chunks said."""

@@ -1136,11 +1136,11 @@ class MainWindow(QMainWindow):
                                 burn_mark=burn_mark, paint=notes)
             else:
                 c, w = self.view.window()
+                from ..core.pngio import write_plain_png  # atomic: no partial file on a failure
+
                 m, notes = self._view_extras({}, True)
                 u8 = viewtools.oriented(imaging.window_to_u8(doc.data, c, w, self.view.inverted()), m)
-                if not grey_qimage(notes(u8) if notes else u8).save(path, "PNG"):
-                    raise OSError(f"cannot write {path}")
-                out = path
+                out = write_plain_png(path, notes(u8) if notes else u8)
         except Exception as exc:  # noqa: BLE001
             self._error("Export PNG failed", str(exc))
             return None
