@@ -81,6 +81,7 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     res = json.loads((out / "eval.json").read_text())
     assert res["n"] == 6 and res["model_hash"]
     assert res["guidance_interval"] == [0.0, 1.0]  # the model's: the whole schedule
+    assert res["sampler"] == "dpm++-karras"  # what "auto" stood for, not "auto"
     for key in ("frechet", "adherence", "diversity"):
         assert res[key]["ratio"] is None or res[key]["ratio"] >= 0
     assert res["frechet"]["real_val_vs_train"] >= 0 and res["frechet"]["generated_vs_train"] > 0

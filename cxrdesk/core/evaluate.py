@@ -336,7 +336,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     result = {
         "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
-        "sampler": cfg.sampler, "unet_engine": pipe.info["unet_engine"],
+        "sampler": pipe.info["sampler"] if cfg.sampler in (None, "auto") else cfg.sampler,
+        "unet_engine": pipe.info["unet_engine"],
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},
