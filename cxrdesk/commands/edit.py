@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import CliError
-from .generate import _check_writable, _float, _int, _load
+from .generate import _check_writable, _dicom_folder, _float, _int, _load, cli_errors
 
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 
@@ -74,7 +74,6 @@ def _is_dicom(path: Path) -> bool:
 def cmd_edit(args) -> int:
     from ..core.editing import EditError
     from ..core.imagefile import ImageReadError, read_grey
-    from ..core.pipeline import GenerationCancelled, PipelineError
     from ..core.pngio import write_png
 
     out = Path(args.output)
@@ -90,28 +89,22 @@ def cmd_edit(args) -> int:
     except ImageReadError as exc:
         raise CliError(f"mask: {exc}") from None
     if args.dicom:
-        d = Path(args.dicom)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CliError(f"cannot create DICOM folder {d}: {exc.strerror}") from None
-        _check_writable(d / "x.dcm")
+        _dicom_folder(args.dicom)
     pipe = _load(args.model, args.device)
     from tqdm import tqdm
 
     bar = tqdm(total=args.steps, desc="editing", unit="step", disable=args.quiet, file=sys.stderr)
     kwargs = {} if args.strength is None else {"strength": args.strength}
     try:
-        res = pipe.edit(film, mask, args.prompt, negative_prompt=args.negative, steps=args.steps,
-                        seed=args.seed, guidance_scale=args.guidance, preview_every=0,
-                        on_step=lambda i, n, _p: bar.update(1) if bar.n < args.steps else None, **kwargs)
-    except (EditError, PipelineError) as exc:
+        with cli_errors():
+            res = pipe.edit(film, mask, args.prompt, negative_prompt=args.negative, steps=args.steps,
+                            seed=args.seed, guidance_scale=args.guidance, preview_every=0,
+                            on_step=lambda i, n, _p: bar.update(1) if bar.n < args.steps else None, **kwargs)
+    except EditError as exc:
         raise CliError(str(exc)) from None
-    except GenerationCancelled:
-        raise CliError("cancelled") from None
     finally:
         bar.close()
-    try:
+    with cli_errors():
         # an 8-bit film stays 8-bit, so every pixel outside the redrawn region is the input's own
         write_png(out, res.image_u16, res.params, bits=8 if bits == 8 else 16)
         line = f"{out}  seed={res.seed}  region {res.params['edit']['mask_area']:.1%} of the film"
@@ -122,7 +115,5 @@ def cmd_edit(args) -> int:
             ctx = SeriesContext.new(series_description="SYNTHETIC - edited film - NOT FOR DIAGNOSIS")
             write_dicom(dcm, res.image_u16, res.params, context=ctx, instance_number=1)
             line += f"  dicom={dcm}"
-    except OSError as exc:
-        raise CliError(f"cannot write output: {exc.strerror or exc}") from None
     print(line)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.fsutil import check_path_length
@@ -137,9 +138,34 @@ def _check_writable(path: Path) -> None:
     if not os.access(parent, os.W_OK):
         raise CliError(f"cannot write to {parent}")
 
+def _dicom_folder(path) -> Path:
+    """Create a DICOM output folder (and its parents) and check it can be written; CliError otherwise."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create DICOM folder {d}: {exc.strerror}") from None
+    _check_writable(d / "x.dcm")
+    return d
+
+
+@contextmanager
+def cli_errors():
+    """A generation's bad settings, cancellation and output errors as one line and exit 2."""
+    from ..core.pipeline import GenerationCancelled, PipelineError
+
+    try:
+        yield
+    except PipelineError as exc:
+        raise CliError(str(exc)) from None
+    except GenerationCancelled:
+        raise CliError("cancelled") from None
+    except OSError as exc:
+        raise CliError(f"cannot write output: {exc.strerror or exc}") from None
+
 
 def cmd_generate(args) -> int:
-    from ..core.pipeline import SIZES, GenerationCancelled, PipelineError
+    from ..core.pipeline import SIZES, PipelineError
     from ..core.pngio import write_png
 
     if args.n < 1 or args.n > 1000:
@@ -164,12 +190,7 @@ def cmd_generate(args) -> int:
         _check_writable(key_path)
     key_cases, key_results = [], []
     if args.dicom:
-        d = Path(args.dicom)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CliError(f"cannot create DICOM folder {d}: {exc.strerror}") from None
-        _check_writable(d / "x.dcm")
+        _dicom_folder(args.dicom)
     pipe = _load(args.model, args.device)
     if pipe.info["random_weights"]:
         print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
@@ -202,57 +223,52 @@ def cmd_generate(args) -> int:
     study = None
     made = 0
     try:
-        for i, (prompt, outs) in enumerate(jobs):
-            series = None
-            if args.dicom:  # one series per prompt, all in one study
-                from ..core.dicom import SeriesContext
+        with cli_errors():
+            for i, (prompt, outs) in enumerate(jobs):
+                series = None
+                if args.dicom:  # one series per prompt, all in one study
+                    from ..core.dicom import SeriesContext
 
-                series = SeriesContext.new(study_uid=study, series_number=i + 1,
-                                           series_description=f"case {i + 1:02d}" if len(jobs) > 1 else None)
-                study = series.study_uid
-            for k, out in enumerate(outs):
-                s = seed + made if seed is not None and seed >= 0 else -1
-                made += 1
-                res = pipe.generate(prompt, negative_prompt=args.negative, steps=args.steps,
-                                    guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
-                                    width=args.size, height=args.size, sampler=args.sampler,
-                                    on_step=lambda *_: bar.update(1), preview_every=0)
-                if k == 0 and res.params["prompt_truncated"]:
-                    print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
-                          f"{res.params['max_tokens']} tokens", file=sys.stderr)
-                meta = {**res.params, "case": f"case {i + 1:02d}"} if args.unknown else res.params
-                write_png(out, res.image_u16, meta, bits=args.bits, unknown=args.unknown)
-                line = f"{out}  seed={res.seed}"
-                if args.dicom:
-                    from ..core.dicom import write_dicom
+                    series = SeriesContext.new(study_uid=study, series_number=i + 1,
+                                               series_description=f"case {i + 1:02d}" if len(jobs) > 1 else None)
+                    study = series.study_uid
+                for k, out in enumerate(outs):
+                    s = seed + made if seed is not None and seed >= 0 else -1
+                    made += 1
+                    res = pipe.generate(prompt, negative_prompt=args.negative, steps=args.steps,
+                                        guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
+                                        width=args.size, height=args.size, sampler=args.sampler,
+                                        on_step=lambda *_: bar.update(1), preview_every=0)
+                    if k == 0 and res.params["prompt_truncated"]:
+                        print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
+                              f"{res.params['max_tokens']} tokens", file=sys.stderr)
+                    meta = {**res.params, "case": f"case {i + 1:02d}"} if args.unknown else res.params
+                    write_png(out, res.image_u16, meta, bits=args.bits, unknown=args.unknown)
+                    line = f"{out}  seed={res.seed}"
+                    if args.dicom:
+                        from ..core.dicom import write_dicom
 
-                    dcm = Path(args.dicom) / f"{out.stem}.dcm"
-                    write_dicom(dcm, res.image_u16, meta, context=series, instance_number=k + 1,
-                                unknown=args.unknown)
-                    line += f"  dicom={dcm}"
-                if args.unknown:
-                    from ..core.lessons import Case
+                        dcm = Path(args.dicom) / f"{out.stem}.dcm"
+                        write_dicom(dcm, res.image_u16, meta, context=series, instance_number=k + 1,
+                                    unknown=args.unknown)
+                        line += f"  dicom={dcm}"
+                    if args.unknown:
+                        from ..core.lessons import Case
 
-                    key_cases.append(Case(prompt=prompt))
-                    key_results.append({"file": out.name, "prompt": prompt, "seed": res.seed,
-                                        "dicom": f"{dcm.name}" if args.dicom else "", "case": i + 1})
-                if res.params["upscale"]:
-                    line += f"  ({res.params['upscale']})"
-                tqdm.write(line, file=sys.stdout)
-        if args.unknown:  # the answers: a separate file, never in the films
-            from ..core.lessons import Lesson, answer_key_rows, write_answer_key
+                        key_cases.append(Case(prompt=prompt))
+                        key_results.append({"file": out.name, "prompt": prompt, "seed": res.seed,
+                                            "dicom": f"{dcm.name}" if args.dicom else "", "case": i + 1})
+                    if res.params["upscale"]:
+                        line += f"  ({res.params['upscale']})"
+                    tqdm.write(line, file=sys.stdout)
+            if args.unknown:  # the answers: a separate file, never in the films
+                from ..core.lessons import Lesson, answer_key_rows, write_answer_key
 
-            rows = answer_key_rows(Lesson("answers", key_cases), key_results)
-            for row, r in zip(rows, key_results):
-                row["case"] = r["case"]
-            write_answer_key(key_path, rows)
-            tqdm.write(f"{key_path}  (answer key)", file=sys.stdout)
-    except PipelineError as exc:
-        raise CliError(str(exc)) from None
-    except GenerationCancelled:
-        raise CliError("cancelled") from None
-    except OSError as exc:
-        raise CliError(f"cannot write output: {exc.strerror or exc}") from None
+                rows = answer_key_rows(Lesson("answers", key_cases), key_results)
+                for row, r in zip(rows, key_results):
+                    row["case"] = r["case"]
+                write_answer_key(key_path, rows)
+                tqdm.write(f"{key_path}  (answer key)", file=sys.stdout)
     finally:
         bar.close()
     return 0

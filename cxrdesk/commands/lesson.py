@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import CliError
+from .generate import cli_errors
 
 
 def register(sub) -> None:
@@ -76,7 +77,7 @@ def _out_dir(path: str) -> Path:
 def cmd_lesson_run(args) -> int:
     from ..core.handout import HandoutCase, write_handout
     from ..core.lessons import (LessonError, answer_key_rows, export_case, load_film, write_answer_key)
-    from ..core.pipeline import DEFAULT_SAMPLER, GenerationCancelled, Pipeline, PipelineError
+    from ..core.pipeline import DEFAULT_SAMPLER, Pipeline, PipelineError
 
     lesson = _lesson(args.lesson)  # every problem with the file before any folder or model
     steps = args.steps if args.steps is not None else (lesson.steps or 20)
@@ -134,33 +135,28 @@ def cmd_lesson_run(args) -> int:
     bar = tqdm(total=len(to_generate) * steps, desc="lesson", unit="step", disable=args.quiet, file=sys.stderr)
     rows, handout, study = [], [], None
     try:
-        for i, c in enumerate(lesson.cases):
-            if c.film:
-                image, params = films[i]
-            else:
-                res = pipe.generate(c.prompt, steps=steps, guidance_scale=guidance,
-                                    guidance_interval=pipe.info["guidance_interval"],
-                                    seed=c.seed if c.seed is not None else -1,
-                                    on_step=lambda *_: bar.update(1), preview_every=0)
-                image, params = res.image_u16, res.params
-            row = export_case(out, i, image, params, unknown=args.unknown, dicom_dir=dicom_dir,
-                              study_uid=study, bits=args.bits)
-            study = row["study_uid"] or study
-            rows.append(row)
-            handout.append(HandoutCase(image=image, answer=c.answer_text(row["prompt"]), note=c.note))
-            tqdm.write(f"{out / row['file']}  seed={row['seed']}" + (f"  dicom={out / row['dicom']}" if row["dicom"] else ""),
-                       file=sys.stdout)
-        key = write_answer_key(out / "answers.csv", answer_key_rows(lesson, rows))
-        print(f"{key}  (answer key)")
-        if pptx is not None:
-            write_handout(pptx, lesson.title, handout, answers=args.answers)
-            print(f"{pptx}  (handout, {len(handout)} films, answers {args.answers})")
-    except PipelineError as exc:
-        raise CliError(str(exc)) from None
-    except GenerationCancelled:
-        raise CliError("cancelled") from None
-    except OSError as exc:
-        raise CliError(f"cannot write output: {exc.strerror or exc}") from None
+        with cli_errors():
+            for i, c in enumerate(lesson.cases):
+                if c.film:
+                    image, params = films[i]
+                else:
+                    res = pipe.generate(c.prompt, steps=steps, guidance_scale=guidance,
+                                        guidance_interval=pipe.info["guidance_interval"],
+                                        seed=c.seed if c.seed is not None else -1,
+                                        on_step=lambda *_: bar.update(1), preview_every=0)
+                    image, params = res.image_u16, res.params
+                row = export_case(out, i, image, params, unknown=args.unknown, dicom_dir=dicom_dir,
+                                  study_uid=study, bits=args.bits)
+                study = row["study_uid"] or study
+                rows.append(row)
+                handout.append(HandoutCase(image=image, answer=c.answer_text(row["prompt"]), note=c.note))
+                tqdm.write(f"{out / row['file']}  seed={row['seed']}" + (f"  dicom={out / row['dicom']}" if row["dicom"] else ""),
+                           file=sys.stdout)
+            key = write_answer_key(out / "answers.csv", answer_key_rows(lesson, rows))
+            print(f"{key}  (answer key)")
+            if pptx is not None:
+                write_handout(pptx, lesson.title, handout, answers=args.answers)
+                print(f"{pptx}  (handout, {len(handout)} films, answers {args.answers})")
     finally:
         bar.close()
     return 0
