@@ -16,6 +16,23 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fault_log():
+    """With CXRDESK_FAULT_LOG set, a native crash writes every thread's Python stack to that file
+    (pytest's fd capture swallows faulthandler's own report when a test segfaults); .ci/run prints
+    it when the tests fail."""
+    import faulthandler
+
+    path = os.environ.get("CXRDESK_FAULT_LOG")
+    if not path:
+        yield None
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        faulthandler.enable(fh, all_threads=True)
+        yield path
+        faulthandler.disable()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random model folder (diffusers layout), written once per test session."""

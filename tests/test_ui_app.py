@@ -380,16 +380,38 @@ def test_fast_previews_every_step_sharp_ones_feed_the_chart(qtbot, window):
     assert [m["step"] for m in w.history.entries()[0].step_metrics] == [3, 6]
 
 
-def test_a_background_task_finishing_after_its_relay_is_gone_is_quiet(qtbot):
+def test_a_background_task_finishing_after_the_application_closed_is_quiet(qtbot):
     import shiboken6
 
-    from cxrdesk.ui.tasks import _Relay, _Task
+    from cxrdesk.ui.tasks import _Dispatcher, _Task
 
-    relay = _Relay(None, None)
-    task = _Task(relay, lambda: 42, (), {})
+    target = _Dispatcher()
+    task = _Task(target, 1, lambda: 42, (), {})
     task.setAutoDelete(False)
-    shiboken6.delete(relay)  # the application shut down while the task ran
+    shiboken6.delete(target)  # the application shut down while the task ran
     task.run()  # raised "Signal source has been deleted" before
+
+
+def test_background_results_reach_the_gui_thread_and_skip_a_closed_owner(qtbot):
+    """Pool threads carry only a task number: callbacks run in the GUI thread, a task whose owner
+    widget was closed delivers nothing, and no callback is kept once its task has finished."""
+    import threading
+
+    import shiboken6
+    from PySide6.QtWidgets import QWidget
+
+    from cxrdesk.ui.tasks import dispatcher, run_task
+
+    gui = threading.get_ident()
+    got, errors = [], []
+    run_task(lambda x: (x * 2, threading.get_ident()), 21, done=got.append, error=errors.append)
+    run_task(lambda: 1 / 0, done=got.append, error=errors.append)
+    gone = QWidget()
+    run_task(lambda: "late", done=lambda r: got.append(("late", r)), owner=gone)
+    shiboken6.delete(gone)  # closed before any result could arrive (results need the event loop)
+    qtbot.waitUntil(lambda: dispatcher().pending() == 0, timeout=10000)
+    assert len(got) == 1 and got[0][0] == 42 and got[0][1] != gui
+    assert errors == ["division by zero"]
 
 
 def test_old_settings_move_to_new_defaults_but_keep_real_choices(qtbot, make_window, tiny_model_dir):
