@@ -509,3 +509,28 @@ def test_missing_x11_libraries_are_named_with_their_packages_before_qt_starts(mo
     monkeypatch.setattr(app_mod, "make_app", qt_starts)
     with pytest.raises(Stop):
         app_mod.run(preload=False)
+
+
+def test_closing_the_window_skips_a_warm_up_not_yet_started(qtbot, tmp_path):
+    """The ONNX warm-up is queued on the worker thread after a load; once the window closes, the
+    parts not yet begun are skipped, so closing never waits for (or abandons a thread in) an export."""
+    from cxrdesk.ui.history import HistoryStore
+    from cxrdesk.ui.worker import GenerationWorker
+
+    calls = []
+
+    class Pipe:
+        info = {"warm_up_seconds": 0.0}
+
+        def warm_up(self, attention=False):
+            calls.append(attention)
+            return 0.1
+
+    worker = GenerationWorker(HistoryStore(tmp_path / "h"), None)
+    worker.pipe = Pipe()
+    worker._warm_up_part(worker._warm_gen, attention=True)
+    assert calls == [True] and worker.warm_ready.is_set()
+    worker.warm_ready.clear()
+    worker.stopping.set()
+    worker._warm_up_part(worker._warm_gen, attention=True)
+    assert calls == [True] and not worker.warm_ready.is_set()

@@ -58,6 +58,7 @@ class GenerationWorker(QObject):
         self._busy = threading.Event()
         self.warm_ready = threading.Event()  # set once the deferred warm-up is done
         self._warm_gen = 0
+        self.stopping = threading.Event()  # set by the GUI thread when the window closes
 
     # -- called from the GUI thread ---------------------------------------------------------
     def cancel(self, job: int | None = None) -> None:
@@ -127,8 +128,8 @@ class GenerationWorker(QObject):
 
     def _warm_up_part(self, gen: int, attention: bool) -> None:
         pipe = self.pipe
-        if gen != self._warm_gen or pipe is None:
-            return  # another model was loaded since
+        if gen != self._warm_gen or pipe is None or self.stopping.is_set():
+            return  # another model was loaded since, or the window is closing
         try:
             t = pipe.warm_up(attention=attention)
         except Exception:  # noqa: BLE001 - generation stays on the eager modules
@@ -305,6 +306,7 @@ class WorkerHost(QObject):
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Cancel, stop the thread's event loop and wait. A model load cannot be interrupted: if it
         outlasts ``timeout_ms`` the thread is kept referenced (never destroyed while running)."""
+        self.worker.stopping.set()
         self.worker.cancel()
         self.thread.quit()
         if not self.thread.wait(timeout_ms):
