@@ -1,0 +1,278 @@
+"""Latent consistency distillation (Luo et al. 2023; diffusers' examples/consistency_distillation):
+a student UNet that takes the guidance scale as an input and draws a guided film in a few steps.
+
+The student is the teacher's UNet plus a guidance embedding (diffusers' ``time_cond_proj_dim``),
+initialised from the teacher with that embedding at zero, so it starts as the teacher. Each step:
+noise a cached latent to a timestep t on a 50-step DDIM grid, let the teacher (guided, scale drawn
+in a range) take one DDIM step to the grid point before it, and teach the student to map both
+points to the same clean latent, the far one through the student and the near one through a slow
+EMA copy of it (the target network). ``LCMScheduler`` then samples the student in 1-8 steps.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STUDENT_DIR = "student"      # the model folder's subfolder holding the student UNet
+W_EMBED_DIM = 256            # the guidance embedding's width (diffusers' LCM default)
+DDIM_TIMESTEPS = 50          # the teacher's solver grid: every 20th training timestep
+TIMESTEP_SCALING = 10.0      # LCMScheduler's boundary-condition scaling
+SIGMA_DATA = 0.5
+FAST_STEPS = 4               # the student's default number of steps
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 2e-5
+    warmup: int = 100
+    target_decay: float = 0.95   # EMA of the target network (LCM's default)
+    huber_c: float = 0.001
+    guidance_min: float = 2.0    # guidance scales the student learns (the app's scale, 1 = unguided)
+    guidance_max: float = 8.0
+    ckpt_every: int = 100
+    export_every: int = 500
+    seed: int = 0
+
+
+def guidance_embedding(scale: torch.Tensor, dim: int = W_EMBED_DIM) -> torch.Tensor:
+    """Sinusoidal embedding of the guidance scale, as diffusers' LatentConsistencyModelPipeline makes
+    it (of w = scale - 1, the form of classifier-free guidance cond + w (cond - uncond))."""
+    w = (torch.as_tensor(scale, dtype=torch.float32).reshape(-1) - 1.0) * 1000.0
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.float32) * -(np.log(10000.0) / (half - 1)))
+    emb = w[:, None] * freq[None, :]
+    return torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+
+
+def boundary_scalings(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """c_skip, c_out of the consistency function f(x, t) = c_skip x + c_out x0(x, t) (LCMScheduler's):
+    f is the identity at t = 0 and the model's clean estimate elsewhere."""
+    s = TIMESTEP_SCALING * t.float()
+    c_skip = SIGMA_DATA ** 2 / (s ** 2 + SIGMA_DATA ** 2)
+    c_out = s / (s ** 2 + SIGMA_DATA ** 2) ** 0.5
+    return c_skip.view(-1, 1, 1, 1), c_out.view(-1, 1, 1, 1)
+
+
+def x0_and_noise(out: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction: str):
+    """The clean latent and the noise a UNet output implies at x (alpha_bar per film)."""
+    a = alpha_bar.view(-1, 1, 1, 1).sqrt()
+    s = (1 - alpha_bar).view(-1, 1, 1, 1).sqrt()
+    if prediction == "v_prediction":
+        return a * x - s * out, a * out + s * x
+    return (x - s * out) / a.clamp_min(1e-4), out
+
+
+class DDIMGrid:
+    """The teacher's solver: timesteps 19, 39, ... 999 and one deterministic DDIM step down the grid."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, n_train: int = 1000, n_grid: int = DDIM_TIMESTEPS):
+        step = n_train // n_grid
+        self.skip = step
+        self.timesteps = torch.arange(1, n_grid + 1) * step - 1
+        self.alphas = alphas_cumprod.float()
+        prev = torch.cat([self.alphas[:1], self.alphas[self.timesteps[:-1]]])
+        self.alpha_prev = prev
+
+    def step(self, x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        a = self.alpha_prev[index].view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def build_student(teacher_unet):
+    """A UNet of the teacher's shape with a guidance embedding, holding the teacher's weights and
+    a zero guidance projection (so it starts as the teacher)."""
+    from diffusers import UNet2DConditionModel
+
+    cfg = {k: v for k, v in dict(teacher_unet.config).items() if not k.startswith("_")}
+    cfg["time_cond_proj_dim"] = W_EMBED_DIM
+    student = UNet2DConditionModel.from_config(cfg)
+    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
+    if unexpected or set(missing) != {"time_embedding.cond_proj.weight"}:
+        raise ValueError("the teacher's UNet does not fit a student of its own shape")
+    with torch.no_grad():
+        student.time_embedding.cond_proj.weight.zero_()
+    return student
+
+
+def lcd_loss(student, teacher, target, grid: DDIMGrid, x0: torch.Tensor, cond: torch.Tensor,
+             uncond: torch.Tensor, scale: torch.Tensor, noise: torch.Tensor, index: torch.Tensor,
+             prediction: str, huber_c: float) -> torch.Tensor:
+    """One latent consistency distillation loss (pseudo-Huber) for a batch.
+
+    ``index``: each film's point on the grid; ``scale``: each film's guidance scale."""
+    t = grid.timesteps[index]
+    t_prev = (t - grid.skip).clamp_min(0)
+    a = grid.alphas[t]
+    xt = a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * noise
+    w_emb = guidance_embedding(scale).to(x0)
+    c_skip, c_out = boundary_scalings(t)
+    out = student(xt, t, encoder_hidden_states=cond, timestep_cond=w_emb).sample
+    pred = c_skip * xt + c_out * x0_and_noise(out, xt, a, prediction)[0]
+    with torch.no_grad():
+        both = teacher(torch.cat([xt, xt]), torch.cat([t, t]),
+                       encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)])).sample
+        x0_c, n_c = x0_and_noise(both[: len(xt)], xt, a, prediction)
+        x0_u, n_u = x0_and_noise(both[len(xt):], xt, a, prediction)
+        w = (scale - 1).view(-1, 1, 1, 1).to(x0)
+        x_prev = grid.step(x0_c + w * (x0_c - x0_u), n_c + w * (n_c - n_u), index)
+        out_t = target(x_prev, t_prev, encoder_hidden_states=cond, timestep_cond=w_emb).sample
+        c_skip_p, c_out_p = boundary_scalings(t_prev)
+        goal = c_skip_p * x_prev + c_out_p * x0_and_noise(out_t, x_prev, grid.alphas[t_prev], prediction)[0]
+    return (torch.sqrt((pred.float() - goal.float()) ** 2 + huber_c ** 2) - huber_c).mean()
+
+
+def _lr(cfg: DistillConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+def _load_teacher(teacher_dir: Path, device):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(teacher_dir / "unet", local_files_only=True, use_safetensors=True)
+    if unet.config.time_cond_proj_dim is not None:
+        raise ValueError(f"{teacher_dir.name}'s UNet is already a distilled student")
+    vae_cfg = dict(AutoencoderKL.load_config(teacher_dir / "vae", local_files_only=True))
+    sched = json.loads((teacher_dir / "scheduler" / "scheduler_config.json").read_text())
+    return unet.to(device).eval().requires_grad_(False), vae_cfg, sched
+
+
+def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConfig | None = None,
+                  threads: int | None = None, device: str = "auto", progress: bool = True,
+                  on_progress=None, export_to: str | Path | None = None) -> Path:
+    """Distil ``teacher_dir``'s UNet into a few-step student on the run's cached latents (``train
+    encode`` with the teacher's VAE); resumes from RUN/distill/ckpt.pt. Exports the teacher's folder
+    with the student added (default RUN/model-fast)."""
+    import copy
+
+    from diffusers import DDPMScheduler
+
+    from .models import vae_to_unet_latents
+    from .train import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
+
+    cfg = cfg or DistillConfig()
+    if not 1.0 <= cfg.guidance_min <= cfg.guidance_max:
+        raise ValueError("the guidance range must satisfy 1 <= min <= max")
+    cpu_setup(threads)
+    dist = init_dist(device)
+    run, teacher_dir = Path(run_dir), Path(teacher_dir)
+    cache = run / "cache"
+    meta = json.loads((cache / "done.json").read_text())
+    teacher, vae_cfg, sched_cfg = _load_teacher(teacher_dir, dist.device)
+    if abs(float(vae_cfg.get("scaling_factor", 0)) - float(meta["scaling_factor"])) > 1e-6:
+        raise ValueError(f"{run}'s latents were encoded by another VAE than {teacher_dir.name}'s: copy its VAE "
+                         f"to {run}/vae/final and run 'cxrdesk train encode' first")
+    latents = vae_to_unet_latents(torch.from_numpy(np.load(cache / "latents.npy")).float(), vae_cfg)
+    text_emb = torch.from_numpy(np.load(cache / "text_emb.npy"))
+    cap_ids = torch.from_numpy(np.load(cache / "caption_ids.npy")).long()
+    recs = json.loads((cache / "records.json").read_text())
+    train_idx = torch.tensor([i for i, r in enumerate(recs) if r["split"] != "val"] or list(range(len(recs))))
+    uncond = text_emb[0:1].float().to(dist.device)
+    prediction = sched_cfg.get("prediction_type", "epsilon")
+    sched = DDPMScheduler.from_config(sched_cfg)
+    grid = DDIMGrid(sched.alphas_cumprod, sched.config.num_train_timesteps)
+
+    out = run / "distill"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    student = build_student(teacher).to(dist.device).train().requires_grad_(True)
+    target = copy.deepcopy(student).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    step = 0
+    ckpt = out / "ckpt.pt"
+    if ckpt.exists():
+        state = load_ckpt(ckpt)
+        if state.get("teacher_hash") != _teacher_hash(teacher_dir):
+            raise ValueError(f"{run} distilled another teacher than {teacher_dir.name}: use a new run folder")
+        student.load_state_dict(state["model"])
+        target.load_state_dict(state["target"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+    model = _wrap(student, dist)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
+    log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
+    bar = _progress(cfg.steps, step, "distill", progress and dist.main)
+    per_rank = max(1, cfg.batch // dist.world)
+    t0 = time.time()
+    if dist.main:
+        (out / "params.json").write_text(json.dumps({"teacher": str(teacher_dir), **cfg.__dict__}))
+    while step < cfg.steps:
+        pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
+        x0 = latents[pick].to(dist.device)
+        tid = cap_ids[pick, torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)]
+        cond = text_emb[tid].float().to(dist.device)
+        noise = torch.randn(x0.shape, generator=gen).to(dist.device)
+        index = torch.randint(0, len(grid.timesteps), (per_rank,), generator=gen)
+        scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(per_rank, generator=gen)
+        loss = lcd_loss(model, teacher, target, grid, x0, cond, uncond, scale, noise, index, prediction, cfg.huber_c)
+        lr = _lr(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            for p_t, p in zip(target.parameters(), student.parameters()):
+                p_t.lerp_(p.detach(), 1 - cfg.target_decay)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if on_progress:
+            on_progress(step, cfg.steps, {"loss": loss.item()})
+        if dist.main and (step % 20 == 0 or step == cfg.steps):
+            log.write({"step": step, "loss": f"{loss.item():.5f}", "lr": f"{lr:.2e}", "sec": f"{time.time() - t0:.1f}"})
+        if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            atomic_save({"model": student.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
+                         "step": step, "config": cfg.__dict__, "teacher_hash": _teacher_hash(teacher_dir)}, ckpt)
+        if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
+            export_student(teacher_dir, target, export_to or run / "model-fast", step=step, config=cfg)
+    if bar:
+        bar.close()
+    _barrier(dist)
+    return Path(export_to or run / "model-fast")
+
+
+def _teacher_hash(teacher_dir: Path) -> str:
+    from .pipeline import _component_weights, file_hash
+
+    # the model's own hash (Pipeline.load's info["hash"]: the VAE's weights, then the UNet's)
+    return file_hash(_component_weights(teacher_dir / "vae") + _component_weights(teacher_dir / "unet"))
+
+
+def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int = 0,
+                   config: DistillConfig | None = None) -> Path:
+    """``dest``: a copy of the teacher's model folder with the student in ``student/`` and its record
+    (steps, teacher hash, the distillation's settings) in cxrdesk.json. ``dest`` may be the teacher's
+    own folder (the student is added, the teacher untouched)."""
+    teacher_dir, dest = Path(teacher_dir), Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(teacher_dir, tmp, ignore=shutil.ignore_patterns(STUDENT_DIR, "*.tmp"))
+    student.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
+    extra_file = tmp / "cxrdesk.json"
+    extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
+    extra["student"] = {"steps": FAST_STEPS, "distill_steps": int(step), "teacher_hash": _teacher_hash(teacher_dir),
+                        "method": "latent consistency distillation",
+                        "config": dict(config.__dict__) if config else {}}
+    extra_file.write_text(json.dumps(extra, indent=2))
+    if dest.exists() and dest.resolve() != teacher_dir.resolve():
+        shutil.rmtree(dest)
+    if dest.resolve() == teacher_dir.resolve():
+        if (dest / STUDENT_DIR).exists():
+            shutil.rmtree(dest / STUDENT_DIR)
+        shutil.move(str(tmp / STUDENT_DIR), dest / STUDENT_DIR)
+        shutil.copy(extra_file, dest / "cxrdesk.json")
+        shutil.rmtree(tmp)
+        return dest
+    tmp.replace(dest)
+    return dest

@@ -1,0 +1,114 @@
+"""Latent consistency distillation: the student, the loss, the resumable stage and its model folder."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrdesk.core import distill as D
+
+
+def _fake_run(run, teacher, n=6, scaling=None):
+    """A run folder as 'train encode' leaves it, with random latents of the teacher's shape."""
+    vae_cfg = json.loads((teacher / "vae" / "config.json").read_text())
+    unet_cfg = json.loads((teacher / "unet" / "config.json").read_text())
+    c, s = unet_cfg["in_channels"], unet_cfg["sample_size"]
+    cache = run / "cache"
+    cache.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(cache / "latents.npy", rng.standard_normal((n, c, s, s)).astype(np.float16))
+    np.save(cache / "text_emb.npy", rng.standard_normal((3, 8, unet_cfg["cross_attention_dim"])).astype(np.float16))
+    np.save(cache / "caption_ids.npy", rng.integers(1, 3, (n, 2)).astype(np.int32))
+    (cache / "records.json").write_text(json.dumps([{"split": "val" if i == 0 else "train", "labels": []}
+                                                    for i in range(n)]))
+    sf = vae_cfg.get("scaling_factor", 1.0) if scaling is None else scaling
+    (cache / "done.json").write_text(json.dumps({"scaling_factor": sf, "latent_shape": [c, s, s]}))
+    return run
+
+
+def test_the_student_starts_as_the_teacher_at_every_guidance_scale(tiny_model_dir):
+    from diffusers import UNet2DConditionModel
+
+    teacher = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    student = D.build_student(teacher)
+    assert student.config.time_cond_proj_dim == D.W_EMBED_DIM
+    x = torch.randn(2, 4, 32, 32)
+    ctx = torch.randn(2, 8, 384)
+    t = torch.tensor([999, 259])
+    with torch.no_grad():
+        want = teacher(x, t, encoder_hidden_states=ctx).sample
+        for scale in (1.0, 4.0, 8.0):
+            got = student(x, t, encoder_hidden_states=ctx,
+                          timestep_cond=D.guidance_embedding(torch.full((2,), scale))).sample
+            assert torch.allclose(got, want, atol=1e-5)
+        # once the guidance projection has learnt something, the scale changes the output
+        student.time_embedding.cond_proj.weight.normal_()
+        a = student(x, t, encoder_hidden_states=ctx, timestep_cond=D.guidance_embedding(torch.full((2,), 2.0))).sample
+        b = student(x, t, encoder_hidden_states=ctx, timestep_cond=D.guidance_embedding(torch.full((2,), 7.0))).sample
+    assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_guidance_embedding_matches_diffusers_lcm_pipeline():
+    from diffusers import LatentConsistencyModelPipeline
+
+    w = torch.tensor([3.0, 6.5])
+    want = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w - 1, embedding_dim=D.W_EMBED_DIM)
+    assert torch.allclose(D.guidance_embedding(w), want, atol=1e-5)
+
+
+def test_boundary_condition_and_ddim_grid():
+    c_skip, c_out = D.boundary_scalings(torch.tensor([0, 19, 999]))
+    assert c_skip[0].item() == 1.0 and c_out[0].item() == 0.0  # f(x, 0) = x
+    assert c_skip[2].item() < 1e-6 and c_out[2].item() == pytest.approx(1.0, abs=1e-6)
+    alphas = torch.linspace(0.999, 0.0, 1000)
+    grid = D.DDIMGrid(alphas)
+    assert grid.timesteps[0].item() == 19 and grid.timesteps[-1].item() == 999 and grid.skip == 20
+    x0, noise = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    # one step from grid point k lands exactly where point k-1 noises x0 with the same noise
+    a = alphas[19]
+    assert torch.allclose(grid.step(x0, noise, torch.tensor([1])), a.sqrt() * x0 + (1 - a).sqrt() * noise)
+    # the v and epsilon forms recover the same clean latent
+    ab = torch.tensor([0.3])
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    for out, kind in ((v, "v_prediction"), (noise, "epsilon")):
+        got_x0, got_noise = D.x0_and_noise(out, xt, ab, kind)
+        assert torch.allclose(got_x0, x0, atol=1e-5) and torch.allclose(got_noise, noise, atol=1e-5)
+
+
+def test_distill_trains_resumes_and_exports_a_student_beside_the_teacher(tiny_model_dir, tmp_path):
+    from cxrdesk.core.pipeline import Pipeline
+
+    run = _fake_run(tmp_path / "run", tiny_model_dir)
+    cfg = D.DistillConfig(steps=2, batch=2, ckpt_every=1, export_every=2, warmup=1)
+    out = D.train_distill(run, tiny_model_dir, cfg, threads=1, progress=False)
+    assert (out / D.STUDENT_DIR / "config.json").is_file()
+    cfg.steps = 3
+    D.train_distill(run, tiny_model_dir, cfg, threads=1, progress=False)
+    rows = list(csv.DictReader(open(run / "distill" / "loss.csv")))
+    assert [r["step"] for r in rows] == ["2", "3"]  # resumed from step 2, not from zero
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    record = json.loads((out / "cxrdesk.json").read_text())["student"]
+    assert record["distill_steps"] == 3 and record["steps"] == D.FAST_STEPS
+    assert record["teacher_hash"] == Pipeline.load(tiny_model_dir).info["hash"]
+    assert Pipeline.load(out).info["hash"] == Pipeline.load(tiny_model_dir).info["hash"]  # teacher unchanged
+    assert not (tiny_model_dir / D.STUDENT_DIR).exists()
+
+
+def test_distill_refuses_latents_of_another_vae_and_a_student_as_teacher(tiny_model_dir, tmp_path):
+    run = _fake_run(tmp_path / "run", tiny_model_dir, scaling=0.1234)
+    with pytest.raises(ValueError, match="encoded by another VAE"):
+        D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=1, batch=2), threads=1, progress=False)
+    run2 = _fake_run(tmp_path / "run2", tiny_model_dir)
+    out = D.train_distill(run2, tiny_model_dir, D.DistillConfig(steps=1, batch=2, export_every=1), threads=1,
+                          progress=False)
+    student_as_model = tmp_path / "student-model"
+    import shutil
+
+    shutil.copytree(out, student_as_model)
+    shutil.rmtree(student_as_model / "unet")
+    shutil.copytree(out / D.STUDENT_DIR, student_as_model / "unet")
+    with pytest.raises(ValueError, match="already a distilled student"):
+        D.train_distill(tmp_path / "run2", student_as_model, D.DistillConfig(steps=2, batch=2), threads=1,
+                        progress=False)
