@@ -112,3 +112,20 @@ def test_distill_refuses_latents_of_another_vae_and_a_student_as_teacher(tiny_mo
     with pytest.raises(ValueError, match="already a distilled student"):
         D.train_distill(tmp_path / "run2", student_as_model, D.DistillConfig(steps=2, batch=2), threads=1,
                         progress=False)
+
+
+def test_train_distill_command(tiny_model_dir, tmp_path, capsys):
+    from cxrdesk.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "distill", "--run-dir", str(run), "--quiet"]) == 2
+    assert "needs --teacher" in capsys.readouterr().err
+    assert main(["train", "distill", "--run-dir", str(run), "--teacher", str(tiny_model_dir), "--quiet"]) == 2
+    assert "train encode" in capsys.readouterr().err  # nothing encoded yet: says what to run
+    _fake_run(run, tiny_model_dir)
+    out = tmp_path / "fast"
+    assert main(["train", "distill", "--run-dir", str(run), "--teacher", str(tiny_model_dir), "--steps", "1",
+                 "--batch", "2", "--guidance-range", "3,5", "--out", str(out), "--quiet"]) == 0
+    assert f"model folder with the student: {out}" in capsys.readouterr().out
+    record = json.loads((out / "cxrdesk.json").read_text())["student"]
+    assert record["config"]["guidance_min"] == 3.0 and record["config"]["guidance_max"] == 5.0

@@ -10,13 +10,29 @@ from pathlib import Path
 
 from . import INTERVAL_HELP, CliError, interval_arg
 
-STAGES = ("vae", "encode", "unet", "decoder", "export", "classifier", "all")
+STAGES = ("vae", "encode", "unet", "decoder", "distill", "export", "classifier", "all")
+
+
+def _guidance_range(value: str) -> tuple[float, float]:
+    """argparse type for ``--guidance-range LO,HI``: 1 <= LO <= HI <= the largest guidance."""
+    import argparse
+
+    from ..core.pipeline import MAX_GUIDANCE
+
+    try:
+        lo, hi = (float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give two guidance scales, LO,HI (e.g. 2,8)") from None
+    if not 1 <= lo <= hi <= MAX_GUIDANCE:
+        raise argparse.ArgumentTypeError(f"the range must satisfy 1 <= LO <= HI <= {MAX_GUIDANCE:g}")
+    return lo, hi
 
 
 def register(sub) -> None:
     t = sub.add_parser("train", help="train a model on a local dataset folder (resumable)",
                        description=__doc__)
-    t.add_argument("stage", choices=STAGES, help="vae, encode, unet, decoder (decoder-only fine-tune, latents unchanged), export, classifier, or all")
+    t.add_argument("stage", choices=STAGES, help="vae, encode, unet, decoder (decoder-only fine-tune, latents unchanged), distill (a few-step "
+                        "student of --teacher), export, classifier, or all")
     t.add_argument("--data", help="dataset folder (metadata.csv layout, Indiana layout, or images)")
     t.add_argument("--run-dir", dest="run", required=True, help="run folder for checkpoints, caches, logs and samples")
     t.add_argument("--out", help="model folder to write (default RUN/model)")
@@ -81,6 +97,11 @@ def register(sub) -> None:
     t.add_argument("--guidance-interval", type=interval_arg, metavar="LO,HI",
                    help="export: where in the noise schedule the recommended guidance applies: " + INTERVAL_HELP
                         + " (default 0,1)")
+    t.add_argument("--teacher", metavar="MODEL_DIR",
+                   help="distill: the model folder whose UNet the student learns from (the run's latents must be "
+                        "encoded by its VAE); the student is exported into a copy of it (--out, default RUN/model-fast)")
+    t.add_argument("--guidance-range", type=_guidance_range, metavar="LO,HI",
+                   help="distill: the guidance scales the student learns to draw (default 2,8)")
     t.add_argument("--captions-only", action="store_true",
                    help="encode: re-encode only the captions of an encoded run (after the caption rules change), "
                         "keeping its image latents; then resume 'train unet' to fine-tune on them")
@@ -173,6 +194,8 @@ def cmd_train(args) -> int:
                 raise CliError(str(e)) from None
             if os.environ.get("RANK", "0") == "0":
                 print(f"model folder: {out}")
+        elif stage == "distill":
+            _distill(args, run, progress)
         elif stage == "export":
             from ..core.pipeline import MAX_GUIDANCE
 
@@ -201,6 +224,28 @@ def cmd_train(args) -> int:
                                    epochs=args.steps or 4)
             print((out / "classifier.json").read_text())
     return 0
+
+
+def _distill(args, run: Path, progress: bool) -> None:
+    from ..core import distill as D
+
+    if not args.teacher:
+        raise CliError("train distill needs --teacher MODEL_DIR (the model folder to distil)")
+    _need_model(args.teacher)
+    if not (run / "cache" / "done.json").is_file():
+        raise CliError(f"no encoded dataset in {run}/cache: copy the teacher's VAE to {run}/vae/final and run "
+                       f"'cxrdesk train encode' first")
+    cfg = D.DistillConfig()
+    _apply(cfg, args)
+    if args.guidance_range is not None:
+        cfg.guidance_min, cfg.guidance_max = args.guidance_range
+    try:
+        out = D.train_distill(run, args.teacher, cfg, threads=args.threads, device=args.device, progress=progress,
+                              export_to=args.out)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if os.environ.get("RANK", "0") == "0":
+        print(f"model folder with the student: {out}")
 
 
 def _need_model(folder: str) -> None:
