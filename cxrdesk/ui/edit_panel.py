@@ -225,6 +225,8 @@ class EditPanel(QWidget):
     def set_tool(self, tool: str) -> None:
         if tool and self.is_running():
             tool = ""
+        if tool and not self.mw.single_layout_for("Painting a region"):  # the mask is on the main view
+            tool = ""
         if tool and not self.mw.view.has_image():
             self._say(NO_FILM)
             tool = ""
@@ -261,7 +263,7 @@ class EditPanel(QWidget):
             self.layer.set_outline(None)
 
     def fill_lungs(self) -> None:
-        if self.is_running():
+        if self.is_running() or not self.mw.single_layout_for("Painting a region"):
             return
         if not self.mw.view.has_image() or self.mw.doc is None:
             self._say(NO_FILM)
@@ -321,6 +323,8 @@ class EditPanel(QWidget):
             return False
         if mw.running_job is not None or mw.host.worker.is_busy():
             self._say(BUSY)
+            return False
+        if not mw.single_layout_for("Edit region"):
             return False
         doc = mw.doc
         if doc is None or not mw.view.has_image():

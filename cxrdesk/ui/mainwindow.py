@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
                                QPlainTextEdit, QProgressBar, QRadioButton, QTextEdit, QWidget)
@@ -30,7 +30,7 @@ from .lesson_panel import LessonPanel
 from .model_panel import ModelPanel
 from .paths import data_dir, resource_path, results_dir, settings_path
 from .tasks import run_task
-from .viewer import ViewerArea
+from .viewer import LAYOUT_NAMES, LAYOUTS, ViewerArea
 from . import viewtools
 from .worker import WorkerHost
 
@@ -172,7 +172,8 @@ class MainWindow(QMainWindow):
         self.settings = QSettings(str(settings_path()), QSettings.IniFormat)
         self.store = HistoryStore(results_dir())
         self.model_arg = model
-        self.doc: Document | None = None
+        self._docs: list[Document | None] = [None] * 4  # per viewport (viewer.views); doc = the active one's
+        self._run_slot = 0  # the viewport a running generation draws into
         self.prev_doc: Document | None = None
         self.job_id = 0
         self.running_job: int | None = None
@@ -186,7 +187,6 @@ class MainWindow(QMainWindow):
         self._presentation = None  # (state, geometry, maximized) from before presentation mode
 
         self.viewer = ViewerArea()
-        self.view = self.viewer.view
         self.view.set_placeholder("Generate an image (Ctrl+Enter), open a file (Ctrl+O)\n"
                                   "or pick one in the Dataset browser.\n\n"
                                   "Generated images are synthetic and not for diagnosis.")
@@ -238,6 +238,25 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._preload = preload  # the model starts loading as soon as the window is on screen (showEvent)
 
+    # ================================================================== viewports
+    @property
+    def view(self):
+        """The active viewport's image view (the main view in the 1x1 layout): what tools act on."""
+        return self.viewer.active_view()
+
+    @property
+    def doc(self) -> Document | None:
+        """The document of the active viewport."""
+        return self._docs[self.viewer.active()]
+
+    @doc.setter
+    def doc(self, d: Document | None) -> None:
+        self._docs[self.viewer.active()] = d
+
+    def slot_doc(self, k: int) -> Document | None:
+        """The document viewport ``k`` holds (also while a layout hides it)."""
+        return self._docs[k]
+
     # ================================================================== construction
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         d = QDockWidget(title, self)
@@ -267,11 +286,12 @@ class MainWindow(QMainWindow):
         self.progress.setToolTip("Progress of the running generation")
         for w_ in (self.pixel_label, self.wl_label, self.device_label, self.model_label, self.progress):
             sb.addPermanentWidget(w_)
-        self.view.pixelHovered.connect(self._on_pixel)
-        self.view.windowChanged.connect(lambda c, w: self.wl_label.setText(f"W {w:.0f}  C {c:.0f}"))
-        self.view.measurementsChanged.connect(self._on_measured)
-        self.view.annotationsChanged.connect(self._on_annotated)
-        self.view.textRequested.connect(self._ask_annotation_text)
+        for v in self.viewer.views:  # every viewport; the handlers act for the active one
+            v.pixelHovered.connect(self._on_pixel)
+            v.windowChanged.connect(lambda c, w, v=v: self._on_window_changed(v, c, w))
+            v.measurementsChanged.connect(lambda v=v: v is self.view and self._on_measured())
+            v.annotationsChanged.connect(lambda v=v: self._on_annotated(v))
+            v.textRequested.connect(lambda at, v=v: self._ask_annotation_text(at, v))
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable: bool = False) -> QAction:
         a = QAction(text, self)
@@ -378,6 +398,27 @@ class MainWindow(QMainWindow):
         self.removeAction(self.act_undo_annotation)  # Backspace only on the image: fields keep it
         self.act_undo_annotation.setShortcutContext(Qt.WidgetWithChildrenShortcut)
         self.viewer.addAction(self.act_undo_annotation)
+        self.act_layouts = {}
+        layout_group = QActionGroup(self)
+        for name, key in (("1x1", "Alt+1"), ("1x2", "Alt+2"), ("2x2", "Alt+4")):
+            tip = {"1x1": "One film fills the view (the active viewport's) (Alt+1)",
+                   "1x2": "Two viewports side by side, e.g. a generated film beside a real one; click one to make "
+                          "it active: the History strip and the Dataset browser open into it (Alt+2)",
+                   "2x2": "Four viewports, e.g. four films of a lesson; click one to make it active: the History "
+                          "strip and the Dataset browser open into it (Alt+4)"}[name]
+            a = A(f"&{LAYOUT_NAMES[name]}", lambda on, n=name: on and self.set_layout(n), key, tip, checkable=True)
+            layout_group.addAction(a)
+            self.act_layouts[name] = a
+        self.act_layouts["1x1"].setChecked(True)
+        self.act_next_viewport = A("Ne&xt viewport", lambda: self.step_viewport(1), "Ctrl+Tab",
+                                   "Make the next viewport of a 1x2 or 2x2 layout the active one (Ctrl+Tab; a click "
+                                   "on a viewport does the same)")
+        self.act_prev_viewport = A("Previous viewport", lambda: self.step_viewport(-1), ["Ctrl+Shift+Tab", "Ctrl+Backtab"],
+                                   "Make the previous viewport the active one (Ctrl+Shift+Tab)")
+        self.act_link_wl = A("&Link window/level across viewports", self.set_link_window, "Alt+L",
+                             "On: window/level and inversion changed in one viewport follow in the others (in "
+                             "fractions of each film's range); off: each viewport keeps its own (Alt+L)",
+                             checkable=True)
         self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
         self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
         self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
@@ -405,6 +446,11 @@ class MainWindow(QMainWindow):
                   self.act_compare, self.act_highlight, self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_prev, self.act_next, self.act_present, None):
             m.addSeparator() if a is None else m.addAction(a)
+        sub = m.addMenu("&Layout")
+        for a in (*self.act_layouts.values(), None, self.act_next_viewport, self.act_prev_viewport, None,
+                  self.act_link_wl):
+            sub.addSeparator() if a is None else sub.addAction(a)
+        sub.setToolTipsVisible(True)
         sub = m.addMenu("&Orientation")
         for a in (self.act_flip_h, self.act_flip_v, self.act_rot_cw, self.act_rot_ccw, self.act_orient_reset):
             sub.addAction(a)
@@ -443,6 +489,8 @@ class MainWindow(QMainWindow):
         h.reuseRequested.connect(self.reuse_entry)
         h.loadEarlierRequested.connect(self.load_earlier_results)
         self.viewer.compareChanged.connect(self._compare_changed)
+        self.viewer.activeChanged.connect(self._on_active_changed)
+        self.viewer.layoutChanged.connect(self._on_layout_changed)
 
     # ================================================================== model
     def load_model(self, path: str | None = None) -> None:
@@ -519,6 +567,7 @@ class MainWindow(QMainWindow):
         self._had_full_preview = False
         self._job_entries = []
         self._job_total = int(params.get("steps", 20))
+        self._run_slot = self.viewer.active()  # previews and the film go to this viewport
         self.generator.set_running(True)
         self.generator.chart.clear(self._job_total)
         self.generator.set_final_metrics(None)
@@ -583,8 +632,8 @@ class MainWindow(QMainWindow):
             self.t_first_preview = time.perf_counter() - self.t_generate
         self.preview_count += 1
         kind = "" if full else " (fast approximation)"
-        self.view.set_image(image, keep_view=True, keep_window=True, synthetic=True,
-                            caption=f"Preview - step {step}/{total}{kind}")
+        self.viewer.views[self._run_slot].set_image(image, keep_view=True, keep_window=True, synthetic=True,
+                                                    caption=f"Preview - step {step}/{total}{kind}")
         self.previewShown.emit(step, total)
 
     def _on_step_metrics(self, job, index, m) -> None:
@@ -600,6 +649,7 @@ class MainWindow(QMainWindow):
         self._pending_preview = None
         self._job_entries.append(entry)
         self.history.add(entry)
+        self.viewer.set_active(self._run_slot)  # the film goes where its previews were drawn
         self.show_entry(entry, from_run=True)
 
     def _on_job_finished(self, job: int, status: str, msg: str) -> None:
@@ -632,6 +682,7 @@ class MainWindow(QMainWindow):
 
     def _restore_after_cancel(self) -> None:
         """A cancelled or failed run leaves its last preview: go back to the current document."""
+        self.viewer.set_active(self._run_slot)
         if self.doc is not None:
             self._display(self.doc, keep_view=True)
         else:
@@ -674,19 +725,23 @@ class MainWindow(QMainWindow):
             self.enhance.preview_check.setChecked(False)
         self.viewer.show_single()
         self._display(doc, keep_window=keep_window, keep_view=keep_view)
+        self._update_title(self.viewer.active())
         self.enhance.set_source(doc.source, doc.title, enhanced=doc.original is not None)
         self._update_actions()
         self.documentShown.emit()
 
-    def _display(self, doc: Document, keep_window: bool = False, keep_view: bool = False) -> None:
+    def _display(self, doc: Document, keep_window: bool = False, keep_view: bool = False, view=None) -> None:
+        """Show ``doc`` in ``view`` (default: the active viewport)."""
+        v = self.view if view is None else view
         caption = doc.title
         if doc.enhancement:
             caption += f"  [enhanced: {doc.enhancement.get('preset', 'custom')}]"
-        self.view.set_image(doc.data, window=None if keep_window else doc.window, keep_window=keep_window,
-                            keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits,
-                            spacing=doc.spacing)
-        self.view.set_annotations(doc.annotations)
-        self._update_overlay()
+        v.set_image(doc.data, window=None if keep_window else doc.window, keep_window=keep_window,
+                    keep_view=keep_view, synthetic=doc.synthetic, caption=caption, bits=doc.bits,
+                    spacing=doc.spacing)
+        v.set_annotations(doc.annotations)
+        if v is self.view:
+            self._update_overlay()
 
     def _update_overlay(self, *_):
         word = self.generator.current_highlight()
@@ -754,6 +809,20 @@ class MainWindow(QMainWindow):
             self.generator.show_error("Nothing to compare yet: generate an image first.")
             return
 
+        if self.viewer.is_grid():  # a generated film beside a real one: the real one in the next viewport
+            if self.doc is not gen:
+                self.set_document(gen, keep_window=True)
+            slot = self.viewer.active()
+
+            def into_next(real: Document):
+                k = self._next_slot(slot)
+                self.show_in_slot(k, real)
+                self.statusBar().showMessage(f"Real film in viewport {k + 1}, beside the generated one in viewport "
+                                             f"{slot + 1}", 8000)
+
+            self.open_file(path, record=record, then=into_next)
+            return
+
         def show(real: Document):
             if self.doc is not gen:
                 self.set_document(gen, keep_window=True)
@@ -770,6 +839,15 @@ class MainWindow(QMainWindow):
         self.open_file(path, record=record, then=show)
 
     def toggle_compare(self, on: bool) -> None:
+        if on and self.viewer.is_grid():  # the layout shows several films already: the previous one goes beside
+            _set_checked(self.act_compare, False)
+            if self.doc is None or self.prev_doc is None:
+                self.statusBar().showMessage("Compare needs two images: show another image first", 6000)
+                return
+            k = self._next_slot(self.viewer.active())
+            self.show_in_slot(k, self.prev_doc)
+            self.statusBar().showMessage(f"Previous image in viewport {k + 1}", 6000)
+            return
         if on and not self.viewer.is_compare():
             if self.doc is None or self.prev_doc is None:
                 self.statusBar().showMessage("Side-by-side needs two images: show another image first", 6000)
@@ -785,6 +863,172 @@ class MainWindow(QMainWindow):
             self.viewer.show_single()
             if self.doc is not None:
                 self._display(self.doc, keep_window=True, keep_view=True)
+
+    # ------------------------------------------------------------------ layouts and viewports
+    def set_layout(self, name: str) -> bool:
+        """1x1, 1x2 or 2x2 viewports (remembered in the settings). Going to 1x1 shows the active
+        viewport's film; the films of hidden viewports are kept for the next grid layout."""
+        if name not in LAYOUTS:
+            return False
+        if name == self.viewer.layout_name():
+            self._check_layout_action()
+            return True
+        busy = ("A generation is running" if self.running_job is not None else
+                "An edit is running" if self.edit_panel.is_running() else "")
+        if busy:
+            self._check_layout_action()
+            self.statusBar().showMessage(f"{busy}: change the layout when it has finished", 6000)
+            return False
+        n = LAYOUTS[name]
+        if self.viewer.is_compare():
+            self.toggle_compare(False)
+        if self.enhance.preview_check.isChecked():
+            self.enhance.preview_check.setChecked(False)
+        k = self.viewer.active()
+        if k >= n:  # the active film stays on screen
+            self._swap_slots(k, n - 1 if n > 1 else 0)
+        was_grid = self.viewer.is_grid()
+        self.viewer.set_layout(name)
+        if not was_grid:
+            self.edit_panel.layer_b.set_outline(None)  # an edit's outline belonged to the compare pane
+            for i in range(1, n):  # the compare pane showed another film meanwhile
+                d, v = self._docs[i], self.viewer.views[i]
+                if d is None:
+                    v.set_image(None)
+                elif v.image() is not d.data:
+                    self._display(d, view=v)
+        for i in range(n):
+            self._update_title(i)
+        return True
+
+    def single_layout_for(self, what: str) -> bool:
+        """Tools that need the 1x1 layout (compare pane, edit painting) call this first: it shows the
+        active film alone and says so. False when the layout cannot change now."""
+        if not self.viewer.is_grid():
+            return True
+        if not self.set_layout("1x1"):
+            return False
+        self.statusBar().showMessage(f"{what} works on one film: the layout is 1 x 1 now (Alt+2 / Alt+4 "
+                                     "go back; the other viewports keep their films)", 8000)
+        self.view.show_notice(f"Layout 1 x 1: {what[0].lower() + what[1:]} works on one film", 3000)
+        return True
+
+    def _swap_slots(self, i: int, j: int) -> None:
+        """Exchange the films of viewports ``i`` and ``j`` with their window, inversion, zoom and
+        orientation; ``j`` becomes the active viewport."""
+        if i != j:
+            vi, vj = self.viewer.views[i], self.viewer.views[j]
+            states = [(v.window(), v.inverted(), v.orientation(), v.view_state(), v.measurements())
+                      if v.has_image() else None for v in (vi, vj)]
+            self._docs[i], self._docs[j] = self._docs[j], self._docs[i]
+            for v, d, st in ((vi, self._docs[i], states[1]), (vj, self._docs[j], states[0])):
+                if d is None:
+                    v.set_image(None)
+                    continue
+                self._display(d, view=v)
+                if st is not None and v.image().shape == d.data.shape:
+                    (c, w), inv, m, vs, _ = st
+                    v.set_window(c, w)
+                    v.set_inverted(inv, emit=False)
+                    v.set_orientation(m)
+                    v.set_view_state(vs)
+            self._update_title(i)
+        self.viewer.set_active(j)
+        self._update_title(j)
+
+    def _next_slot(self, k: int) -> int:
+        """The viewport after ``k``: the first empty one after it where there is one."""
+        n = self.viewer.count()
+        order = [(k + d) % n for d in range(1, n)]
+        empty = [i for i in order if self._docs[i] is None]
+        return (empty or order)[0]
+
+    def show_in_slot(self, k: int, doc: Document) -> None:
+        """Show ``doc`` in viewport ``k`` without making it active (the active one: as set_document)."""
+        if k == self.viewer.active():
+            self.set_document(doc)
+            return
+        self._docs[k] = doc
+        self._display(doc, view=self.viewer.views[k])
+        self._update_title(k)
+
+    def step_viewport(self, delta: int) -> None:
+        if not self.viewer.is_grid():
+            self.statusBar().showMessage("One viewport: choose the 1 x 2 (Alt+2) or 2 x 2 (Alt+4) layout", 5000)
+            return
+        self.viewer.step_active(delta)
+        self.view.setFocus()
+
+    def set_link_window(self, on: bool) -> None:
+        """Link window/level and inversion across the viewports of a grid layout (saved in the settings)."""
+        self.viewer.link_window = bool(on)
+        _set_checked(self.act_link_wl, on)
+        if on and self.viewer.is_grid():
+            self.viewer.sync_window_from(self.view)
+        if self.isVisible():
+            self.statusBar().showMessage("Window/level linked across the viewports" if on else
+                                         "Each viewport keeps its own window/level", 5000)
+
+    def _update_title(self, k: int) -> None:
+        if not self.viewer.is_grid():
+            return
+        d = self._docs[k]
+        active = k == self.viewer.active()
+        text = f"{k + 1}: {d.title}" if d is not None else f"{k + 1}: empty"
+        tip = (f"Viewport {k + 1}" + (" (active: the tools, the History strip and the Dataset browser act on "
+                                       "it)" if active else " (click to make it the active one)"))
+        self.viewer.set_title(k, text + ("  ●" if active else ""), tip)
+
+    def _check_layout_action(self) -> None:
+        for name, a in self.act_layouts.items():
+            _set_checked(a, name == self.viewer.layout_name())
+
+    def _on_layout_changed(self, name: str) -> None:
+        self._check_layout_action()
+        self.settings.setValue("view/layout", name)
+        self.act_next_viewport.setEnabled(name != "1x1")
+        self.act_prev_viewport.setEnabled(name != "1x1")
+        if self.isVisible():
+            self.statusBar().showMessage(f"Layout {LAYOUT_NAMES[name]}" + (
+                f"; viewport {self.viewer.active() + 1} is active (click another, or Ctrl+Tab)" if name != "1x1" else ""),
+                5000)
+
+    def _on_active_changed(self, k: int) -> None:
+        """Another viewport is active: the tools, panels and status bar follow it."""
+        for i in range(len(self.viewer.views)):
+            self._update_title(i)
+        measuring, annotating = self.act_measure.isChecked(), self.view_annotating_kind()
+        for v in self.viewer.views:
+            if v is not self.view:
+                v.set_measuring(False)
+                v.set_annotating("")
+        v = self.view
+        if self.edit_panel.layer.tool and self.viewer.is_grid():
+            self.edit_panel.set_tool("")
+        v.set_measuring(measuring and v.has_image())
+        v.set_annotating(annotating if v.has_image() else "")
+        for other in self.viewer.views:  # the answer shown over one film is hidden on moving on
+            other.set_reveal("")
+        _set_checked(self.act_reveal, False)
+        c, w = v.window()
+        self.wl_label.setText(f"W {w:.0f}  C {c:.0f}" if v.has_image() else "")
+        doc = self.doc
+        if doc is not None:
+            self.enhance.set_source(doc.source, doc.title, enhanced=doc.original is not None)
+            if doc.entry is not None:
+                self.generator.set_attention_words(sorted(doc.entry.attention_words, key=_prompt_order(doc.entry.prompt)))
+        else:
+            self.enhance.set_source(None)
+        self._update_overlay()
+        self._update_actions()
+        self.documentShown.emit()
+
+    def view_annotating_kind(self) -> str:
+        return "arrow" if self.act_arrow.isChecked() else ("text" if self.act_text.isChecked() else "")
+
+    def _on_window_changed(self, v, c: float, w: float) -> None:
+        if v is self.view:
+            self.wl_label.setText(f"W {w:.0f}  C {c:.0f}")
 
     def _compare_changed(self, on: bool) -> None:
         _set_checked(self.act_compare, on)
@@ -816,6 +1060,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ enhancement
     def _on_enhance_preview(self, original, enhanced, desc: str) -> None:
         if self.doc is None:
+            return
+        if self.viewer.is_grid() and not self.single_layout_for("The enhancement preview"):
             return
         c, w = self.view.window()
         if self.doc.original is not None:
@@ -879,13 +1125,13 @@ class MainWindow(QMainWindow):
 
     def set_magnifier(self, on: bool) -> None:
         """L: a loupe under the cursor on both views."""
-        for v in (self.view, self.viewer.view_b):
+        for v in self.viewer.views:
             v.set_magnifier(on)
         _set_checked(self.act_magnifier, on)
 
     def set_show_pixels(self, on: bool) -> None:
         """Nearest-neighbour drawing of magnified films (on) or bicubic (off); saved in the settings."""
-        for v in (self.view, self.viewer.view_b):
+        for v in self.viewer.views:
             v.set_show_pixels(on)
         _set_checked(self.act_pixels, on)
 
@@ -971,13 +1217,14 @@ class MainWindow(QMainWindow):
                  "Text: click where the label goes, then type it") +
                 "; middle drag pans; Backspace removes the last; A / T stops", 10000)
 
-    def _ask_annotation_text(self, at) -> None:
+    def _ask_annotation_text(self, at, view=None) -> None:
         from PySide6.QtWidgets import QInputDialog
 
+        v = self.view if view is None else view
         text, ok = QInputDialog.getText(self, "Text label", "Label (drawn over the film, not into it):")
-        self.view.setFocus()
+        v.setFocus()
         if ok and text.strip():
-            self.view.add_annotation({"kind": "text", "at": [at.x(), at.y()], "text": text})
+            v.add_annotation({"kind": "text", "at": [at.x(), at.y()], "text": text})
 
     def remove_last_annotation(self) -> None:
         self.view.remove_last_annotation()
@@ -985,13 +1232,18 @@ class MainWindow(QMainWindow):
     def clear_annotations(self) -> None:
         self.view.clear_annotations()
 
-    def _on_annotated(self) -> None:
-        """Annotations are kept with the document, and beside a result's files (its own JSON)."""
-        if self.doc is None:
+    def _on_annotated(self, view=None) -> None:
+        """Annotations are kept with the document of the viewport they were drawn in, and beside a
+        result's files (its own JSON)."""
+        k = self.viewer.active() if view is None else self.viewer.index_of(view)
+        if k < 0 or (k > 0 and not self.viewer.is_grid()):  # the compare pane shows no document of its own
             return
-        self.doc.annotations = self.view.annotations()
-        if self.doc.entry is not None:
-            _save_annotations(self.doc.entry, self.doc.annotations)
+        doc = self._docs[k]
+        if doc is None:
+            return
+        doc.annotations = self.viewer.views[k].annotations()
+        if doc.entry is not None:
+            _save_annotations(doc.entry, doc.annotations)
 
     def set_measuring(self, on: bool) -> None:
         if on and self.view.annotating():
@@ -1262,7 +1514,8 @@ class MainWindow(QMainWindow):
                   self.act_fit, self.act_1to1, self.act_magnifier, self.act_compare, self.act_highlight,
                   self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_flip_h, self.act_flip_v, self.act_rot_cw, self.act_rot_ccw,
-                  self.act_orient_reset, self.act_arrow, self.act_text, self.act_undo_annotation,
+                  self.act_orient_reset, *self.act_layouts.values(), self.act_next_viewport,
+                  self.act_prev_viewport, self.act_link_wl, self.act_arrow, self.act_text, self.act_undo_annotation,
                   self.act_clear_annotations, self.act_prev, self.act_next, self.act_present, self.act_open,
                   self.act_export_png, self.act_export_dicom, self.act_pacs, self.act_copy, self.act_copy_view,
                   *self.edit_panel.actions_for_help(), self.act_quit]:
@@ -1272,6 +1525,7 @@ class MainWindow(QMainWindow):
         rows.append("<tr><td><b>Left drag</b></td><td>Pan; while measuring (M), draw a line</td></tr>")
         rows.append("<tr><td><b>Middle drag</b></td><td>Pan</td></tr>")
         rows.append("<tr><td><b>Double click</b></td><td>Zoom to fit</td></tr>")
+        rows.append("<tr><td><b>Click a viewport</b></td><td>Make it the active one (1x2 and 2x2 layouts)</td></tr>")
         rows.append("<tr><td><b>Right drag</b></td><td>Window/level: horizontal = width, vertical = center</td></tr>")
         QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(rows) + "</table>")
 
@@ -1306,6 +1560,8 @@ class MainWindow(QMainWindow):
         self.edit_panel.save_settings(s)
         self.dataset.save_settings(s)
         s.setValue("view/show_pixels", self.act_pixels.isChecked())
+        s.setValue("view/layout", self.viewer.layout_name())
+        s.setValue("view/link_window", self.act_link_wl.isChecked())
         if self.model_info and self.model_info.get("folder") and self.host.worker.model_path:
             s.setValue("model/folder", self.host.worker.model_path)
         s.sync()
@@ -1322,6 +1578,10 @@ class MainWindow(QMainWindow):
         self.edit_panel.restore_settings(s)
         self.dataset.restore_settings(s)
         self.set_show_pixels(str(s.value("view/show_pixels", "false")).lower() == "true")
+        self.set_link_window(str(s.value("view/link_window", "false")).lower() == "true")
+        layout = str(s.value("view/layout", "1x1"))
+        self.set_layout(layout if layout in LAYOUTS else "1x1")
+        self._on_layout_changed(self.viewer.layout_name())
         if self.model_arg is None:
             folder = s.value("model/folder")
             if folder and Path(str(folder)).is_dir():
