@@ -62,8 +62,9 @@ def main() -> None:
 
     from cxrdesk.core.evaluate import (CLASSES, autoencoded, features, frechet_distance, held_out_split,
                                        load_classifier, predict, record_class)
-    from cxrdesk.core.models import n_params
-    from cxrdesk.core.train import load_image_cache, load_vae
+    from cxrdesk.core.generation.models import n_params
+    from cxrdesk.core.training.common import load_image_cache
+    from cxrdesk.core.training.vae import load_vae
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -65,9 +65,9 @@ def main() -> None:
 
     from cxrdesk.core.captions import make_caption
     from cxrdesk.core.evaluate import held_out_split
-    from cxrdesk.core.models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
-    from cxrdesk.core.pipeline import Pipeline
-    from cxrdesk.core.train import load_image_cache
+    from cxrdesk.core.generation.models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
+    from cxrdesk.core.generation.pipeline import Pipeline
+    from cxrdesk.core.training.common import load_image_cache
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@
         [--strength 0.85] [--classifier models/judge-v1] [--run-dir RUN] [--sheet edits.png]
 
 Takes N real COVID-19 validation films and edits them to clear lungs inside the default lung-field
-mask (core.editing.lung_field_mask), and N real normal validation films edited to bilateral COVID-19
+mask (core.generation.editing.lung_field_mask), and N real normal validation films edited to bilateral COVID-19
 opacities, with fixed seeds (0..N-1). Prints how the pinned judge reads the films before and after
 (share read as normal / COVID-19 / other), the share of pixels left exactly as they were, and the
 time per edit next to the time per generated film at the same steps. Writes a contact sheet of the
@@ -35,10 +35,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from cxrdesk.core.captions import record_class
-    from cxrdesk.core.editing import DEFAULT_STRENGTH, FEATHER_PX, feather_weights, lung_field_mask
+    from cxrdesk.core.generation.editing import DEFAULT_STRENGTH, FEATHER_PX, feather_weights, lung_field_mask
     from cxrdesk.core.evaluate import PINNED_JUDGE, judge_reading, load_classifier
-    from cxrdesk.core.pipeline import Pipeline
-    from cxrdesk.core.train import load_image_cache
+    from cxrdesk.core.generation.pipeline import Pipeline
+    from cxrdesk.core.training.common import load_image_cache
 
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -72,8 +72,8 @@ def main() -> None:
 
     from cxrdesk.core.evaluate import (FINDING_PROMPTS, FINDINGS_SEED, autoencoded, findings_check, judge_reading,
                                        load_classifier)
-    from cxrdesk.core.pipeline import Pipeline
-    from cxrdesk.core.train import load_image_cache
+    from cxrdesk.core.generation.pipeline import Pipeline
+    from cxrdesk.core.training.common import load_image_cache
 
     run = Path(args.run_dir)
     clf = load_classifier(Path(args.classifier) if args.classifier else run / "classifier")

@@ -36,7 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from cxrdesk.core.pipeline import Pipeline, check_interval
+    from cxrdesk.core.generation.pipeline import Pipeline
+    from cxrdesk.core.generation.sampling import check_interval
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -52,7 +52,7 @@ if [ -z "$MODEL" ]; then
         DEVPY=${DEVPY:-$REPO/.venv/bin/python}
         [ -x "$DEVPY" ] || DEVPY=python3
         say "no models/cxrdesk-cxr256 yet: bundling a tiny random model (it draws noise)"
-        "$DEVPY" -c "from cxrdesk.core.pipeline import make_tiny_model; make_tiny_model('$WORK/tiny-model')" \
+        (cd "$REPO" && "$DEVPY" -c "from tests.fixtures import make_tiny_model; make_tiny_model('$WORK/tiny-model')") \
             || die "could not make a tiny model (set DEVPY to a Python with cxrdesk installed, or pass --model)"
         MODEL="$WORK/tiny-model"
     fi

@@ -163,7 +163,8 @@ def main() -> int:
     env["CXRDESK_DATA_DIR"] = os.path.join(tmp.name, "data")  # fresh settings: a first start
     model = args.model
     if args.preview and not model:
-        from cxrdesk.core.pipeline import make_tiny_model
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+        from tests.fixtures import make_tiny_model
 
         model = str(make_tiny_model(os.path.join(tmp.name, "tiny")))
     if args.first_film:

@@ -36,7 +36,7 @@ def fault_log():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random model folder (diffusers layout), written once per test session."""
-    from cxrdesk.core.pipeline import make_tiny_model
+    from .fixtures import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 

@@ -76,3 +76,17 @@ def model_copy_recommending(src: Path, dest: Path, guidance=None, interval=None,
         (dest / "findings_check.json").write_text(findings_check if isinstance(findings_check, str)
                                                   else json.dumps(findings_check))
     return dest
+
+
+def make_tiny_model(dest, seed: int = 0) -> Path:
+    """A tiny random model folder (seconds on CPU; draws noise, never shipped), as diffusers' tests
+    build dummy components. Importable from the repository root as ``tests.fixtures``."""
+    import torch
+
+    from cxrdesk.core.generation.models import build_unet, build_vae
+    from cxrdesk.core.modelfolder import write_model_folder
+
+    torch.manual_seed(seed)
+    vae = build_vae("tiny", 256)
+    unet = build_unet("tiny", latent_size=32)
+    return write_model_folder(dest, vae, unet, name="tiny-random", random_weights=True)

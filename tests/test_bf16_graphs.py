@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from cxrdesk.core import pipeline as P
-from cxrdesk.core.pipeline import Pipeline, make_tiny_model
+from cxrdesk.core.generation import engines as E
+from cxrdesk.core.generation.pipeline import Pipeline
+
+from .fixtures import make_tiny_model
 
 KW = dict(steps=4, seed=5)
 PROMPT = "left lower lobe consolidation"
@@ -34,7 +36,7 @@ class Net(torch.nn.Module):
 def test_bf16_graph_reproduces_the_module_in_float32_and_refuses_a_large_deviation():
     net = Net().eval()
     x, k = torch.randn(2, 4, 16, 16), torch.tensor([1, 2])
-    graph = P.bf16_graph(net, (x, k))
+    graph = E.bf16_graph(net, (x, k))
     with torch.no_grad():
         want = net(x, k)
     got = graph(x, k)
@@ -42,23 +44,23 @@ def test_bf16_graph_reproduces_the_module_in_float32_and_refuses_a_large_deviati
     for g, w in zip(got, want):
         assert g.shape == w.shape
         rel = float((g - w).abs().max() / w.abs().max().detach())
-        assert 0 < rel < P.BF16_TOLERANCE  # rounded to bfloat16, but close
+        assert 0 < rel < E.BF16_TOLERANCE  # rounded to bfloat16, but close
     # the module itself stays float32 (the graph runs a copy)
     assert all(p.dtype == torch.float32 for p in net.parameters())
     with pytest.raises(RuntimeError, match="differs from the module"):
-        P.bf16_graph(net, (x, k), tolerance=1e-9)
+        E.bf16_graph(net, (x, k), tolerance=1e-9)
 
 
 def test_bf16_engine_draws_nearly_the_eager_images_where_the_cpu_has_bfloat16(tiny, cxrdesk_cache_dir, monkeypatch):
-    monkeypatch.setattr(P, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(E, "_cpu_has_bf16", lambda: True)
     # the tiny model's random weights round less kindly than a trained model's (its decoder's graph
     # measured 2-3% of scale, the default model's ~0.5%); the limit itself is tested above
-    monkeypatch.setattr(P, "BF16_TOLERANCE", 0.1)
+    monkeypatch.setattr(E, "BF16_TOLERANCE", 0.1)
     p = Pipeline.load(tiny)
     eager = p.generate(PROMPT, **KW)
     assert p.warm_up(engine="bf16", attention=True) > 0
     assert p.info["unet_engine"] == "torchscript-bf16"
-    assert all(isinstance(g, P._Bf16Graph) for g in (*p._traced.values(), *p._attention.values(),
+    assert all(isinstance(g, E.Bf16Graph) for g in (*p._traced.values(), *p._attention.values(),
                                                        *p._decoders.values()))
     assert not list(cxrdesk_cache_dir.glob("**/*.onnx"))  # nothing was exported
     r = p.generate(PROMPT, attention_words=["consolidation"], **KW)
@@ -70,18 +72,18 @@ def test_bf16_engine_draws_nearly_the_eager_images_where_the_cpu_has_bfloat16(ti
 
 
 def test_bf16_engine_falls_back_to_onnx_without_bfloat16_or_when_the_graph_fails(tiny, cxrdesk_cache_dir, monkeypatch):
-    monkeypatch.setattr(P, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(E, "_cpu_has_bf16", lambda: False)
     p = Pipeline.load(tiny)
     p.warm_up(engine="bf16")
     assert p.info["unet_engine"] == "onnxruntime"
-    monkeypatch.setattr(P, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(E, "_cpu_has_bf16", lambda: True)
 
     def broken(*a, **k):
         raise RuntimeError("oneDNN broke")
 
-    monkeypatch.setattr(P, "bf16_graph", broken)
+    monkeypatch.setattr(E, "bf16_graph", broken)
     q = Pipeline.load(tiny)
     monkeypatch.setenv("CXRDESK_UNET_ENGINE", "bf16")
     q.warm_up()
     assert q.info["unet_engine"] == "onnxruntime"
-    assert q._decoders and not any(isinstance(g, P._Bf16Graph) for g in q._decoders.values())
+    assert q._decoders and not any(isinstance(g, E.Bf16Graph) for g in q._decoders.values())

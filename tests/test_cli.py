@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrdesk.core.pipeline import make_tiny_model
 from cxrdesk.core.pngio import read_png
+
+from .fixtures import make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_version_is_fast_path():
 
 
 def test_generate_notes_a_rare_finding(tiny, tmp_path):
-    from .fixtures import model_copy_recommending
+    from tests.fixtures import model_copy_recommending
 
     model = model_copy_recommending(tiny, tmp_path / "counted", label_counts={"No Finding": 500, "Cardiomegaly": 13})
     args = ("--steps", "1", "--seed", "1", "--model", str(model), "--quiet")
@@ -154,7 +155,7 @@ def test_generate_notes_a_rare_finding(tiny, tmp_path):
 
 
 def test_generate_notes_a_finding_the_findings_check_found_drawn_poorly(tiny, tmp_path):
-    from .fixtures import FINDINGS_CHECK, model_copy_recommending
+    from tests.fixtures import FINDINGS_CHECK, model_copy_recommending
 
     model = model_copy_recommending(tiny, tmp_path / "checked", findings_check=FINDINGS_CHECK)
     args = ("--steps", "1", "--seed", "1", "--model", str(model), "--quiet")

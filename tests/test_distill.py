@@ -78,7 +78,7 @@ def test_boundary_condition_and_ddim_grid():
 
 
 def test_distill_trains_resumes_and_exports_a_student_beside_the_teacher(tiny_model_dir, tmp_path):
-    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.generation.pipeline import Pipeline
 
     run = _fake_run(tmp_path / "run", tiny_model_dir)
     cfg = D.DistillConfig(steps=2, batch=2, ckpt_every=1, export_every=2, warmup=1)

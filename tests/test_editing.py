@@ -1,4 +1,4 @@
-"""Editing a film: redraw a painted region from text (core.editing, Pipeline.edit, `cxrdesk edit`)."""
+"""Editing a film: redraw a painted region from text (core.generation.editing, Pipeline.edit, `cxrdesk edit`)."""
 from __future__ import annotations
 
 import threading
@@ -6,8 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from cxrdesk.core.editing import EditError, feather_weights, prepare_mask
-from cxrdesk.core.pipeline import GenerationCancelled, Pipeline, PipelineError
+from cxrdesk.core.generation.editing import EditError, feather_weights, prepare_mask
+from cxrdesk.core.errors import GenerationCancelled, PipelineError
+from cxrdesk.core.generation.pipeline import Pipeline
 
 from .fixtures import phantom
 
@@ -200,7 +201,7 @@ def test_edit_command_bad_input_is_one_line_and_exit_2(tmp_path, tiny_model_dir,
 
 
 def test_the_default_lung_field_mask_covers_two_lungs_and_spares_the_mediastinum():
-    from cxrdesk.core.editing import lung_field_mask
+    from cxrdesk.core.generation.editing import lung_field_mask
 
     m = lung_field_mask((256, 256))
     assert 0.2 < m.mean() < 0.4

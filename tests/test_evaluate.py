@@ -160,7 +160,7 @@ def test_tune_split_is_a_fixed_part_of_training_and_never_validation():
 
 
 def test_evaluate_on_the_tune_split(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.generation.pipeline import Pipeline
 
     data = make_dataset(tmp_path / "data", n=40)
     out = tmp_path / "eval"
@@ -186,7 +186,7 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     import shutil
 
     from cxrdesk.core.evaluate import FINDING_PROMPTS
-    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.generation.pipeline import Pipeline
 
     data = make_dataset(tmp_path / "data", n=24)
     out = tmp_path / "findings"
@@ -230,7 +230,7 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
 
 def test_autoencoded_films_keep_shape_and_range(tiny_model_dir):
     from cxrdesk.core.evaluate import autoencoded
-    from cxrdesk.core.pipeline import Pipeline
+    from cxrdesk.core.generation.pipeline import Pipeline
 
     pipe = Pipeline.load(tiny_model_dir)
     films = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from cxrdesk.core.pipeline import Pipeline
+from cxrdesk.core.generation.pipeline import Pipeline
 
 
 def _loopback(host) -> bool:

@@ -1,4 +1,4 @@
-"""The UNet in ONNX Runtime (core.onnx_graphs through Pipeline.warm_up): same images within float
+"""The UNet in ONNX Runtime (core.generation.onnx_graphs through Pipeline.warm_up): same images within float
 rounding, exported once and reused from the cache, checked before use, and every failure falls
 back to the TorchScript graph or the eager UNet."""
 from __future__ import annotations
@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from cxrdesk.core import onnx_graphs
-from cxrdesk.core.pipeline import Pipeline, PipelineError, make_tiny_model
+from cxrdesk.core.generation import onnx_graphs
+from cxrdesk.core.errors import PipelineError
+from cxrdesk.core.generation.pipeline import Pipeline
+
+from .fixtures import make_tiny_model
 
 KW = dict(steps=4, seed=5)
 PROMPT = "right upper lobe mass"
@@ -146,7 +149,7 @@ def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
 def test_attention_maps_come_from_the_attention_graph(tiny, monkeypatch):
     """warm_up(attention=True) (the app) exports a UNet that also returns the cross-attention maps:
     the steps that record attention run it instead of the torch modules, with the same maps."""
-    from cxrdesk.core.pipeline import ATTENTION_EVERY
+    from cxrdesk.core.generation.attention import ATTENTION_EVERY
 
     kw8 = dict(steps=8, seed=5, attention_words=["mass"])
     fresh = Pipeline.load(tiny).generate(PROMPT, **kw8)

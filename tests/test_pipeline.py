@@ -3,8 +3,10 @@ import threading
 import numpy as np
 import pytest
 
-from cxrdesk.core.pipeline import (GenerationCancelled, ModelLoadError, Pipeline, PipelineError,
-                                   make_tiny_model)
+from cxrdesk.core.errors import GenerationCancelled, ModelLoadError, PipelineError
+from cxrdesk.core.generation.pipeline import Pipeline
+
+from .fixtures import make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +255,7 @@ def test_model_folder_is_fp16_on_disk_readable_by_all_and_loads_as_fp32(tmp_path
 
 
 def test_the_model_folder_recommends_its_guidance(tmp_path):
-    from cxrdesk.core.pipeline import DEFAULT_GUIDANCE
+    from cxrdesk.core.generation.sampling import DEFAULT_GUIDANCE
     from tests.fixtures import model_copy_recommending
 
     base = make_tiny_model(tmp_path / "tiny")
@@ -271,7 +273,8 @@ def test_the_model_folder_recommends_its_guidance(tmp_path):
 
 
 def test_guidance_interval_guides_only_the_steps_inside_it(tmp_path):
-    from cxrdesk.core.pipeline import FULL_INTERVAL, PipelineError
+    from cxrdesk.core.errors import PipelineError
+    from cxrdesk.core.generation.sampling import FULL_INTERVAL
     from tests.fixtures import model_copy_recommending
 
     base = make_tiny_model(tmp_path / "tiny")
@@ -328,7 +331,7 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     assert set(used) == {1, 2}
     # recording attention runs the UNet's own modules only on the steps it records (every
     # ATTENTION_EVERY-th and the last); the maps and the image match a pipeline that never traced
-    from cxrdesk.core.pipeline import ATTENTION_EVERY
+    from cxrdesk.core.generation.attention import ATTENTION_EVERY
 
     used.clear()
     kw8 = dict(steps=8, seed=5, attention_words=["mass"])
@@ -358,7 +361,7 @@ def test_preview_film_is_recovered_from_the_exact_model_output(prediction, sampl
 
     import torch
 
-    from cxrdesk.core.models import scheduler_config
+    from cxrdesk.core.generation.models import scheduler_config
 
     fake = SimpleNamespace(scheduler_config=scheduler_config(prediction))
     sched = Pipeline.make_scheduler(fake, sampler)

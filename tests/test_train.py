@@ -9,8 +9,11 @@ import pytest
 
 from cxrdesk.core import captions as cap
 from cxrdesk.core.datasets import read_dataset
-from cxrdesk.core.pipeline import Pipeline
-from cxrdesk.core.train import UNetConfig, VAEConfig, encode_dataset, export_from_checkpoint, train_unet, train_vae
+from cxrdesk.core.generation.pipeline import Pipeline
+from cxrdesk.core.training.encode import encode_dataset
+from cxrdesk.core.training.export import export_from_checkpoint
+from cxrdesk.core.training.unet import UNetConfig, train_unet
+from cxrdesk.core.training.vae import VAEConfig, train_vae
 
 from .fixtures import make_dataset
 
@@ -277,7 +280,7 @@ def test_captions_only_reencodes_text_and_keeps_latents(tmp_path, monkeypatch):
 
 
 def test_csv_log_resume_keeps_existing_columns(tmp_path):
-    from cxrdesk.core.train import CsvLog
+    from cxrdesk.core.training.common import CsvLog
 
     path = tmp_path / "loss.csv"
     CsvLog(path, ["step", "loss"]).write({"step": 1, "loss": 0.5})
@@ -299,7 +302,7 @@ def test_vae_config_defaults_depend_on_the_stage():
 
 
 def test_class_balance_weights_even_out_the_classes():
-    from cxrdesk.core.train import class_balance_weights
+    from cxrdesk.core.training.unet import class_balance_weights
 
     labels = [["No Finding"]] * 80 + [["COVID-19"]] * 15 + [["Effusion", "Pneumonia"]] * 5
     assert class_balance_weights(labels, 0) is None  # 0: the data as it is
@@ -314,7 +317,7 @@ def test_class_balance_weights_even_out_the_classes():
 
 
 def test_finding_balance_weights_lift_the_rare_findings_within_other():
-    from cxrdesk.core.train import UNetConfig, draw_weights_for, finding_balance_weights
+    from cxrdesk.core.training.unet import UNetConfig, draw_weights_for, finding_balance_weights
 
     labels = ([["No Finding"]] * 60 + [["COVID-19"]] * 24 + [["Infiltration"]] * 12
               + [["Infiltration", "Pneumonia"]] * 4)
@@ -337,7 +340,7 @@ def test_finding_balance_weights_lift_the_rare_findings_within_other():
 
 
 def test_unet_learning_rate_warms_up_holds_then_anneals():
-    from cxrdesk.core.train import LR_DECAY_END, UNetConfig, unet_lr
+    from cxrdesk.core.training.unet import LR_DECAY_END, UNetConfig, unet_lr
 
     flat = UNetConfig(steps=1000, lr=1e-4, warmup=100)
     assert unet_lr(flat, 0) == pytest.approx(1e-6)  # warm-up
@@ -412,7 +415,7 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
 
     # a run whose VAE encodes differently (here: another random tiny VAE) cannot borrow that UNet
     other = tmp_path / "other-run"
-    from cxrdesk.core.pipeline import make_tiny_model
+    from .fixtures import make_tiny_model
 
     make_tiny_model(tmp_path / "other-model", seed=3)
     (other / "vae").mkdir(parents=True)
@@ -430,7 +433,7 @@ def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_p
     import torch
     from safetensors.torch import load_file
 
-    from cxrdesk.core.train import load_vae
+    from cxrdesk.core.training.vae import load_vae
 
     data = make_dataset(tmp_path / "data", n=6)
     run = tmp_path / "run"
@@ -464,8 +467,8 @@ def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_p
     assert now["conv_in.weight"].shape[1] == 8 and source["conv_in.weight"].shape[1] == 4
 
     with pytest.raises(ValueError, match="another size"):  # another preset's UNet does not fit
-        from cxrdesk.core.models import build_unet
-        from cxrdesk.core.train import init_across_latent_channels
+        from cxrdesk.core.generation.models import build_unet
+        from cxrdesk.core.training.unet import init_across_latent_channels
 
         init_across_latent_channels(build_unet("tiny", 32, 8), build_unet("default", 32, 4).state_dict())
 
@@ -476,8 +479,9 @@ def test_channel_norm_trains_each_latent_channel_at_unit_variance_and_the_model_
     latents_std), the pipeline decodes through them, and a resume keeps the run's choice."""
     import torch
 
-    from cxrdesk.core.models import latent_scaling, unet_to_vae_latents, vae_to_unet_latents
-    from cxrdesk.core.train import channel_stats, load_ckpt
+    from cxrdesk.core.generation.models import latent_scaling, unet_to_vae_latents, vae_to_unet_latents
+    from cxrdesk.core.training.common import load_ckpt
+    from cxrdesk.core.training.unet import channel_stats
 
     data = make_dataset(tmp_path / "data", n=6)
     run = tmp_path / "run"
@@ -526,8 +530,8 @@ def test_diffusion_loss_targets_the_noise_or_the_velocity_with_the_same_min_snr_
     import torch
     from diffusers import DDPMScheduler
 
-    from cxrdesk.core.models import scheduler_config
-    from cxrdesk.core.train import diffusion_loss
+    from cxrdesk.core.generation.models import scheduler_config
+    from cxrdesk.core.training.unet import diffusion_loss
 
     sched = DDPMScheduler(**scheduler_config("v_prediction"))
     g = torch.Generator().manual_seed(0)
@@ -555,7 +559,7 @@ def test_v_prediction_is_recorded_exported_kept_on_resume_and_generates(tmp_path
     pipeline samples with it, a resume keeps it, a switch is refused, and a new run can start from an
     epsilon model's weights as a v fine-tune."""
     from cxrdesk.cli import main as cli
-    from cxrdesk.core.train import load_ckpt
+    from cxrdesk.core.training.common import load_ckpt
 
     data = make_dataset(tmp_path / "data", n=6)
     run = tmp_path / "run"
@@ -583,8 +587,9 @@ def test_zero_terminal_snr_trains_on_pure_noise_is_kept_and_samples_from_the_las
     from diffusers import DDPMScheduler
 
     from cxrdesk.cli import main as cli
-    from cxrdesk.core.models import scheduler_config
-    from cxrdesk.core.train import diffusion_loss, load_ckpt
+    from cxrdesk.core.generation.models import scheduler_config
+    from cxrdesk.core.training.common import load_ckpt
+    from cxrdesk.core.training.unet import diffusion_loss
 
     sched = DDPMScheduler(**scheduler_config("v_prediction", zero_snr=True))
     assert float(sched.alphas_cumprod[-1]) == 0.0
@@ -630,8 +635,8 @@ def test_decoder_latent_noise_decodes_perturbed_latents_and_only_for_a_decoder(t
     noise of up to S times each channel's spread; without it, on the latents as they are."""
     import torch
 
-    from cxrdesk.core.models import build_vae
-    from cxrdesk.core.train import vae_loss
+    from cxrdesk.core.generation.models import build_vae
+    from cxrdesk.core.training.vae import vae_loss
 
     vae = build_vae("tiny", 64)
     x = torch.rand(4, 1, 64, 64) * 2 - 1
@@ -661,7 +666,7 @@ def test_same_encoder_holds_across_a_model_folders_float16_weights(tmp_path, tin
     import torch
     from diffusers import AutoencoderKL
 
-    from cxrdesk.core.train import same_encoder
+    from cxrdesk.core.training.vae import same_encoder
 
     folder = AutoencoderKL.from_pretrained(tiny_model_dir / "vae")
     run = AutoencoderKL.from_pretrained(tiny_model_dir / "vae").float()

@@ -224,7 +224,7 @@ def test_load_model_folder_action(qtbot, make_window, tiny_model_dir, tmp_path):
 
 
 def test_adherence_follows_the_model_until_the_user_chooses(qtbot, make_window, tiny_model_dir, tmp_path):
-    from cxrdesk.core.pipeline import DEFAULT_GUIDANCE
+    from cxrdesk.core.generation.sampling import DEFAULT_GUIDANCE
     from tests.fixtures import model_copy_recommending
 
     g6 = model_copy_recommending(tiny_model_dir, tmp_path / "g6", 6.5)

@@ -11,7 +11,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QComboBox, QLineEdit  # noqa: E402
 
-from cxrdesk.core.editing import DEFAULT_STRENGTH, feather_weights, lung_field_mask  # noqa: E402
+from cxrdesk.core.generation.editing import DEFAULT_STRENGTH, feather_weights, lung_field_mask  # noqa: E402
 from cxrdesk.ui import edit_panel as ep  # noqa: E402
 from cxrdesk.ui.mainwindow import Document  # noqa: E402
 from tests.test_ui_app import GEN_TIMEOUT, make_window  # noqa: E402, F401 - a fixture

@@ -13,7 +13,8 @@ def interval_arg(value: str) -> tuple[float, float]:
     """argparse type for ``--guidance-interval LO,HI`` (fractions of the noise schedule)."""
     import argparse
 
-    from ..core.pipeline import PipelineError, check_interval
+    from ..core.errors import PipelineError
+    from ..core.generation.sampling import check_interval
 
     try:
         return check_interval(value.replace(" ", "").split(","))

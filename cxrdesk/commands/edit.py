@@ -72,7 +72,7 @@ def _is_dicom(path: Path) -> bool:
 
 
 def cmd_edit(args) -> int:
-    from ..core.editing import EditError
+    from ..core.generation.editing import EditError
     from ..core.imagefile import ImageReadError, read_grey
     from ..core.pngio import write_png
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core.pipeline import DEFAULT_SAMPLER, SAMPLERS
+from ..core.generation.sampling import DEFAULT_SAMPLER, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
@@ -40,8 +40,9 @@ def register(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from ..core.evaluate import PINNED_JUDGE, EvalConfig, evaluate, held_out_split, load_classifier, train_classifier
-    from ..core.pipeline import Pipeline, PipelineError
-    from ..core.train import load_image_cache
+    from ..core.errors import PipelineError
+    from ..core.generation.pipeline import Pipeline
+    from ..core.training.common import load_image_cache
 
     if not Path(args.data).is_dir():
         raise CliError(f"dataset folder not found: {args.data}")
@@ -127,7 +128,7 @@ def _json_or_empty(path: Path) -> dict:
 def _findings(args, pipe, clf, records, images, out: Path) -> int:
     from ..core.captions import drawn_poorly, weak_note
     from ..core.evaluate import FINDING_PROMPTS, findings_check
-    from ..core.pipeline import FINDINGS_CHECK_FILE
+    from ..core.modelfolder import FINDINGS_CHECK_FILE
 
     if args.findings < 1:
         raise CliError("--findings needs at least 1 film per prompt")

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.fsutil import check_path_length
-from ..core.pipeline import DEFAULT_SAMPLER, MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS
+from ..core.generation.pipeline import MAX_PROMPT_CHARS, MAX_SEED
+from ..core.generation.sampling import DEFAULT_SAMPLER, SAMPLERS
 from . import INTERVAL_HELP, CliError, interval_arg
 
 
@@ -78,7 +79,8 @@ def register(sub) -> None:
 
 
 def _load(model, device):
-    from ..core.pipeline import Pipeline, PipelineError
+    from ..core.errors import PipelineError
+    from ..core.generation.pipeline import Pipeline
 
     try:
         return Pipeline.load(model, device=device)
@@ -152,7 +154,7 @@ def _dicom_folder(path) -> Path:
 @contextmanager
 def cli_errors():
     """A generation's bad settings, cancellation and output errors as one line and exit 2."""
-    from ..core.pipeline import GenerationCancelled, PipelineError
+    from ..core.errors import GenerationCancelled, PipelineError
 
     try:
         yield
@@ -165,7 +167,8 @@ def cli_errors():
 
 
 def cmd_generate(args) -> int:
-    from ..core.pipeline import SIZES, PipelineError
+    from ..core.errors import PipelineError
+    from ..core.generation.pipeline import SIZES
     from ..core.pngio import write_png
 
     if args.n < 1 or args.n > 1000:
@@ -203,7 +206,7 @@ def cmd_generate(args) -> int:
     for i, (prompt, _) in enumerate(jobs):
         which = f"prompt {i + 1}: " if len(jobs) > 1 else ""
         try:  # validate every prompt before the loop, so a bad value fails before any work
-            pipe.validate(prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
+            pipe.check_inputs(prompt, args.steps, args.guidance, args.size, args.size, args.sampler,
                           args.guidance_interval, negative_prompt=args.negative)
         except PipelineError as exc:
             raise CliError(f"{which}{exc}") from None
@@ -280,7 +283,7 @@ def cmd_info(args) -> int:
     import torch
 
     from .. import __version__
-    from ..core.pipeline import interval_text
+    from ..core.generation.sampling import interval_text
 
     pipe = _load(args.model, args.device)
     i = pipe.info
@@ -301,7 +304,7 @@ def cmd_info(args) -> int:
           + (f" ({where})" if where else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     print(f"load time:    {i['load_seconds']:.2f} s")
-    from ..core import onnx_graphs
+    from ..core.generation import onnx_graphs
 
     graphs = onnx_graphs.cached(i["hash"])
     if graphs:

@@ -77,7 +77,9 @@ def _out_dir(path: str) -> Path:
 def cmd_lesson_run(args) -> int:
     from ..core.handout import HandoutCase, write_handout
     from ..core.lessons import (LessonError, answer_key_rows, export_case, load_film, write_answer_key)
-    from ..core.pipeline import DEFAULT_SAMPLER, Pipeline, PipelineError
+    from ..core.errors import PipelineError
+    from ..core.generation.pipeline import Pipeline
+    from ..core.generation.sampling import DEFAULT_SAMPLER
 
     lesson = _lesson(args.lesson)  # every problem with the file before any folder or model
     steps = args.steps if args.steps is not None else (lesson.steps or 20)
@@ -124,7 +126,7 @@ def cmd_lesson_run(args) -> int:
             guidance = pipe.info["guidance"]
         for i in to_generate:
             try:
-                pipe.validate(lesson.cases[i].prompt, steps, guidance, 256, 256, DEFAULT_SAMPLER,
+                pipe.check_inputs(lesson.cases[i].prompt, steps, guidance, 256, 256, DEFAULT_SAMPLER,
                               pipe.info["guidance_interval"], seed=lesson.cases[i].seed)
             except PipelineError as exc:
                 raise CliError(f"case {i + 1}: {exc}") from None

@@ -17,7 +17,7 @@ def _guidance_range(value: str) -> tuple[float, float]:
     """argparse type for ``--guidance-range LO,HI``: 1 <= LO <= HI <= the largest guidance."""
     import argparse
 
-    from ..core.pipeline import MAX_GUIDANCE
+    from ..core.generation.sampling import MAX_GUIDANCE
 
     try:
         lo, hi = (float(v) for v in value.replace(" ", "").split(","))
@@ -118,7 +118,11 @@ def _need_data(args) -> str:
 
 
 def cmd_train(args) -> int:
-    from ..core import train as T
+    from ..core.training.common import load_image_cache
+    from ..core.training.encode import encode_dataset
+    from ..core.training.export import export_from_checkpoint, export_with_model_unet
+    from ..core.training.unet import UNetConfig, train_unet
+    from ..core.training.vae import VAEConfig, train_vae
 
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -128,7 +132,7 @@ def cmd_train(args) -> int:
         if stage in ("vae", "decoder"):
             if args.adv_weight is not None and args.adv_weight < 0:
                 raise CliError("--adv-weight must be 0 or more")
-            cfg = T.VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
+            cfg = VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
             if args.latent_noise is not None:
                 if stage != "decoder":
                     raise CliError("--latent-noise applies to 'train decoder' only (a full VAE trains on sampled latents)")
@@ -150,7 +154,7 @@ def cmd_train(args) -> int:
                                    f"or start from a model folder's VAE with --init-from MODEL_DIR")
             _apply(cfg, args)
             try:
-                T.train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
+                train_vae(_need_data(args), run, cfg, threads=args.threads, device=args.device, progress=progress)
             except ValueError as e:
                 raise CliError(str(e)) from None
         elif stage == "encode":
@@ -159,14 +163,14 @@ def cmd_train(args) -> int:
             if not args.captions_only and not (run / "vae" / "final").is_dir():
                 raise CliError(f"no trained VAE in {run}/vae/final: run 'cxrdesk train vae' first")
             try:
-                T.encode_dataset(_need_data(args), run, threads=args.threads, progress=progress,
+                encode_dataset(_need_data(args), run, threads=args.threads, progress=progress,
                                  captions_only=args.captions_only)
             except ValueError as e:
                 raise CliError(str(e)) from None
         elif stage == "unet":
             if not (run / "cache" / "done.json").is_file():
                 raise CliError(f"no encoded dataset in {run}/cache: run 'cxrdesk train encode' first")
-            cfg = T.UNetConfig(preset=args.preset, init_from=args.init_from)
+            cfg = UNetConfig(preset=args.preset, init_from=args.init_from)
             _apply(cfg, args)
             if args.noise_offset is not None and not 0 <= args.noise_offset <= 1:
                 raise CliError("--noise-offset must be between 0 and 1")
@@ -188,7 +192,7 @@ def cmd_train(args) -> int:
                     raise CliError("--lr-decay-steps must be between 0 and --steps")
                 cfg.lr_decay_steps = args.lr_decay_steps
             try:
-                out = T.train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
+                out = train_unet(run, cfg, threads=args.threads, device=args.device, progress=progress,
                                    export_to=args.out)
             except ValueError as e:
                 raise CliError(str(e)) from None
@@ -197,7 +201,7 @@ def cmd_train(args) -> int:
         elif stage == "distill":
             _distill(args, run, progress)
         elif stage == "export":
-            from ..core.pipeline import MAX_GUIDANCE
+            from ..core.generation.sampling import MAX_GUIDANCE
 
             if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
                 raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
@@ -208,18 +212,18 @@ def cmd_train(args) -> int:
                 if not (run / "vae" / "final").is_dir():
                     raise CliError(f"no VAE in {run}/vae/final: run 'cxrdesk train decoder --init-from' first")
                 try:
-                    out = T.export_with_model_unet(run, args.init_from, args.out or run / "model", name=args.name,
+                    out = export_with_model_unet(run, args.init_from, args.out or run / "model", name=args.name,
                                                    guidance=args.guidance, guidance_interval=args.guidance_interval)
                 except ValueError as e:
                     raise CliError(str(e)) from None
             else:
-                out = T.export_from_checkpoint(run, args.out or run / "model", name=args.name,
+                out = export_from_checkpoint(run, args.out or run / "model", name=args.name,
                                                guidance=args.guidance, guidance_interval=args.guidance_interval)
             print(f"model folder: {out}")
         elif stage == "classifier":
             from ..core.evaluate import train_classifier
 
-            records, images = T.load_image_cache(_need_data(args), run)
+            records, images = load_image_cache(_need_data(args), run)
             out = train_classifier(images, records, run / "classifier", progress=progress,
                                    epochs=args.steps or 4)
             print((out / "classifier.json").read_text())

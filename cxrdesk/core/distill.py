@@ -154,8 +154,8 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
 
     from diffusers import DDPMScheduler
 
-    from .models import vae_to_unet_latents
-    from .train import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
+    from .generation.models import vae_to_unet_latents
+    from .training.common import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
 
     cfg = cfg or DistillConfig()
     if not 1.0 <= cfg.guidance_min <= cfg.guidance_max:
@@ -242,10 +242,10 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
 
 
 def _teacher_hash(teacher_dir: Path) -> str:
-    from .pipeline import _component_weights, file_hash
+    from .modelfolder import component_weights, file_hash
 
     # the model's own hash (Pipeline.load's info["hash"]: the VAE's weights, then the UNet's)
-    return file_hash(_component_weights(teacher_dir / "vae") + _component_weights(teacher_dir / "unet"))
+    return file_hash(component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet"))
 
 
 def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int = 0,

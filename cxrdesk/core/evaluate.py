@@ -29,7 +29,7 @@ from . import captions as cap
 from . import quality
 from .captions import record_class
 from .datasets import Record
-from .pipeline import DEFAULT_SAMPLER
+from .generation.sampling import DEFAULT_SAMPLER
 
 CLASSES = ("normal", "covid", "other")
 # The evaluation classifier every figure from 2026-12-06 on is measured with (`cxrdesk train

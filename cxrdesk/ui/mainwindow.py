@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDia
 
 from .. import __version__
 from ..core import imaging
-from ..core.pipeline import DEFAULT_GUIDANCE
+from ..core.generation.sampling import DEFAULT_GUIDANCE
 from .dataset_panel import DatasetPanel
 from .edit_panel import EditPanel
 from .enhance_panel import EnhancePanel

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                                QTextBrowser, QWidget)
 
 from ..core.captions import RARE_FILMS, _mostly_read_as, _name, drawn_poorly
-from ..core.pipeline import FULL_INTERVAL, interval_text
+from ..core.generation.sampling import FULL_INTERVAL, interval_text
 from .layout import ElidedLabel, scrolling_body
 
 NO_CARD = ("*This model folder has no `model_card.md`.*\n\n"

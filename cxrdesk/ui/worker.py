@@ -85,11 +85,11 @@ class GenerationWorker(QObject):
         what = self.model_path or "the embedded default model"
         self.loadingStarted.emit(str(what))
         try:
-            from ..core.pipeline import Pipeline
+            from ..core.generation.pipeline import Pipeline
 
             pipe = Pipeline.load(self.model_path, device=self.device)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            from ..core.pipeline import PipelineError
+            from ..core.errors import PipelineError
 
             if not isinstance(exc, PipelineError):
                 log.error("model load failed\n%s", traceback.format_exc())
@@ -176,7 +176,8 @@ class GenerationWorker(QObject):
 
     def _run(self, jid: int, job: dict) -> tuple[str, str]:
         from ..core import imaging
-        from ..core.pipeline import DEFAULT_SAMPLER, GenerationCancelled, PipelineError
+        from ..core.errors import GenerationCancelled, PipelineError
+        from ..core.generation.sampling import DEFAULT_SAMPLER
 
         batch = max(1, int(job.get("batch", 1)))
         steps = int(job.get("steps", 20))
@@ -238,8 +239,8 @@ class GenerationWorker(QObject):
         import cv2
 
         from ..core import imaging
-        from ..core.editing import DEFAULT_STRENGTH, FEATHER_PX, EditError, feather_weights
-        from ..core.pipeline import GenerationCancelled, PipelineError
+        from ..core.errors import GenerationCancelled, PipelineError
+        from ..core.generation.editing import DEFAULT_STRENGTH, FEATHER_PX, EditError, feather_weights
 
         image = np.asarray(job["image"], np.float32)
         mask = np.asarray(job["mask"], bool)

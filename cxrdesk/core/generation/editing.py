@@ -109,7 +109,9 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
     the mask's share of the film, the feather and a hash of the source pixels (no file name)."""
     import torch
 
-    from .pipeline import GenerationCancelled, GenerationResult
+    from ..errors import GenerationCancelled
+    from .pipeline import GenerationResult
+    from .sampling import guided
 
     img = np.asarray(image)
     if img.ndim != 2 or min(img.shape) < 8:
@@ -130,7 +132,7 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
     if guidance_scale is None:
         guidance_scale = pipe.info["guidance"]
     native = int(pipe.info["native_size"])
-    pipe.validate(prompt, steps, guidance_scale, native, native, sampler)
+    pipe.check_inputs(prompt, steps, guidance_scale, native, native, sampler)
     if sampler in (None, "auto"):
         sampler = pipe.info.get("sampler", "dpm++")
     if seed is None or int(seed) < 0:
@@ -184,8 +186,7 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
             with pipe._precision():
                 out = pipe._unet(model_in, t, context).to(latents.dtype)
             if use_cfg:
-                out_u, out_c = out.chunk(2)
-                out = out_u + guidance_scale * (out_c - out_u)
+                out = guided(out, guidance_scale)
             last = i == total - 1
             x0 = pipe._x0(sched, latents, out, t) if on_step is not None and preview_every > 0 and not last else None
             latents = sched.step(out, t, latents).prev_sample

@@ -6,6 +6,8 @@ elsewhere loads here too.
 """
 from __future__ import annotations
 
+import numpy as np
+
 TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
 
 # Sizes measured on a 2-core CPU (bench/bench_generate.py); see models/*/model_card.md.
@@ -141,3 +143,20 @@ def build_unet(preset: str = "default", latent_size: int = 32, latent_channels: 
 
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def fit_preview_map(latents, greys) -> list[float]:
+    """The least-squares linear map from latent channels (plus a bias) to grey: ``latents`` (C, h, w)
+    arrays in UNet scale, ``greys`` their films in [0, 1], resized to the latent grid. The
+    arithmetic runs in the latents' dtype."""
+    import cv2
+
+    xs, ys = [], []
+    for z, grey in zip(latents, greys):
+        c, h, w = z.shape
+        xs.append(z.reshape(c, -1).T)
+        ys.append(cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA).reshape(-1))
+    a = np.concatenate(xs)
+    a = np.concatenate([a, np.ones((len(a), 1), a.dtype)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, np.concatenate(ys), rcond=None)
+    return [float(v) for v in coef]

@@ -1,0 +1,229 @@
+"""Faster engines for the UNet and the VAE decoder on the CPU: ONNX Runtime sessions (onnx_graphs),
+TorchScript graphs, and TorchScript graphs of bfloat16 copies. ``warm_up`` makes them for a
+pipeline; its generations then run them instead of the eager modules."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from ..errors import PipelineError
+from .attention import attention_unet
+from .sampling import FULL_INTERVAL
+
+log = logging.getLogger(__name__)
+
+# What warm_up may run the UNet on: ONNX Runtime, a TorchScript graph (also the fallback where ONNX
+# Runtime is missing or fails), or TorchScript graphs of bfloat16 copies of the UNet and the decoder
+# (only on CPUs with native bfloat16 arithmetic; elsewhere "onnx").
+UNET_ENGINES = ("onnx", "trace", "bf16")
+# A bfloat16 graph must reproduce the float32 module to within this (relative to the output's scale).
+BF16_TOLERANCE = 0.03
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def plain_unet(unet):
+    """``unet(sample, t, context)`` as a module whose forward returns a tensor, for tracing."""
+    import torch
+
+    class PlainUNet(torch.nn.Module):
+        def __init__(self, u):
+            super().__init__()
+            self.u = u
+
+        def forward(self, sample, t, context):
+            return self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
+
+    return PlainUNet(unet).eval()
+
+
+def plain_decoder(vae):
+    """``vae.decode(latents)`` as a module whose forward returns a tensor, for export."""
+    import torch
+
+    class PlainDecoder(torch.nn.Module):
+        def __init__(self, v):
+            super().__init__()
+            self.v = v
+
+        def forward(self, latents):
+            return self.v.decode(latents, return_dict=False)[0]
+
+    return PlainDecoder(vae).eval()
+
+
+class Bf16Graph:
+    """A frozen TorchScript graph of a bfloat16 copy of a module: float32 tensors in (integer ones
+    pass unchanged), float32 tensors out, like an OnnxGraph."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __call__(self, *tensors):
+        import torch
+
+        out = self.graph(*(t.to(torch.bfloat16) if t.is_floating_point() else t for t in tensors))
+        return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
+
+
+def bf16_graph(module, inputs, tolerance: float | None = None) -> Bf16Graph:
+    """``module`` (float32, eval mode, forward(*inputs) -> tensor or tuple) as a frozen TorchScript
+    graph of a bfloat16 copy in channels-last memory order. Checked against the module on
+    ``inputs``; RuntimeError where it deviates by more than ``tolerance`` (default BF16_TOLERANCE)
+    of the output's scale."""
+    import copy
+
+    import torch
+
+    from .onnx_graphs import deviation
+
+    with torch.no_grad():
+        reference = module(*inputs)
+        low = copy.deepcopy(module).to(torch.bfloat16).to(memory_format=torch.channels_last).eval()
+        args = tuple(t.to(torch.bfloat16) if t.is_floating_point() else t for t in inputs)
+        graph = Bf16Graph(torch.jit.freeze(torch.jit.trace(low, args, check_trace=False)))
+        graph(*inputs)  # the first calls of a frozen graph optimise it; the check below is the second
+        err = deviation(graph, reference, inputs)
+    if not err <= (BF16_TOLERANCE if tolerance is None else tolerance):
+        raise RuntimeError(f"the bfloat16 graph differs from the module by {err:.2g} of its output scale")
+    return graph
+
+
+def trace_key(sample, context) -> tuple:
+    """The key of a UNet graph: input shapes and dtype."""
+    return tuple(sample.shape), tuple(context.shape), sample.dtype
+
+
+def warm_up(pipe, batches: tuple[int, ...] | None = None, engine: str | None = None,
+            attention: bool = False) -> float:
+    """Make ``pipe``'s faster graphs for the native latent size at these batch sizes (2: a guided
+    step, 1: an unguided one; default: those the model's recommended sampling uses). ``engine``
+    (default ``$CXRDESK_UNET_ENGINE``, else "onnx"): "onnx" (UNet and decoder in ONNX Runtime, cached
+    per model; the UNet traced where that fails), "trace" (a TorchScript UNet, bit-identical to the
+    eager one) or "bf16" (bfloat16 graphs of the UNet and the decoder; "onnx" on CPUs without native
+    bfloat16). With ``attention`` the onnx and bf16 engines also make a UNet graph returning the
+    cross-attention maps. Returns the seconds spent; 0 where none applies (CUDA, bf16 autocast). A
+    graph that fails to build is logged and skipped."""
+    import warnings
+
+    import torch
+
+    engine = engine or os.environ.get("CXRDESK_UNET_ENGINE") or "onnx"
+    if engine not in UNET_ENGINES:
+        raise PipelineError(f"unknown UNet engine {engine!r}; choose one of {', '.join(UNET_ENGINES)}")
+    if engine == "bf16" and not _cpu_has_bf16():
+        log.info("this CPU has no native bfloat16 arithmetic: running the UNet in ONNX Runtime instead")
+        engine = "onnx"
+    if not pipe._can_trace():
+        return 0.0
+    if batches is None:
+        guided = pipe.info["guidance"] != 1.0
+        batches = (2,) if guided and pipe.info["guidance_interval"] == FULL_INTERVAL else (1, 2)
+    t0 = time.perf_counter()
+    c, h, w = pipe.info["latent_shape"]
+    dtype = next(pipe.unet.parameters()).dtype
+    with pipe._lock, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic the graph keeps
+        ctx = pipe.text_encoder.encode([""]).embeddings.to(pipe.device, dtype)
+        for b in batches:
+            sample = torch.zeros((b, c, h, w), dtype=dtype)
+            context = ctx.expand(b, -1, -1).contiguous()
+            key = trace_key(sample, context)
+            if key not in pipe._traced:
+                _prepare_unet(pipe, key, engine, sample, context)
+            if attention and engine in ("onnx", "bf16") and key not in pipe._attention:
+                graph = _fast_graph(pipe, engine, "unet-attention", sample, context)
+                if graph is not None:
+                    pipe._attention[key] = graph
+        z = torch.zeros((1, c, h, w), dtype=dtype)
+        if engine in ("onnx", "bf16") and tuple(z.shape) not in pipe._decoders:
+            graph = _fast_graph(pipe, engine, "decoder", z)
+            if graph is not None:
+                pipe._decoders[tuple(z.shape)] = graph
+    from ..memory import release
+
+    release()  # the export's and tracing's buffers: freed, but kept mapped by malloc until trimmed
+    return time.perf_counter() - t0
+
+
+def _prepare_unet(pipe, key, engine: str, sample, context) -> None:
+    """A faster UNet for one input shape into pipe._traced: ONNX Runtime or bfloat16 (engine "onnx",
+    "bf16"), else a TorchScript graph; nothing (logged) where neither can be made."""
+    import torch
+
+    if engine in ("onnx", "bf16"):
+        graph = _fast_graph(pipe, engine, "unet", sample, context)
+        if graph is not None:
+            pipe._traced[key] = graph
+            pipe.info["unet_engine"] = "torchscript-bf16" if isinstance(graph, Bf16Graph) else "onnxruntime"
+            return
+    t = torch.full((sample.shape[0],), 500, dtype=torch.long)
+    try:
+        graph = torch.jit.freeze(torch.jit.trace(plain_unet(pipe.unet), (sample, t, context), check_trace=False))
+        graph(sample, t, context)  # the first calls of a frozen graph optimise it
+        graph(sample, t, context)
+    except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+        log.warning("could not trace the UNet (batch %d); generating without it", sample.shape[0], exc_info=True)
+        return
+    pipe._traced[key] = graph
+    pipe.info["unet_engine"] = "torchscript"
+
+
+def _fast_graph(pipe, engine: str, part: str, sample, context=None):
+    """The ``part`` ("unet", "unet-attention" or "decoder") on ``engine``: ONNX Runtime ("onnx") or
+    a bfloat16 TorchScript graph ("bf16", falling back to ONNX Runtime where it cannot be made)."""
+    if engine == "bf16":
+        graph = _bf16_part(pipe, part, sample, context)
+        if graph is not None:
+            return graph
+    return _onnx_part(pipe, part, sample, context)
+
+
+def _part_inputs(pipe, part: str, sample, context=None):
+    """(module, input names, check inputs) of a part: random check inputs, since zeros would check
+    little."""
+    import torch
+
+    gen = torch.Generator("cpu").manual_seed(0)
+    check = torch.randn(sample.shape, generator=gen, dtype=sample.dtype)
+    if part in ("unet", "unet-attention"):
+        module = (plain_unet if part == "unet" else attention_unet)(pipe.unet)
+        return module, ("sample", "t", "context"), (check, torch.full((sample.shape[0],), 500, dtype=torch.long), context)
+    return plain_decoder(pipe.vae), ("latents",), (check,)
+
+
+def _bf16_part(pipe, part: str, sample, context=None):
+    """A bfloat16 TorchScript graph of the part, or None (logged)."""
+    module, _, inputs = _part_inputs(pipe, part, sample, context)
+    try:
+        return bf16_graph(module, inputs)
+    except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+        log.warning("could not make a bfloat16 graph of the %s (input %s)", part, tuple(sample.shape),
+                    exc_info=True)
+    return None
+
+
+def _onnx_part(pipe, part: str, sample, context=None):
+    """An ONNX Runtime graph of the part for this input shape, or None (logged)."""
+    import torch
+
+    from . import onnx_graphs
+
+    module, names, inputs = _part_inputs(pipe, part, sample, context)
+    try:
+        return onnx_graphs.load_or_export(module, inputs, names, part, pipe.info["hash"],
+                                          threads=torch.get_num_threads())
+    except onnx_graphs.OnnxUnavailable as e:
+        log.info("%s: running the %s in torch", e, part)
+    except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+        log.warning("could not run the %s in ONNX Runtime (input %s); running it in torch",
+                    part, tuple(sample.shape), exc_info=True)
+    return None

@@ -1,0 +1,552 @@
+"""Load a model folder and generate chest radiographs from text: the denoising loop.
+
+``Pipeline.generate`` runs diffusers' pipeline stages in order: ``check_inputs``, ``encode_prompt``,
+``prepare_latents``, the loop (``_denoise``) and ``decode_latents``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import numpy as np
+
+from ..errors import GenerationCancelled, ModelLoadError, PipelineError
+from ..modelfolder import (ModelFolder, check_no_pickles, component_weights, default_model_path,
+                           model_json)
+from . import engines
+from .attention import (ATTENTION_EVERY, AttnStore, RecordingAttnProcessor, attention_maps, record_probs,
+                        token_index, wrap_cross_attention)
+from .models import fit_preview_map, n_params, unet_to_vae_latents, vae_to_unet_latents
+from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
+                       denoised, guided, make_scheduler)
+
+SIZES = (256, 512, 768)
+MAX_STEPS = 200
+MAX_SEED = 2 ** 63 - 1  # what torch, numpy and the JSON in PNG/DICOM all hold
+MAX_PROMPT_CHARS = 4000  # the encoder reads 64 tokens; longer text is a mistake or an attack
+OUTPUT_BITS = 12
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+def to_12bit(image: np.ndarray) -> np.ndarray:
+    """A [0, 1] film as stored: 12-bit values (0..4095) in a uint16 array."""
+    return np.round(np.clip(image, 0, 1) * (2 ** OUTPUT_BITS - 1)).astype(np.uint16)
+
+
+@dataclass
+class GenerationResult:
+    image: np.ndarray  # float32 (H, W) in [0, 1]
+    params: dict
+    attention: dict = field(default_factory=dict)  # word -> float32 (H, W) in [0, 1]
+    step_metrics: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.params["seed"])
+
+    @property
+    def image_u16(self) -> np.ndarray:
+        """The stored image: 12-bit values (0..4095) in a uint16 array."""
+        return to_12bit(self.image)
+
+    @property
+    def image_u8(self) -> np.ndarray:
+        return np.round(np.clip(self.image, 0, 1) * 255).astype(np.uint8)
+
+    @property
+    def pil(self):
+        from PIL import Image
+
+        return Image.fromarray(self.image_u8, mode="L")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError("CUDA was requested but no CUDA device is available")
+    return device
+
+
+def check_text(what: str, text: str) -> None:
+    """PipelineError unless ``text`` is UTF-8 text (no undecodable bytes, as argv may carry) of at most
+    :data:`MAX_PROMPT_CHARS` characters."""
+    if not isinstance(text, str):
+        raise PipelineError(f"the {what} must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PipelineError(f"the {what} is not valid UTF-8 text (it holds undecodable bytes)") from None
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PipelineError(f"the {what} is too long ({len(text)} characters; at most {MAX_PROMPT_CHARS})")
+
+
+def metrics_at_step(image: np.ndarray, step: int) -> dict:
+    """Image metrics of one step's preview (imaging.image_metrics) with the step number."""
+    from ..imaging import image_metrics
+
+    m = image_metrics(image)
+    m["step"] = step
+    return m
+
+
+class _quiet_diffusers:
+    """Silence diffusers' and transformers' loggers within the block (restored after)."""
+
+    def __enter__(self):
+        self._saved = [(lg, lg.level) for lg in map(logging.getLogger, ("diffusers", "transformers"))]
+        for lg, _ in self._saved:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in self._saved:
+            lg.setLevel(level)
+        return False
+
+
+@dataclass
+class _Prompt:
+    """An encoded prompt: the UNet's context with and without guidance, and its tokens."""
+    context: object
+    cond_context: object
+    tokens: list
+    truncated: bool
+
+
+class Pipeline:
+    """Text-to-chest-radiograph latent diffusion, offline, CPU first.
+
+    ``info`` holds the model folder's facts (ModelFolder) and what runs it: device, precision and the
+    UNet engine (``warm_up`` may change it)."""
+
+    def __init__(self, vae, unet, text_encoder, scheduler_config: dict, folder: Path | None,
+                 device: str, info: dict):
+        self.vae = vae
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.scheduler_config = scheduler_config
+        self.folder = folder
+        self.device = device
+        self.info = info
+        self._lock = threading.Lock()
+        # Faster graphs made by warm_up (core.generation.engines): UNet graphs per input shape, UNet
+        # graphs that also return the cross-attention maps, VAE decoders per latent shape.
+        self._traced: dict = {}
+        self._decoders: dict = {}
+        self._attention: dict = {}
+        self._graph_steps = 0  # UNet calls of the current generation that ran a graph
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
+             precision: str = "fp32") -> "Pipeline":
+        """Load a model folder (None = the embedded default model). Never touches the network."""
+        t0 = time.perf_counter()
+        if path is None:
+            folder = default_model_path()
+            if folder is None:
+                raise ModelLoadError("no default model is installed; pass a model folder (--model DIR)")
+        else:
+            folder = Path(path).expanduser()
+        if not folder.exists():
+            raise ModelLoadError(f"model folder not found: {folder}")
+        check_no_pickles(folder)
+        index_path = folder / "model_index.json"
+        if not index_path.is_file():
+            raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
+        model_json(folder, "model_index.json", required=True)
+        device = pick_device(device)
+        import torch
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        weights = []
+        for comp in ("vae", "unet"):
+            if not (folder / comp / "config.json").is_file():
+                raise ModelLoadError(f"{folder.name}: component {comp}/ is missing or has no config.json")
+            weights += component_weights(folder / comp)
+        try:
+            with _quiet_diffusers():  # our one line, not diffusers' log lines before it
+                vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
+                unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True,
+                                                            use_safetensors=True)
+        except Exception as exc:  # corrupt weights, wrong shapes
+            raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
+        from .text import TextEncoder
+
+        te_dir = folder / "text_encoder"
+        ref = te_dir / "cxrdesk_text_encoder.json"
+        try:
+            if ref.is_file() or not te_dir.is_dir():
+                text = TextEncoder(device=device)
+                te_kind = "all-MiniLM-L6-v2 (packaged)"
+            else:
+                component_weights(te_dir)
+                text = TextEncoder(str(te_dir), kind="clip", device=device)
+                te_kind = type(text.model).__name__
+        except PipelineError:  # our own messages (e.g. pickle-only weights) pass through as they are
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
+        if unet.config.cross_attention_dim != text.dim:
+            raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
+                                 f"cross-attention width {unet.config.cross_attention_dim}")
+        mf = ModelFolder.read(folder, unet.config.in_channels, weights)
+        use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and engines._cpu_has_bf16())
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        for m in (vae, unet):
+            m.to(device).eval().requires_grad_(False)
+            if dtype != torch.float32:
+                m.to(dtype)
+        if device == "cpu":
+            unet.to(memory_format=torch.channels_last)
+            vae.to(memory_format=torch.channels_last)
+        native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
+        info = {
+            "name": mf.name,
+            "folder": str(folder),
+            "hash": mf.hash,
+            "random_weights": mf.random_weights,
+            "device": device,
+            "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
+            # warm_up() may switch it to "onnxruntime", "torchscript" or "torchscript-bf16"
+            "unet_engine": "eager",
+            "native_size": int(native),
+            "latent_shape": [unet.config.in_channels, unet.config.sample_size, unet.config.sample_size],
+            "image_channels": vae.config.out_channels,
+            "params": {"unet": n_params(unet), "vae": n_params(vae), "text_encoder": text.n_params()},
+            "text_encoder": te_kind,
+            "prediction_type": mf.scheduler.get("prediction_type", "epsilon"),
+            "training": mf.training,
+            "preview_map": mf.preview_map,
+            "noise_offset": mf.noise_offset,
+            "guidance": mf.guidance,
+            "guidance_interval": mf.guidance_interval,
+            "sampler": mf.sampler,
+            "findings_check": mf.findings_check,
+        }
+        pipe = cls(vae, unet, text, mf.scheduler, folder, device, info)
+        pipe._autocast = use_bf16
+        pipe._check_schedulers()
+        from ..memory import release
+
+        release()  # the float16 -> float32 conversion's buffers
+        info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        return pipe
+
+    def _check_schedulers(self) -> None:
+        """Build every sampler's scheduler from the folder's scheduler_config.json once, so that an odd
+        value fails the load with one line rather than a later generation with a traceback."""
+        for sampler in SAMPLERS:
+            if sampler == "auto":
+                continue
+            try:
+                self.make_scheduler(sampler).set_timesteps(20)
+            except Exception as exc:  # noqa: BLE001 - NotImplementedError, TypeError, ValueError ... from diffusers
+                msg = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise ModelLoadError(f"{Path(self.folder or '.').name}: scheduler/scheduler_config.json is unusable "
+                                     f"for the {sampler} sampler ({msg})") from None
+
+    # ------------------------------------------------------------------ components
+    def make_scheduler(self, sampler: str):
+        """A fresh scheduler for ``sampler`` ("auto": the model's recommended one)."""
+        if sampler in (None, "auto"):
+            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
+        return make_scheduler(self.scheduler_config, sampler)
+
+    def _x0(self, sched, latents, out, t):
+        """Current denoised estimate from the model output (for previews)."""
+        return denoised(sched, latents, out, t, self.scheduler_config.get("prediction_type", "epsilon"))
+
+    def decode(self, latents) -> np.ndarray:
+        """UNet latents -> a float32 (H, W) film in [0, 1] (grey from an RGB VAE by BT.601 luma)."""
+        import torch
+
+        with torch.no_grad(), self._precision():
+            z = unet_to_vae_latents(latents, self.vae.config)
+            graph = self._decoders.get(tuple(z.shape)) if self._decoders else None
+            img = graph(z) if graph is not None else self.vae.decode(z).sample.float()
+        img = (img.clamp(-1, 1) + 1) / 2
+        arr = img[0].cpu().numpy()
+        if arr.shape[0] == 3:  # standard RGB VAE: convert to grayscale (ITU-R BT.601 luma)
+            arr = 0.299 * arr[0] + 0.587 * arr[1] + 0.114 * arr[2]
+        else:
+            arr = arr[0]
+        return arr.astype(np.float32)
+
+    def _fit_preview_map(self):
+        """The folder's latent-to-grey map, or one fitted on decoded random latents."""
+        import torch
+
+        if self.info.get("preview_map"):
+            return self.info["preview_map"]
+        c, h, w = self.info["latent_shape"]
+        gen = torch.Generator("cpu").manual_seed(0)
+        z = torch.randn((1, c, h, w), generator=gen).to(self.device, next(self.vae.parameters()).dtype)
+        img = self.decode(vae_to_unet_latents(z, self.vae.config))
+        self.info["preview_map"] = fit_preview_map([z[0].float().cpu().numpy().astype(np.float64)], [img])
+        return self.info["preview_map"]
+
+    def fast_preview(self, latents) -> np.ndarray:
+        """A blurry but near-free preview: a linear map of the (scaled) latents, upsampled."""
+        import cv2
+
+        coef = np.asarray(self._fit_preview_map(), np.float32)
+        z = unet_to_vae_latents(latents[:1].float(), self.vae.config)[0].cpu().numpy()
+        small = np.tensordot(coef[:-1], z, axes=(0, 0)) + coef[-1]
+        size = self.info["native_size"]
+        return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1).astype(np.float32)
+
+    def _precision(self):
+        import contextlib
+
+        import torch
+
+        if getattr(self, "_autocast", False):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _can_trace(self) -> bool:
+        return self.device == "cpu" and not getattr(self, "_autocast", False)
+
+    def warm_up(self, batches: tuple[int, ...] | None = None, engine: str | None = None,
+                attention: bool = False) -> float:
+        """Make faster UNet and decoder graphs that later generations run (see engines.warm_up).
+        ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
+        return engines.warm_up(self, batches, engine, attention)
+
+    def _unet(self, sample, t, context, store: AttnStore | None = None):
+        """The UNet's output: the faster graph for this shape when warm_up() made one. With ``store``
+        (a step that records attention) the attention graph, or else the UNet's own modules, whose
+        recording processors fill the store."""
+        key = engines.trace_key(sample, context)
+        graph = (self._attention if store is not None else self._traced).get(key)
+        if graph is None:
+            return self.unet(sample, t, encoder_hidden_states=context).sample
+        self._graph_steps += 1
+        out = graph(sample, t.reshape(1).expand(sample.shape[0]), context)
+        if store is None:
+            return out
+        out, *probs = out
+        for p in probs:
+            record_probs(store, p)
+        return out
+
+    # ------------------------------------------------------------------ generation stages
+    def check_inputs(self, prompt, steps, guidance_scale, width, height, sampler, guidance_interval=FULL_INTERVAL,
+                     seed=None, negative_prompt="") -> None:
+        """PipelineError (one line) for a request the pipeline cannot run."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PipelineError("the prompt is empty: describe the radiograph, e.g. 'normal chest radiograph'")
+        check_text("prompt", prompt)
+        check_text("negative prompt", negative_prompt or "")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed > MAX_SEED):
+            raise PipelineError(f"seed must be a whole number from 0 to {MAX_SEED} (or -1 for a random one), not {seed!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+            raise PipelineError(f"steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}")
+        try:
+            g = float(guidance_scale)
+        except (TypeError, ValueError):
+            raise PipelineError(f"guidance must be a number, not {guidance_scale!r}") from None
+        if not (0.0 <= g <= MAX_GUIDANCE) or g != g:
+            raise PipelineError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, not {guidance_scale!r}")
+        if width not in SIZES or height not in SIZES or width != height:
+            raise PipelineError(f"size must be one of {', '.join(map(str, SIZES))} (square), not {width}x{height}")
+        if sampler not in SAMPLERS:
+            raise PipelineError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        check_interval(guidance_interval)
+
+    validate = check_inputs
+
+    def encode_prompt(self, prompt: str, negative_prompt: str, use_cfg: bool) -> _Prompt:
+        """The prompt's token embeddings as the UNet's context: (unconditional, conditional) for a
+        guided step, the conditional alone for an unguided one."""
+        import torch
+
+        enc = self.text_encoder.encode([prompt, negative_prompt or ""])
+        cond, uncond = enc.embeddings[0:1], enc.embeddings[1:2]
+        dtype = next(self.unet.parameters()).dtype
+        context = (torch.cat([uncond, cond]) if use_cfg else cond).to(self.device, dtype)
+        return _Prompt(context, cond.to(self.device, dtype), enc.tokens[0], bool(enc.truncated[0]))
+
+    def prepare_latents(self, seed: int, sched):
+        """The starting noise for ``seed`` (with the model's per-channel noise offset), scaled for
+        ``sched``."""
+        import torch
+
+        c, h, w = self.info["latent_shape"]
+        gen = torch.Generator("cpu").manual_seed(seed)
+        latents = torch.randn((1, c, h, w), generator=gen, dtype=torch.float32)
+        if self.info.get("noise_offset"):
+            latents += self.info["noise_offset"] * torch.randn((1, c, 1, 1), generator=gen)
+        return latents.to(self.device, next(self.unet.parameters()).dtype) * sched.init_noise_sigma
+
+    def decode_latents(self, latents) -> np.ndarray:
+        """The final latents as a float32 film in [0, 1] at the model's native size."""
+        return self.decode(latents)
+
+    @staticmethod
+    def _resize(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, str | None]:
+        """The film at the requested size (Lanczos upsampling beyond the native size) and a note on
+        the upsampling, or None."""
+        native = image.shape[0]
+        if width == native:
+            return image, None
+        import cv2
+
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LANCZOS4)
+        return (np.clip(image, 0, 1).astype(np.float32),
+                f"generated at {native}x{native} and upsampled to {width}x{height} (Lanczos)")
+
+    def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance_scale: float | None = None,
+                 seed: int | None = None, width: int = 256, height: int = 256, sampler: str = DEFAULT_SAMPLER,
+                 on_step: StepCallback | None = None, cancel: threading.Event | None = None,
+                 preview_every: int | None = None, attention_words: list[str] | None = None,
+                 step_metrics: bool = False,
+                 guidance_interval: tuple[float, float] | None = None) -> GenerationResult:
+        """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel.
+
+        ``on_step(i, total, preview)`` is called after every step. The preview is the current
+        denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
+        near-free linear approximation on the other steps; ``preview_every=0`` gives no previews.
+        ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
+        ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
+        lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
+        """
+        import torch
+
+        if guidance_scale is None:
+            guidance_scale = self.info["guidance"]
+        if guidance_interval is None:
+            guidance_interval = self.info["guidance_interval"]
+        if sampler is None:
+            sampler = "auto"
+        self.check_inputs(prompt, steps, guidance_scale, width, height, sampler, guidance_interval, seed=seed,
+                          negative_prompt=negative_prompt)
+        if sampler == "auto":
+            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
+        guidance_scale = float(guidance_scale)
+        g_lo, g_hi = (float(v) for v in guidance_interval)
+        if seed is None or int(seed) < 0:
+            seed = random.SystemRandom().randrange(0, 2 ** 31 - 1)
+        seed = int(seed)
+        timings = {}
+        with self._lock, torch.no_grad():
+            t0 = time.perf_counter()
+            use_cfg = guidance_scale != 1.0
+            enc = self.encode_prompt(prompt, negative_prompt, use_cfg)
+            timings["text"] = time.perf_counter() - t0
+            sched = self.make_scheduler(sampler)
+            sched.set_timesteps(steps, device=self.device)
+            latents = self.prepare_latents(seed, sched)
+            store = None
+            if attention_words:
+                idx = token_index(self.text_encoder.tokenizer, enc.tokens, attention_words)
+                if idx:
+                    store = AttnStore(idx)
+                    saved = wrap_cross_attention(self.unet, lambda inner: RecordingAttnProcessor(store, inner))
+            if preview_every is None:
+                preview_every = 5
+            try:
+                t1 = time.perf_counter()
+                latents, guided_steps, metrics = self._denoise(latents, sched, enc, guidance_scale, (g_lo, g_hi),
+                                                               store, on_step, cancel, preview_every, step_metrics)
+                timings["denoise"] = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                image = self.decode_latents(latents)
+                timings["decode"] = time.perf_counter() - t2
+                total = len(sched.timesteps)
+                if step_metrics:
+                    metrics.append(metrics_at_step(image, total))
+                if on_step is not None:
+                    on_step(total, total, image if preview_every > 0 else None)
+            finally:
+                if store is not None:
+                    self.unet.set_attn_processor(saved)
+        native = image.shape[0]
+        image, upscale = self._resize(image, width, height)
+        attention = attention_maps(store, width, height) if store is not None else {}
+        timings["total"] = time.perf_counter() - t0
+        params = {
+            "prompt": prompt, "negative_prompt": negative_prompt or "", "steps": steps,
+            "guidance_scale": guidance_scale, "guidance_interval": [g_lo, g_hi], "guided_steps": guided_steps,
+            "seed": seed, "sampler": sampler, "width": width,
+            "height": height, "native_size": native, "upscale": upscale,
+            "prompt_truncated": enc.truncated, "max_tokens": self.text_encoder.max_tokens,
+            "model": self.info["name"], "model_hash": self.info["hash"], "device": self.device,
+            "precision": self.info["dtype"],
+            # what ran the UNet (ONNX Runtime and torch round differently: a redraw on the other
+            # may differ by a grey level in a few pixels)
+            "unet_engine": self.info["unet_engine"] if self._graph_steps else "eager",
+        }
+        return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
+                                timings=timings)
+
+    def _denoise(self, latents, sched, enc: _Prompt, guidance_scale: float, interval: tuple[float, float],
+                 store: AttnStore | None, on_step, cancel, preview_every: int, want_metrics: bool):
+        """The denoising loop. Returns (final latents, number of guided steps, per-step metrics)."""
+        import torch
+
+        use_cfg = guidance_scale != 1.0
+        g_lo, g_hi = interval
+        n_train = int(self.scheduler_config.get("num_train_timesteps", 1000))
+        guided_steps = 0
+        metrics = []
+        self._graph_steps = 0
+        total = len(sched.timesteps)
+        for i, t in enumerate(sched.timesteps):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled()
+            guide = use_cfg and g_lo <= float(t) / n_train <= g_hi
+            guided_steps += guide
+            model_in = torch.cat([latents] * 2) if guide else latents
+            model_in = sched.scale_model_input(model_in, t)
+            last = i == total - 1
+            # Attention is recorded every ATTENTION_EVERY steps and at the last, by the attention
+            # graph or the UNet's own modules; the other steps may run the plain graph.
+            record = store is not None and ((i + 1) % ATTENTION_EVERY == 0 or last)
+            if store is not None:
+                store.enabled = record
+            with self._precision():
+                out = self._unet(model_in, t, enc.context if guide else enc.cond_context,
+                                 store=store if record else None).to(latents.dtype)
+            if guide:
+                out = guided(out, guidance_scale)
+            full = preview_every > 0 and (i + 1) % preview_every == 0
+            wants = on_step is not None and preview_every > 0
+            # The last step's preview is the final image itself, decoded once after the loop.
+            x0 = self._x0(sched, latents, out, t) if (wants or want_metrics) and not last else None
+            latents = sched.step(out, t, latents).prev_sample
+            preview = None
+            if x0 is not None:
+                # A full VAE decode every `preview_every` steps; a near-free linear map on the others.
+                preview = self.decode(x0) if (full or want_metrics) else self.fast_preview(x0)
+                if want_metrics:
+                    metrics.append(metrics_at_step(preview, i + 1))
+            if on_step is not None and not last:
+                on_step(i + 1, total, preview)
+        return latents, guided_steps, metrics
+
+    def edit(self, image, mask, prompt: str, **kwargs) -> GenerationResult:
+        """Redraw the masked region of a film from ``prompt`` and keep the rest exactly (see
+        core.generation.editing.edit for the arguments). Raises EditError (a ValueError) on bad input,
+        PipelineError on a bad prompt or setting, GenerationCancelled on cancel."""
+        from .editing import edit
+
+        return edit(self, image, mask, prompt, **kwargs)

