@@ -63,7 +63,7 @@ def main() -> None:
     import torch
     from diffusers import DDPMScheduler
 
-    from cxrdesk.core.captions import make_caption
+    from cxrdesk.core.data.captions import make_caption
     from cxrdesk.core.evaluate import held_out_split
     from cxrdesk.core.generation.models import clean_latents, unet_to_vae_latents, vae_to_unet_latents
     from cxrdesk.core.generation.pipeline import Pipeline

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--sheet")
     args = ap.parse_args()
 
-    from cxrdesk.core.captions import record_class
+    from cxrdesk.core.data.findings import record_class
     from cxrdesk.core.generation.editing import DEFAULT_STRENGTH, FEATHER_PX, feather_weights, lung_field_mask
     from cxrdesk.core.evaluate import PINNED_JUDGE, judge_reading, load_classifier
     from cxrdesk.core.generation.pipeline import Pipeline

@@ -31,7 +31,7 @@ TILE = 128
 def chest_stats(images: np.ndarray) -> tuple[float, float]:
     """Mean grey and contrast (the app's RMS contrast) over the central chest (rows and columns
     15-85%), averaged over films; images (N, H, W) uint8 or float in [0, 1]."""
-    from cxrdesk.core.imaging import image_metrics
+    from cxrdesk.core.imaging.imaging import image_metrics
 
     h, w = np.asarray(images).shape[1:]
     m = [image_metrics(im[int(0.15 * h):int(0.85 * h), int(0.15 * w):int(0.85 * w)]) for im in images]
@@ -41,7 +41,7 @@ def chest_stats(images: np.ndarray) -> tuple[float, float]:
 def _row(images: np.ndarray) -> np.ndarray:
     import cv2
 
-    from cxrdesk.core.imaging import from_unit, to_unit
+    from cxrdesk.core.imaging.imaging import from_unit, to_unit
 
     tiles = []
     for im in list(images[:SHOW]) + [np.zeros_like(images[0])] * (SHOW - min(SHOW, len(images))):

@@ -119,7 +119,7 @@ t0=$(now); offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" --version >/dev/nul
 VER_S=$(secs "$t0" "$t1")
 # five images: the UNet is warmed up first (ONNX Runtime, exported into the user's cache); which
 # engine drew them is in each PNG's metadata
-engine_of() { "$WORK/prefix/bin/python" -c "import sys; from cxrdesk.core.pngio import read_png; print(read_png(sys.argv[1]).metadata.get('unet_engine'))" "$1"; }
+engine_of() { "$WORK/prefix/bin/python" -c "import sys; from cxrdesk.core.imaging.pngio import read_png; print(read_png(sys.argv[1]).metadata.get('unet_engine'))" "$1"; }
 t0=$(now)
 offline "${runenv[@]}" "$WORK/prefix/bin/cxrdesk" generate "Normal chest radiograph" -o "$WORK/n.png" --n 5 \
     --steps 20 --seed 1 --quiet > "$WORK/generate5.log" 2>&1 || { cat "$WORK/generate5.log"; die "generate --n 5 failed"; }

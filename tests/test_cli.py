@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrdesk.core.pngio import read_png
+from cxrdesk.core.imaging.pngio import read_png
 
 from .fixtures import make_tiny_model
 

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from cxrdesk.core import dicom, pngio
-
+from cxrdesk.core.dicom import dicom
+from cxrdesk.core.imaging import pngio
 META = {"prompt": "PA chest radiograph, small left pleural effusion, café", "negative_prompt": "lateral view",
         "seed": 1234, "steps": 25, "guidance_scale": 7.5, "sampler": "ddim", "model": "cxr-tiny",
         "model_hash": "deadbeef", "width": 64, "height": 48, "upscale": "none"}
@@ -224,7 +224,7 @@ def test_read_our_export(tmp_path):
     assert np.allclose(n, img / 4095.0, atol=1e-6)
     assert any("SYNTHETIC" in line for line in d.summary())
     # the dataset loader uses exactly this contract
-    from cxrdesk.core.datasets import load_gray
+    from cxrdesk.core.data.datasets import load_gray
 
     assert np.allclose(load_gray(p), n)
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from pydicom.uid import RLELossless
 
-from cxrdesk.core import dicom
-
+from cxrdesk.core.dicom import dicom
 N_PER_SEED = 100
 
 
@@ -168,8 +167,9 @@ def _hostile_files(folder):
 
 
 def test_hostile_sizes_are_refused_from_the_header(tmp_path):
-    from cxrdesk.core import imagefile, pngio
-    from cxrdesk.core.datasets import DatasetError, load_gray
+    from cxrdesk.core.imaging import imagefile
+    from cxrdesk.core.imaging import pngio
+    from cxrdesk.core.data.datasets import DatasetError, load_gray
 
     files = _hostile_files(tmp_path)
     for name, path in files.items():
@@ -187,8 +187,7 @@ def test_hostile_sizes_are_refused_from_the_header(tmp_path):
 
 
 def test_decoded_bytes_limit_counts_samples_and_bit_depth(tmp_path):
-    from cxrdesk.core import imagefile
-
+    from cxrdesk.core.imaging import imagefile
     side = int((imagefile.MAX_DECODED_BYTES / 8) ** 0.5) + 1  # under the pixel limit, over the byte one
     assert side * side < imagefile.MAX_PIXELS
     with pytest.raises(imagefile.ImageTooLargeError, match="MB decoded"):  # 16-bit RGBA: 8 bytes a pixel
@@ -205,7 +204,8 @@ def test_hostile_files_stay_small_in_memory(tmp_path):
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from cxrdesk.core import dicom, pngio\n"
+        "from cxrdesk.core.dicom import dicom\n"
+        "from cxrdesk.core.imaging import pngio\n"
         "for p in sorted(Path(sys.argv[1]).iterdir()):\n"
         "    try:\n"
         "        (dicom.read_dicom if p.suffix == '.dcm' else pngio.read_png)(p)\n"
@@ -218,8 +218,7 @@ def test_hostile_files_stay_small_in_memory(tmp_path):
 
 
 def test_deeply_nested_json_in_metadata_gives_no_metadata(tmp_path):
-    from cxrdesk.core import pngio
-
+    from cxrdesk.core.imaging import pngio
     deep = "[" * 200_000 + "]" * 200_000
     png = pngio.read_png(_png(tmp_path / "deep.png", 8, 8, text=deep))
     assert png.metadata == {} and png.pixels.shape == (8, 8)

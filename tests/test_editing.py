@@ -109,7 +109,7 @@ def test_edit_command_writes_png_and_a_synthetic_dicom_without_the_sources_ident
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from cxrdesk.cli import main
-    from cxrdesk.core.dicom import parse_image_comments
+    from cxrdesk.core.dicom.dicom import parse_image_comments
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -142,7 +142,7 @@ def test_edit_command_writes_png_and_a_synthetic_dicom_without_the_sources_ident
     params = parse_image_comments(ds.ImageComments)
     assert params["edit"]["derived_from"] == "an edited film" and params["prompt"] == "left pleural effusion"
     assert 0 < params["edit"]["mask_area"] < 0.2
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     png = read_png(out)
     assert png.metadata["edit"]["strength"] == 0.85 and png.metadata["synthetic"] is True

@@ -113,7 +113,7 @@ def test_evaluate_uses_the_pinned_judge_by_default_and_trains_one_only_without_i
     data = make_dataset(tmp_path / "data", n=24)
     judge = tmp_path / "judge"
     images = np.stack([np.zeros((64, 64), np.uint8)] * 2)
-    from cxrdesk.core.datasets import Record
+    from cxrdesk.core.data.datasets import Record
 
     ev.train_classifier(images, [Record(path="a", labels=[], split="train", uid="a"),
                                  Record(path="b", labels=["COVID-19"], split="train", uid="b")],
@@ -143,7 +143,7 @@ def test_evaluate_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
 
 
 def test_tune_split_is_a_fixed_part_of_training_and_never_validation():
-    from cxrdesk.core.datasets import Record
+    from cxrdesk.core.data.datasets import Record
     from cxrdesk.core.evaluate import held_out_split
 
     records = [Record(path=f"{i}.png", labels=[], split="val" if i % 7 == 0 else "train", uid=str(i))
@@ -215,7 +215,7 @@ def test_findings_check_command_writes_what_the_app_reads(tmp_path, tiny_model_d
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
                  "--findings", "0", "--quiet"]) == 2
     # on the tune split the real films are the tune films (training films), not the validation ones
-    from cxrdesk.core.datasets import read_dataset
+    from cxrdesk.core.data.datasets import read_dataset
     from cxrdesk.core.evaluate import held_out_split
 
     records = read_dataset(str(data))

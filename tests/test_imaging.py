@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cxrdesk.core import imaging as im
-from cxrdesk.core.imaging import ENHANCEMENT_PRESETS, EnhanceParams
+from cxrdesk.core.imaging import imaging as im
+from cxrdesk.core.imaging.imaging import ENHANCEMENT_PRESETS, EnhanceParams
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -381,7 +381,7 @@ def test_mean_pairwise_ssim():
 
 
 def test_core_imports_no_qt():
-    code = ("import sys, cxrdesk.core.imaging; "
+    code = ("import sys, cxrdesk.core.imaging.imaging; "
             "print(any(m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

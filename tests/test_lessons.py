@@ -19,7 +19,7 @@ GENERIC = {"chest", "radiograph", "with", "and", "the", "of", "lung", "lungs", "
 
 def leak_words(prompt: str) -> set[str]:
     """The prompt's words plus its findings' names and terms, lower case, generic words left out."""
-    from cxrdesk.core.captions import mentioned_findings
+    from cxrdesk.core.data.findings import mentioned_findings
 
     words = set(re.findall(r"[a-z][a-z\-]+", prompt.lower()))
     for label in mentioned_findings(prompt):
@@ -185,8 +185,8 @@ def _params(prompt):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_unknown_png_and_dicom_hold_no_answer_word(tmp_path, prompt):
-    from cxrdesk.core.dicom import read_dicom
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.dicom.dicom import read_dicom
+    from cxrdesk.core.imaging.pngio import read_png
 
     img = (np.random.default_rng(0).random((64, 64)) * 4095).astype(np.uint16)
     (tmp_path / "dicom").mkdir()
@@ -300,7 +300,7 @@ def _run(argv, capsys):
 def test_cli_lesson_run_unknown_dicom_pptx(tmp_path, tiny_model_dir, capsys):
     from pptx import Presentation
 
-    from cxrdesk.core.pngio import read_png, write_png
+    from cxrdesk.core.imaging.pngio import read_png, write_png
 
     edited = tmp_path / "edited.png"  # a film case: an edited film made earlier
     write_png(edited, np.full((64, 64), 0.4, np.float32), {"prompt": "Left apical pneumothorax", "seed": 5})
@@ -355,7 +355,7 @@ def test_cli_lesson_errors_before_any_work(tmp_path, capsys):
 
 
 def test_generate_prompts_unknown_does_not_leak(tmp_path, tiny_model_dir, capsys):
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     prompts = tmp_path / "set.txt"
     prompts.write_text("# quiz\n" + PROMPTS[1] + "\n" + PROMPTS[2] + "\n")
@@ -398,7 +398,7 @@ def test_quiz_scoring_rule_and_choices(tmp_path):
 
 
 def test_cli_film_only_lesson_needs_no_model_and_notes_stale_files(tmp_path, capsys):
-    from cxrdesk.core.pngio import write_png
+    from cxrdesk.core.imaging.pngio import write_png
 
     write_png(tmp_path / "f.png", np.full((32, 32), 0.5, np.float32), {"prompt": "Right lower lobe pneumonia"})
     (tmp_path / "l.json").write_text(json.dumps({"title": "films", "cases": [{"film": "f.png", "note": "RLL"}]}))

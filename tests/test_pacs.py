@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrdesk.core import dicom, pacs
-
+from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import pacs
 ORTHANC_AET = "CXRTESTPACS"
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrdesk.core import dicom, pacs
-
+from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import pacs
 from .test_pacs import _free_port, _instances_of_series, _settings, orthanc  # noqa: F401 - the Orthanc fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +33,7 @@ CHILD_TIMEOUT = 180  # seconds; a bound on a hung child, not a performance thres
 _CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
-from cxrdesk.core import pacs
-
+from cxrdesk.core.dicom import pacs
 role, qpath, sjson, ready, go, result, *files = sys.argv[1:]
 if os.environ.get("CXRDESK_TEST_LOCK") == "excl":  # the lock of systems without fcntl or msvcrt
     pacs.fcntl = pacs.msvcrt = None
@@ -312,12 +311,12 @@ def test_malformed_queue_file_is_set_aside(name, tmp_path, caplog):
     qpath = tmp_path / "q.json"
     qpath.write_bytes(MALFORMED[name])
     q = pacs.RetryQueue(qpath)
-    with caplog.at_level(logging.WARNING, logger="cxrdesk.core.pacs"):
+    with caplog.at_level(logging.WARNING, logger="cxrdesk.core.dicom.pacs"):
         assert q.items() == []
     aside = list(tmp_path.glob("q.json.bad-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == MALFORMED[name] and q.set_aside == aside[0]
     assert not qpath.exists()
-    lines = [r.getMessage() for r in caplog.records if r.name == "cxrdesk.core.pacs"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cxrdesk.core.dicom.pacs"]
     assert len(lines) == 1 and "not a valid queue" in lines[0] and str(aside[0]) in lines[0]
     assert "\n" not in lines[0]
     # a later failed send is queued again, in a fresh queue file

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from cxrdesk.core import captions as cap
-from cxrdesk.core.datasets import read_dataset
+from cxrdesk.core.data import captions as cap
+from cxrdesk.core.data import findings as fnd
+from cxrdesk.core.data.datasets import read_dataset
 from cxrdesk.core.generation.pipeline import Pipeline
 from cxrdesk.core.training.encode import encode_dataset
 from cxrdesk.core.training.export import export_from_checkpoint
@@ -39,7 +40,7 @@ def test_captions_vary_include_negations_and_notes():
 
 
 def test_prompt_findings_respect_negation_and_rare_ones_are_named():
-    m = cap.mentioned_findings
+    m = fnd.mentioned_findings
     assert m("Cardiomegaly. No pleural effusion.") == ["Cardiomegaly"]
     assert m("No focal consolidation, effusion or pneumothorax. Normal heart size.") == []
     assert m("Right lower lobe pneumonia with small right pleural effusion") == ["Pneumonia", "Effusion"]
@@ -48,34 +49,34 @@ def test_prompt_findings_respect_negation_and_rare_ones_are_named():
     assert m("Massive effusion") == ["Effusion"]  # 'massive' is not a mass
     assert m("normal chest radiograph") == []
     counts = {"No Finding": 8715, "Pneumonia": 555, "Effusion": 75, "Cardiomegaly": 13}
-    assert cap.rare_findings("Cardiomegaly and pneumonia; small effusion", counts) == [
+    assert fnd.rare_findings("Cardiomegaly and pneumonia; small effusion", counts) == [
         ("Cardiomegaly", 13), ("Effusion", 75)]
-    assert cap.rare_findings("Hiatal hernia", counts) == [("Hernia", 0)]  # never seen: 0 films
-    assert cap.rare_findings("Cardiomegaly", {}) == []  # a model folder without counts: no claim
-    assert cap.rare_note([("Cardiomegaly", 13)]).startswith("Few training films show cardiomegaly (13)")
-    assert "draw them" in cap.rare_note([("COVID-19", 5), ("Effusion", 7)])
+    assert fnd.rare_findings("Hiatal hernia", counts) == [("Hernia", 0)]  # never seen: 0 films
+    assert fnd.rare_findings("Cardiomegaly", {}) == []  # a model folder without counts: no claim
+    assert fnd.rare_note([("Cardiomegaly", 13)]).startswith("Few training films show cardiomegaly (13)")
+    assert "draw them" in fnd.rare_note([("COVID-19", 5), ("Effusion", 7)])
 
 
 def test_findings_drawn_poorly_are_named_from_the_findings_check():
     from .fixtures import FINDINGS_CHECK
 
-    weak = cap.weak_findings("Right lower lobe pneumonia with a small pleural effusion", FINDINGS_CHECK)
+    weak = fnd.weak_findings("Right lower lobe pneumonia with a small pleural effusion", FINDINGS_CHECK)
     assert [f["label"] for f in weak] == ["Pneumonia"]  # effusion: 75% vs 100% of real films, not poor
-    note = cap.weak_note(weak[0])
+    note = fnd.weak_note(weak[0])
     assert note.startswith("Asked for pneumonia, this model mostly draws COVID-19-like films")
     assert "16 of the 16 films" in note and "1 of 39 real pneumonia films" in note
-    assert cap.weak_findings("No pneumonia. Normal chest.", FINDINGS_CHECK) == []  # negated
+    assert fnd.weak_findings("No pneumonia. Normal chest.", FINDINGS_CHECK) == []  # negated
     # pneumonia films read as COVID-19, which is what a COVID-19 pneumonia prompt asks for
-    assert cap.weak_findings("Bilateral ground-glass opacities, COVID-19 pneumonia", FINDINGS_CHECK) == []
-    assert cap.weak_findings("Pneumonia with no COVID-19 features", FINDINGS_CHECK)[0]["label"] == "Pneumonia"
-    assert cap.weak_findings("right lower lobe pneumonia", None) == []  # no check in the folder
-    assert cap.weak_findings("pneumonia", {"findings": [{"label": "Pneumonia", "generated": 1}]}) == []  # malformed
-    assert cap.weak_findings("pneumonia", {"findings": "nonsense"}) == []
+    assert fnd.weak_findings("Bilateral ground-glass opacities, COVID-19 pneumonia", FINDINGS_CHECK) == []
+    assert fnd.weak_findings("Pneumonia with no COVID-19 features", FINDINGS_CHECK)[0]["label"] == "Pneumonia"
+    assert fnd.weak_findings("right lower lobe pneumonia", None) == []  # no check in the folder
+    assert fnd.weak_findings("pneumonia", {"findings": [{"label": "Pneumonia", "generated": 1}]}) == []  # malformed
+    assert fnd.weak_findings("pneumonia", {"findings": "nonsense"}) == []
     # the finding's own class is the largest share, but far below the real films': said so
     faint = {**FINDINGS_CHECK["findings"][1], "generated": {"normal": 0.3, "covid": 0.3, "other": 0.4}}
-    assert cap.drawn_poorly(faint)
-    assert cap.weak_note(faint).startswith("This model draws effusion less clearly than real films")
-    assert "6 of the 16 films" in cap.weak_note(faint) and "8 of 8 real effusion films" in cap.weak_note(faint)
+    assert fnd.drawn_poorly(faint)
+    assert fnd.weak_note(faint).startswith("This model draws effusion less clearly than real films")
+    assert "6 of the 16 films" in fnd.weak_note(faint) and "8 of 8 real effusion films" in fnd.weak_note(faint)
 
 
 def test_iu_layout_is_read(tmp_path):

@@ -304,7 +304,7 @@ def test_export_png_and_dicom_carry_the_window(qtbot, window, tmp_path):
     assert float(centers[0]) == pytest.approx(c) and float(widths[0]) == pytest.approx(wd)
     assert ds.SyntheticData == "YES"
     np.testing.assert_array_equal(ds.pixel_array, stored)  # W/L is not baked into the pixels
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     png = read_png(w.export_png(str(tmp_path / "a.png"), bits=16, apply_window=False))  # full range
     np.testing.assert_array_equal(png.pixels, stored)

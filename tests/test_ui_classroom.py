@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtWidgets import QDialog, QFileDialog, QLineEdit  # noqa: E402
 
-from cxrdesk.core import imaging  # noqa: E402
+from cxrdesk.core.imaging import imaging  # noqa: E402
 from cxrdesk.ui.dataset_panel import RecordRole  # noqa: E402
 from cxrdesk.ui.generator_panel import prompt_findings  # noqa: E402
 from cxrdesk.ui.imageview import NOTICE_MS, ImageView, overlay_caption  # noqa: E402
@@ -240,8 +240,7 @@ def accept_with(monkeypatch, path, **fields):
 
 def test_dicom_export_dialog_names_patient_study_and_series(window, tmp_path, monkeypatch):
     pydicom = pytest.importorskip("pydicom")
-    from cxrdesk.core import dicom
-
+    from cxrdesk.core.dicom import dicom
     w = window
     show_doc(w, film())
     dlg = ExportDialog("DICOM", w.settings, w)
@@ -273,7 +272,7 @@ def test_dicom_export_dialog_names_patient_study_and_series(window, tmp_path, mo
 def test_png_export_looks_like_the_screen_by_default(window, tmp_path, monkeypatch):
     from PIL import Image
 
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     w = window
     stored = film(48, 40)

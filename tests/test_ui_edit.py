@@ -216,7 +216,7 @@ def test_edit_region_previews_then_compare_history_and_synthetic_exports(window,
     np.testing.assert_array_equal(result[far], data[far])
     assert np.abs(result[mask].astype(int) - data[mask]).mean() > 20
     # the exports are synthetic, and say the film was edited
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     png = w.export_png(str(tmp_path / "edited.png"), bits=16, apply_window=False)
     assert isinstance(read_png(png).metadata.get("edit"), dict)

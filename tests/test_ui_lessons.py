@@ -205,7 +205,7 @@ def test_every_lesson_and_quiz_control_has_a_tooltip(qtbot, tmp_path):
 def test_film_cases_need_no_generation(qtbot, tmp_path):
     import numpy as np
 
-    from cxrdesk.core.pngio import write_png
+    from cxrdesk.core.imaging.pngio import write_png
     from cxrdesk.ui.lesson_panel import LessonPanel
 
     film = tmp_path / "edited.png"

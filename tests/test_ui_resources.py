@@ -22,7 +22,7 @@ def test_example_prompts_are_shipped_in_the_package_and_cover_the_findings():
 def test_example_prompts_ask_only_for_findings_the_default_model_saw_enough_films_of():
     """The examples offer what the model draws: no finding the app would call rare (fewer than
     RARE_FILMS training films in the default model's label counts)."""
-    from cxrdesk.core.captions import rare_findings
+    from cxrdesk.core.data.findings import rare_findings
 
     counts = json.loads((ROOT / "models" / "cxrdesk-cxr256" / "cxrdesk.json").read_text())["training"]["label_counts"]
     assert counts["Cardiomegaly"] < 100  # the check below can fail: the counts hold rare findings

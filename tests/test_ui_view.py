@@ -10,7 +10,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
-from cxrdesk.core import imaging  # noqa: E402
+from cxrdesk.core.imaging import imaging  # noqa: E402
 from cxrdesk.ui.imageview import ImageView  # noqa: E402
 from cxrdesk.ui.mainwindow import Document, MainWindow  # noqa: E402
 
@@ -430,8 +430,7 @@ def test_measure_two_lines_gives_their_ratio_and_new_images_clear_them(window, q
 def test_measurements_in_mm_from_a_dicoms_pixel_spacing(window, qtbot, tmp_path):
     import pydicom
 
-    from cxrdesk.core import dicom
-
+    from cxrdesk.core.dicom import dicom
     w = window
     ds = dicom.build_dataset(ramp(100, 100), {"prompt": "x", "seed": 1})
     ds.ImagerPixelSpacing = [0.5, 0.5]

@@ -177,7 +177,7 @@ def test_annotations_are_saved_with_a_result_and_come_back(window, qtbot, tmp_pa
 
 
 def test_png_export_as_on_screen_applies_orientation_and_annotations(window, qtbot, tmp_path):
-    from cxrdesk.core.pngio import read_png
+    from cxrdesk.core.imaging.pngio import read_png
 
     w = window
     film = np.full((64, 96), 1000, np.uint16)

@@ -52,8 +52,8 @@ def register(subparsers) -> None:
 
 def _load_input(path: Path):
     """(12-bit array, metadata, window-or-None) from a PNG/JPEG or DICOM file."""
-    from ..core import dicom, pngio
-
+    from ..core.dicom import dicom
+    from ..core.imaging import pngio
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     with open(path, "rb") as fh:
@@ -104,8 +104,8 @@ def _outputs(target: str, inputs: list[Path], suffix: str) -> list[Path]:
 
 
 def run_export(args) -> int:
-    from ..core import dicom, pngio
-
+    from ..core.dicom import dicom
+    from ..core.imaging import pngio
     if not args.dicom and not args.png:
         raise CliError("nothing to do: give --dicom OUT and/or --png OUT")
     inputs = [Path(p) for p in args.images]
@@ -144,8 +144,7 @@ def run_export(args) -> int:
 # ------------------------------------------------------------------------------------------
 
 def run_send(args) -> int:
-    from ..core import pacs
-
+    from ..core.dicom import pacs
     queue = None if args.no_queue else pacs.RetryQueue(args.queue_file)
     if not args.paths and not args.echo and not args.retry_queue:
         raise CliError("give files or folders to send, --echo, or --retry-queue")

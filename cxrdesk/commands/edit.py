@@ -45,13 +45,13 @@ def read_film(path: Path):
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     if _is_dicom(path):
-        from ..core.dicom import DicomError, read_dicom
+        from ..core.dicom.dicom import DicomError, read_dicom
 
         try:
             return read_dicom(path).normalized("auto"), None
         except (DicomError, ValueError) as exc:
             raise CliError(str(exc)) from None
-    from ..core.imagefile import ImageReadError, read_grey
+    from ..core.imaging.imagefile import ImageReadError, read_grey
 
     try:
         img = read_grey(path)
@@ -73,8 +73,8 @@ def _is_dicom(path: Path) -> bool:
 
 def cmd_edit(args) -> int:
     from ..core.generation.editing import EditError
-    from ..core.imagefile import ImageReadError, read_grey
-    from ..core.pngio import write_png
+    from ..core.imaging.imagefile import ImageReadError, read_grey
+    from ..core.imaging.pngio import write_png
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":
@@ -109,7 +109,7 @@ def cmd_edit(args) -> int:
         write_png(out, res.image_u16, res.params, bits=8 if bits == 8 else 16)
         line = f"{out}  seed={res.seed}  region {res.params['edit']['mask_area']:.1%} of the film"
         if args.dicom:
-            from ..core.dicom import SeriesContext, write_dicom
+            from ..core.dicom.dicom import SeriesContext, write_dicom
 
             dcm = Path(args.dicom) / f"{out.stem}.dcm"
             ctx = SeriesContext.new(series_description="SYNTHETIC - edited film - NOT FOR DIAGNOSIS")

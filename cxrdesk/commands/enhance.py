@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def resolve_preset(name: str) -> str:
-    from ..core.imaging import ENHANCEMENT_PRESETS
+    from ..core.imaging.imaging import ENHANCEMENT_PRESETS
 
     def norm(s: str) -> str:
         return " ".join(s.replace("-", " ").replace("_", " ").lower().split())
@@ -49,7 +49,7 @@ def resolve_preset(name: str) -> str:
 def read_image(path: str | os.PathLike):
     """Read a grey-scale 8/16-bit image (colour is converted to grey, alpha dropped) through the
     bounded reader."""
-    from ..core.imagefile import ImageReadError, read_grey
+    from ..core.imaging.imagefile import ImageReadError, read_grey
 
     p = Path(path)
     if not p.is_file():
@@ -90,8 +90,7 @@ def _fmt_pct(v: float) -> str:
 
 
 def run_enhance(args) -> int:
-    from ..core import imaging
-
+    from ..core.imaging import imaging
     if args.list:
         width = max(len(n) for n in imaging.ENHANCEMENT_PRESETS)
         for name, params in imaging.ENHANCEMENT_PRESETS.items():
@@ -132,8 +131,7 @@ def run_enhance(args) -> int:
 
 
 def run_metrics(args) -> int:
-    from ..core import imaging
-
+    from ..core.imaging import imaging
     imgs = [(path, read_image(path)) for path in args.images]  # fail before printing anything
     if args.json:
         for path, img in imgs:

@@ -126,7 +126,7 @@ def _json_or_empty(path: Path) -> dict:
 
 
 def _findings(args, pipe, clf, records, images, out: Path) -> int:
-    from ..core.captions import drawn_poorly, weak_note
+    from ..core.data.findings import drawn_poorly, weak_note
     from ..core.evaluate import FINDING_PROMPTS, findings_check
     from ..core.modelfolder import FINDINGS_CHECK_FILE
 

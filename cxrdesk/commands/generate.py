@@ -169,7 +169,7 @@ def cli_errors():
 def cmd_generate(args) -> int:
     from ..core.errors import PipelineError
     from ..core.generation.pipeline import SIZES
-    from ..core.pngio import write_png
+    from ..core.imaging.pngio import write_png
 
     if args.n < 1 or args.n > 1000:
         raise CliError(f"--n must be from 1 to 1000, not {args.n}")
@@ -201,7 +201,7 @@ def cmd_generate(args) -> int:
         args.guidance = pipe.info["guidance"]
     if args.guidance_interval is None:
         args.guidance_interval = pipe.info["guidance_interval"]
-    from ..core.captions import rare_findings, rare_note, weak_findings, weak_note
+    from ..core.data.findings import rare_findings, rare_note, weak_findings, weak_note
 
     for i, (prompt, _) in enumerate(jobs):
         which = f"prompt {i + 1}: " if len(jobs) > 1 else ""
@@ -230,7 +230,7 @@ def cmd_generate(args) -> int:
             for i, (prompt, outs) in enumerate(jobs):
                 series = None
                 if args.dicom:  # one series per prompt, all in one study
-                    from ..core.dicom import SeriesContext
+                    from ..core.dicom.dicom import SeriesContext
 
                     series = SeriesContext.new(study_uid=study, series_number=i + 1,
                                                series_description=f"case {i + 1:02d}" if len(jobs) > 1 else None)
@@ -249,7 +249,7 @@ def cmd_generate(args) -> int:
                     write_png(out, res.image_u16, meta, bits=args.bits, unknown=args.unknown)
                     line = f"{out}  seed={res.seed}"
                     if args.dicom:
-                        from ..core.dicom import write_dicom
+                        from ..core.dicom.dicom import write_dicom
 
                         dcm = Path(args.dicom) / f"{out.stem}.dcm"
                         write_dicom(dcm, res.image_u16, meta, context=series, instance_number=k + 1,

@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import captions as cap
+from .data import captions as cap
 from . import quality
-from .captions import record_class
-from .datasets import Record
+from .data.findings import record_class
+from .data.datasets import Record
 from .generation.sampling import DEFAULT_SAMPLER
 
 CLASSES = ("normal", "covid", "other")
@@ -235,7 +235,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     import cv2
 
-    from .imaging import mean_pairwise_ssim
+    from .imaging.imaging import mean_pairwise_ssim
 
     cfg = cfg or EvalConfig()
     if cfg.guidance is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .pngio import DISCLAIMER, burn_synthetic_mark, to_8bit, to_stored12
+from .imaging.pngio import DISCLAIMER, burn_synthetic_mark, to_8bit, to_stored12
 
 ANSWERS_MODES = ("after", "end")
 

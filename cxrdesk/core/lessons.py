@@ -2,7 +2,7 @@
 
 A lesson is a title plus cases. Each case is a prompt to generate (or ``film``: a PNG made
 earlier, e.g. an edited film) with the answer shown on reveal (default: the findings the prompt
-names, :func:`cxrdesk.core.captions.mentioned_findings`, or "Normal" when it names none), an
+names, :func:`cxrdesk.core.data.findings.mentioned_findings`, or "Normal" when it names none), an
 optional teaching note and an optional fixed seed (the same film every run).
 
 Files (the CLI and the app share them):
@@ -73,7 +73,7 @@ class Case:
 
     def findings(self, prompt: str | None = None) -> list[str]:
         """The findings (VOCAB labels) the prompt asks for, negated ones left out."""
-        from .captions import mentioned_findings
+        from .data.findings import mentioned_findings
 
         return [f for f in mentioned_findings(prompt if prompt is not None else self.prompt) if f != "No Finding"]
 
@@ -399,7 +399,7 @@ def case_file_stem(i: int) -> str:
 
 def load_film(lesson: Lesson, case: Case):
     """A film case's stored 12-bit pixels and recorded metadata (read_png); LessonError if unusable."""
-    from .pngio import ImageFormatError, read_png
+    from .imaging.pngio import ImageFormatError, read_png
 
     path = lesson.film_path(case)
     try:
@@ -418,7 +418,7 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
     series "case NN" per case, in the study ``study_uid``). ``unknown``: anonymised provenance
     (no prompt or finding word in the files); otherwise the full parameters as any export.
     Returns {"file", "dicom", "prompt", "seed", "study_uid"} for the answer key."""
-    from .pngio import write_png
+    from .imaging.pngio import write_png
 
     stem = case_file_stem(index)
     meta = dict(params or {})
@@ -427,7 +427,7 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
     row = {"file": png.name, "dicom": "", "prompt": str(meta.get("prompt") or ""), "seed": meta.get("seed"),
            "study_uid": study_uid}
     if dicom_dir is not None:
-        from .dicom import SeriesContext, write_dicom
+        from .dicom.dicom import SeriesContext, write_dicom
 
         ctx = SeriesContext.new(study_uid=study_uid, series_number=index + 1,
                                 series_description=case_label(index))
@@ -455,7 +455,7 @@ DISTRACTORS = ("Pneumothorax", "Effusion", "Cardiomegaly", "Pneumonia", "Mass", 
 def finding_choices(lesson: Lesson, prompts: list[str] | None = None, distractors: int = 4) -> list[str]:
     """What a trainee picks a finding from: every abnormal answer and finding of the lesson, plus up
     to ``distractors`` other findings of the model's vocabulary (a fixed choice, not random)."""
-    from .captions import VOCAB
+    from .data.captions import VOCAB
 
     prompts = prompts or [c.prompt for c in lesson.cases]
     out: list[str] = []

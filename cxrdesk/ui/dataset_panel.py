@@ -43,7 +43,7 @@ def _placeholder(text: str, color: QColor) -> QPixmap:
 
 def decode_thumbnail(path: str, size: int = THUMB) -> QImage:
     """Decode and scale one image to a thumbnail QImage (safe outside the GUI thread)."""
-    from ..core.datasets import load_gray
+    from ..core.data.datasets import load_gray
 
     x = load_gray(path)
     u8 = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
@@ -243,7 +243,7 @@ class DatasetFilter(QSortFilterProxyModel):
 
 
 def _scan(folder: str):
-    from ..core.datasets import detect_layout, read_dataset
+    from ..core.data.datasets import detect_layout, read_dataset
 
     layout = detect_layout(folder)
     return layout, read_dataset(folder)

@@ -14,7 +14,7 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QWidget)
 
-from ..core import imaging
+from ..core.imaging import imaging
 from ..core.generation.editing import DEFAULT_STRENGTH, lung_field_mask
 from .layout import fit_scroll_width, scrolling_body
 from .maskpaint import MAX_RADIUS, MIN_RADIUS, MaskLayer

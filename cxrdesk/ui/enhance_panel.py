@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from .imageview import grey_thumbnail
 from .layout import fit_scroll_width, scrolling_body
-from ..core import imaging
-from ..core.imaging import ENHANCEMENT_PRESETS, EnhanceParams
+from ..core.imaging import imaging
+from ..core.imaging.imaging import ENHANCEMENT_PRESETS, EnhanceParams
 from .tasks import run_task
 
 # field -> (label, min, max, step, tooltip)

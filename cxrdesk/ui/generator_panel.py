@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .layout import fit_scroll_width, scrolling_body
-from ..core.captions import mentioned_findings, rare_findings, rare_note, weak_findings, weak_note
+from ..core.data.findings import mentioned_findings, rare_findings, rare_note, weak_findings, weak_note
 from ..core.generation.pipeline import MAX_STEPS, SIZES
 from ..core.generation.sampling import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, MAX_GUIDANCE, SAMPLERS
 from .chart import MetricsChart

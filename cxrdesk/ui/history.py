@@ -47,7 +47,7 @@ class HistoryEntry:
     def image(self) -> np.ndarray:
         """The stored image (uint16, 12-bit values)."""
         if self._image is None:
-            from ..core.pngio import read_png
+            from ..core.imaging.pngio import read_png
 
             self._image = read_png(self.image_path).pixels
         return self._image
@@ -93,7 +93,7 @@ class HistoryStore:
     def save(self, image_u16: np.ndarray, params: dict, metrics: dict | None = None,
              step_metrics: list | None = None, attention: dict | None = None,
              timings: dict | None = None) -> HistoryEntry:
-        from ..core.pngio import write_png
+        from ..core.imaging.pngio import write_png
 
         now = _dt.datetime.now()
         folder = self.root / now.strftime("%Y-%m-%d")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import imaging
+from ..core.imaging import imaging
 from ..core.fsutil import has_dicm_magic
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ""}
@@ -56,14 +56,14 @@ def load_stored(path: str) -> LoadedImage:
         if _is_dicom(p):
             return _load_dicom(p)
         if p.suffix.lower() == ".png":
-            from ..core.pngio import TEXT_KEY, read_png
+            from ..core.imaging.pngio import TEXT_KEY, read_png
 
             img = read_png(p)
             if TEXT_KEY in (img.text or {}):  # written by cxrdesk: exact 12-bit values + window
                 meta = dict(img.metadata or {})
                 return LoadedImage(str(p), img.pixels, 12, window=img.window,
                                    synthetic=bool(meta.get("synthetic")), params=meta, kind="png")
-        from ..core.datasets import load_gray
+        from ..core.data.datasets import load_gray
 
         # any other image keeps its own data units: 8-bit files read 0..255, 16-bit 0..65535
         x = load_gray(p)
@@ -83,7 +83,7 @@ def load_stored(path: str) -> LoadedImage:
 
 
 def _load_dicom(p: Path) -> LoadedImage:
-    from ..core.dicom import read_dicom
+    from ..core.dicom.dicom import read_dicom
 
     d = read_dicom(p)
     plain = (d.photometric == "MONOCHROME2" and not d.signed and d.rescale_slope == 1.0

@@ -16,7 +16,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPainterPath, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from ..core import imaging
+from ..core.imaging import imaging
 from . import viewtools
 
 SYNTHETIC_MARK = "SYNTHETIC - NOT FOR DIAGNOSIS"

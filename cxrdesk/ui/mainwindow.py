@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDia
                                QPlainTextEdit, QProgressBar, QRadioButton, QTextEdit, QWidget)
 
 from .. import __version__
-from ..core import imaging
+from ..core.imaging import imaging
 from ..core.generation.sampling import DEFAULT_GUIDANCE
 from .dataset_panel import DatasetPanel
 from .edit_panel import EditPanel
@@ -110,7 +110,7 @@ class ExportDialog(QDialog):
         (self.as_shown if str(settings.value(f"{k}_range", "window")) != "full" else self.full_range).setChecked(True)
         self.identity: dict[str, QLineEdit] = {}
         if kind == "DICOM":
-            from ..core.dicom import DISCLAIMER as SERIES_DEFAULT, SeriesContext
+            from ..core.dicom.dicom import DISCLAIMER as SERIES_DEFAULT, SeriesContext
 
             for key, label, tip in self.IDENTITY:
                 edit = QLineEdit(str(settings.value(f"{k}_{key}", "") or ""))
@@ -1153,7 +1153,7 @@ class MainWindow(QMainWindow):
         u8 = viewtools.oriented(u8, self.view.orientation())  # as shown: flipped/rotated too
         marked = self.view.is_synthetic()
         if marked:
-            from ..core.pngio import burn_synthetic_mark
+            from ..core.imaging.pngio import burn_synthetic_mark
 
             u8 = burn_synthetic_mark(u8, max_value=255)
         h, w = u8.shape
@@ -1373,7 +1373,7 @@ class MainWindow(QMainWindow):
             return None
         try:
             if doc.exportable:
-                from ..core.pngio import write_png
+                from ..core.imaging.pngio import write_png
 
                 data, meta, (c, w) = doc.data, self._export_metadata(), self.view.window()
                 if apply_window and self.view.inverted():
@@ -1388,7 +1388,7 @@ class MainWindow(QMainWindow):
                                 burn_mark=burn_mark, paint=notes)
             else:
                 c, w = self.view.window()
-                from ..core.pngio import write_plain_png  # atomic: no partial file on a failure
+                from ..core.imaging.pngio import write_plain_png  # atomic: no partial file on a failure
 
                 m, notes = self._view_extras({}, True)
                 u8 = viewtools.oriented(imaging.window_to_u8(doc.data, c, w, self.view.inverted()), m)
@@ -1438,7 +1438,7 @@ class MainWindow(QMainWindow):
         """The series exports go to: one per session, a new one (in a new study) when ``identity``
         (patient_name, patient_id, study_description, series_description; empty = the synthetic
         defaults) differs from the current series'."""
-        from ..core.dicom import SeriesContext
+        from ..core.dicom.dicom import SeriesContext
 
         ident = {k: v for k, v in (identity or {}).items() if v}
         if self._series is None or (identity is not None and ident != self._series_identity):
@@ -1454,7 +1454,7 @@ class MainWindow(QMainWindow):
         if doc is None or not doc.exportable:
             return None
         try:
-            from ..core.dicom import write_dicom
+            from ..core.dicom.dicom import write_dicom
         except ImportError as exc:
             self._error("Export DICOM", f"DICOM export is not available: {exc}")
             return None
@@ -1468,9 +1468,9 @@ class MainWindow(QMainWindow):
         return str(out)
 
     def send_to_pacs(self) -> None:
-        if importlib.util.find_spec("cxrdesk.core.pacs") is None:
+        if importlib.util.find_spec("cxrdesk.core.dicom.pacs") is None:
             self._error("Send to PACS", "Sending to a PACS is not available in this build "
-                        "(the cxrdesk.core.pacs module is missing). Export DICOM and import the file instead.")
+                        "(the cxrdesk.core.dicom.pacs module is missing). Export DICOM and import the file instead.")
             return
         if self.doc is None or not self.doc.exportable:
             self._error("Send to PACS", "Only generated (synthetic) images can be sent to a PACS.")

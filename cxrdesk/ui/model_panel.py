@@ -6,7 +6,7 @@ from PySide6.QtGui import QTextBlockFormat, QTextCursor, QTextLength, QTextOptio
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
                                QTextBrowser, QWidget)
 
-from ..core.captions import RARE_FILMS, _mostly_read_as, _name, drawn_poorly
+from ..core.data.findings import RARE_FILMS, _mostly_read_as, _name, drawn_poorly
 from ..core.generation.sampling import FULL_INTERVAL, interval_text
 from .layout import ElidedLabel, scrolling_body
 

@@ -19,16 +19,15 @@ from .tasks import run_task
 
 
 def _queue():
-    from ..core import pacs
-
+    from ..core.dicom import pacs
     if os.environ.get(pacs.QUEUE_ENV):
         return pacs.RetryQueue()
     return pacs.RetryQueue(data_dir() / "pacs_retry_queue.json")
 
 
 def _send_image(settings, image, metadata, window, context, cancel):
-    from ..core import pacs
-    from ..core.dicom import write_dicom
+    from ..core.dicom import pacs
+    from ..core.dicom.dicom import write_dicom
 
     with tempfile.TemporaryDirectory(prefix="cxrdesk-send-") as tmp:
         path = write_dicom(Path(tmp) / "synthetic.dcm", image, metadata, window=window, context=context)
@@ -36,14 +35,12 @@ def _send_image(settings, image, metadata, window, context, cancel):
 
 
 def _echo(settings):
-    from ..core import pacs
-
+    from ..core.dicom import pacs
     return pacs.echo(settings)
 
 
 def _retry(cancel):
-    from ..core import pacs
-
+    from ..core.dicom import pacs
     return pacs.retry_queue(queue=_queue(), cancel=cancel)
 
 
@@ -112,8 +109,7 @@ class PacsDialog(QDialog):
         self._payload = (image, metadata, window, context)
 
     def _settings(self):
-        from ..core import pacs
-
+        from ..core.dicom import pacs
         st = pacs.PacsSettings(called_aet=self.called.text(), host=self.host.text(), port=self.port.value(),
                                calling_aet=self.calling.text(), timeout=self.timeout.value())
         st = st.validate()

@@ -175,7 +175,7 @@ class GenerationWorker(QObject):
             self.jobFinished.emit(jid, status, message)
 
     def _run(self, jid: int, job: dict) -> tuple[str, str]:
-        from ..core import imaging
+        from ..core.imaging import imaging
         from ..core.errors import GenerationCancelled, PipelineError
         from ..core.generation.sampling import DEFAULT_SAMPLER
 
@@ -238,7 +238,7 @@ class GenerationWorker(QObject):
     def _run_edit(self, jid: int, job: dict) -> tuple[str, str]:
         import cv2
 
-        from ..core import imaging
+        from ..core.imaging import imaging
         from ..core.errors import GenerationCancelled, PipelineError
         from ..core.generation.editing import DEFAULT_STRENGTH, FEATHER_PX, EditError, feather_weights
 

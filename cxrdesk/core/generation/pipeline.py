@@ -34,16 +34,10 @@ SIZES = (256, 512, 768)
 MAX_STEPS = 200
 MAX_SEED = 2 ** 63 - 1  # what torch, numpy and the JSON in PNG/DICOM all hold
 MAX_PROMPT_CHARS = 4000  # the encoder reads 64 tokens; longer text is a mistake or an attack
-OUTPUT_BITS = 12
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, "np.ndarray | None"], None]
-
-
-def to_12bit(image: np.ndarray) -> np.ndarray:
-    """A [0, 1] film as stored: 12-bit values (0..4095) in a uint16 array."""
-    return np.round(np.clip(image, 0, 1) * (2 ** OUTPUT_BITS - 1)).astype(np.uint16)
 
 
 @dataclass
@@ -60,8 +54,10 @@ class GenerationResult:
 
     @property
     def image_u16(self) -> np.ndarray:
-        """The stored image: 12-bit values (0..4095) in a uint16 array."""
-        return to_12bit(self.image)
+        """The stored image: 12-bit values (0..4095) in a uint16 array (pngio.to_stored12)."""
+        from ..imaging.pngio import to_stored12
+
+        return to_stored12(self.image)
 
     @property
     def image_u8(self) -> np.ndarray:
@@ -99,7 +95,7 @@ def check_text(what: str, text: str) -> None:
 
 def metrics_at_step(image: np.ndarray, step: int) -> dict:
     """Image metrics of one step's preview (imaging.image_metrics) with the step number."""
-    from ..imaging import image_metrics
+    from ..imaging.imaging import image_metrics
 
     m = image_metrics(image)
     m["step"] = step

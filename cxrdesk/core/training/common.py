@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..datasets import Record, load_gray, read_dataset
+from ..data.datasets import Record, load_gray, read_dataset
 
 ProgressFn = Callable[[int, int, dict], None]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import captions as cap
+from ..data import captions as cap
 from .common import RunFolder, _progress, cpu_setup, load_image_cache
 
 

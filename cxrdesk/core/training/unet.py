@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import captions as cap
+from ..data.findings import record_class
 from ..generation.models import build_unet, latent_scaling, n_params, scheduler_config, vae_to_unet_latents
 from .common import CsvLog, ProgressFn, RunFolder, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
 from .export import export_model
@@ -112,7 +112,7 @@ def class_balance_weights(labels: list[list[str]], balance: float) -> torch.Tens
     """Sampling weights n_class ** -balance per film (see UNetConfig.class_balance); None for 0."""
     if not balance:
         return None
-    classes = [cap.record_class(lab) for lab in labels]
+    classes = [record_class(lab) for lab in labels]
     counts = {c: classes.count(c) for c in set(classes)}
     return torch.tensor([counts[c] ** -float(balance) for c in classes], dtype=torch.float64)
 

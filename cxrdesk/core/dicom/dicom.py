@@ -38,10 +38,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .imagefile import ImageReadError, check_inflated_size, check_size
-from .jsonfile import parse_object
-from .pngio import (DISCLAIMER, MAX12, atomic_write, burn_synthetic_mark, input_max, to_8bit,
-                    to_stored12, unknown_metadata, window_linear)
+from ..fsutil import atomic_write
+from ..imaging.imagefile import ImageReadError, check_inflated_size, check_size
+from ..imaging.imaging import voi_linear
+from ..imaging.pngio import (DISCLAIMER, MAX12, burn_synthetic_mark, input_max, to_8bit, to_stored12,
+                             unknown_metadata)
+from ..jsonfile import parse_object
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DEFAULT_PATIENT_NAME = "SYNTHETIC^CXRDESK"
@@ -139,7 +141,7 @@ def _lo(text: Any, limit: int = 64) -> str:
 
 def image_comments(metadata: dict | None) -> str:
     """The ImageComments text: a readable header, the prompt, and a JSON parameters line."""
-    from .. import __version__
+    from ... import __version__
 
     meta = {}
     for k, v in (metadata or {}).items():
@@ -174,7 +176,7 @@ def default_presets(bits: int = 12) -> list[tuple[float, float, str]]:
     """Window presets (center, width, explanation) in ``bits``-bit units: those of
     :func:`cxrdesk.core.imaging.window_presets` (what the view offers), else :data:`DEFAULT_PRESETS`."""
     try:
-        from .imaging import window_presets
+        from ..imaging.imaging import window_presets
 
         return [(float(c), float(w), str(name).upper()) for name, (c, w) in window_presets(bits).items()]
     except Exception:  # noqa: BLE001 - imaging unavailable or changed: keep exporting
@@ -217,7 +219,7 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-    from .. import __version__
+    from ... import __version__
 
     if bits not in (8, 12):
         raise DicomError("DICOM export bits must be 12 or 8")
@@ -459,7 +461,7 @@ class DicomImage:
             elif self.windows:
                 w = self.windows[0]
                 m = x * self.rescale_slope + self.rescale_intercept
-                y = window_linear(m, w.center, w.width, 65535).astype(np.float64) / 65535.0
+                y = voi_linear(np.asarray(m, np.float64), w.center, w.width, 65535).astype(np.float64) / 65535.0
             else:
                 mode = "auto"
         if y is None:

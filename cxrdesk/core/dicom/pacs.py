@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .fsutil import atomic_write
+from ..fsutil import atomic_write
 
 try:
     import fcntl

@@ -141,28 +141,32 @@ def window_from_range(lo: float, hi: float) -> tuple[float, float]:
     return lo + 0.5 + (width - 1.0) / 2.0, width
 
 
-def _voi_linear(x: np.ndarray, center: float, width: float, invert: bool) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2.1 LINEAR function to 0..255 (float64 in, uint8 out)."""
+def voi_linear(x: np.ndarray, center: float, width: float, out_max: int = 255,
+               invert: bool = False) -> np.ndarray:
+    """The DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function: values (float64) to 0..out_max (uint8 up
+    to 255, else uint16), rounded half up; NaN gives 0. The one window of the display, the PNG export
+    and the DICOM reader."""
     c = float(center)
     w = float(width)
     if not (math.isfinite(c) and math.isfinite(w)):
         raise ValueError(f"window center/width must be finite, got {center}, {width}")
     w = max(w, 1.0)  # the standard requires width >= 1; width 1 is a threshold at c - 0.5
+    top = float(out_max)
     if w == 1.0:
-        y = np.where(x <= c - 0.5, 0.0, 255.0)
+        y = np.where(x <= c - 0.5, 0.0, top)
     else:
-        y = ((x - (c - 0.5)) / (w - 1.0) + 0.5) * 255.0
-    y = np.clip(y, 0.0, 255.0)
+        y = ((x - (c - 0.5)) / (w - 1.0) + 0.5) * top
+    y = np.clip(y, 0.0, top)
     y = np.where(np.isnan(x), 0.0, y)
-    out = np.floor(y + 0.5).astype(np.uint8)  # round half up, same on every path
+    out = np.floor(y + 0.5).astype(np.uint8 if out_max <= 255 else np.uint16)  # round half up, same on every path
     if invert:
-        np.subtract(255, out, out=out)
+        np.subtract(out_max, out, out=out)
     return out
 
 
 @functools.lru_cache(maxsize=64)
 def _lut(center: float, width: float, invert: bool, start: int, size: int) -> np.ndarray:
-    lut = _voi_linear(np.arange(start, start + size, dtype=np.float64), center, width, invert)
+    lut = voi_linear(np.arange(start, start + size, dtype=np.float64), center, width, 255, invert)
     lut.setflags(write=False)
     return lut
 
@@ -195,7 +199,7 @@ def window_to_u8(img, center: float, width: float, invert: bool = False) -> np.n
             if mx - mn < (1 << 20):
                 lut = _lut(float(center), float(width), bool(invert), mn, mx - mn + 1)
                 return lut[(a.astype(np.int64) - mn)]
-    return _voi_linear(a.astype(np.float64), center, width, invert)
+    return voi_linear(a.astype(np.float64), center, width, 255, invert)
 
 
 def full_window(bits: int = 12) -> tuple[float, float]:

@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .fsutil import atomic_write  # noqa: F401  (re-exported for dicom/pacs)
+from ..fsutil import atomic_write
 from .imagefile import ImageReadError, open_pil
-from .jsonfile import parse_object
+from .imaging import voi_linear
+from ..jsonfile import parse_object
 
 DISCLAIMER = "SYNTHETIC - NOT FOR DIAGNOSIS"
 MAX12 = 4095
@@ -94,18 +95,6 @@ def scale_window(window: tuple[float, float] | None, image: Any) -> tuple[float,
     c, w = float(window[0]), float(window[1])
     f = MAX12 / input_max(np.asarray(image))
     return (c * f, max(w * f, 1.0))
-
-
-def window_linear(stored: np.ndarray, center: float, width: float, out_max: int) -> np.ndarray:
-    """DICOM linear VOI window (PS3.3 C.11.2.1.2.1) mapped to 0..out_max (uint8/uint16)."""
-    c, w = float(center), max(float(width), 1.0)
-    x = stored.astype(np.float64)
-    if w <= 1.0:
-        y = np.where(x <= c - 0.5, 0.0, 1.0)
-    else:
-        y = np.clip((x - (c - 0.5)) / (w - 1.0) + 0.5, 0.0, 1.0)
-    dtype = np.uint8 if out_max <= 255 else np.uint16
-    return np.rint(y * out_max).astype(dtype)
 
 
 def to_16bit(stored12: np.ndarray) -> np.ndarray:
@@ -176,7 +165,7 @@ UNKNOWN_KEYS = ("seed", "steps", "guidance_scale", "guidance_interval", "guided_
 def unknown_metadata(metadata: dict | None) -> dict:
     """The anonymised provenance of an unknown: the numeric :data:`UNKNOWN_KEYS`, the sampler's
     name, ``"unknown": True`` and the case's label (``"case"``: "case 01", ...) when given."""
-    from .. import __version__
+    from ... import __version__
 
     meta = _jsonable(metadata)
     out: dict = {}
@@ -217,7 +206,7 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
     """
     from PIL import Image, PngImagePlugin
 
-    from .. import __version__
+    from ... import __version__
 
     if bits not in (8, 16):
         raise ImageFormatError("PNG bits must be 8 or 16")
@@ -227,7 +216,7 @@ def write_png(path: str | os.PathLike, image: Any, metadata: dict | None = None,
         stored = burn_synthetic_mark(stored)
     out_max = 255 if bits == 8 else 65535
     if apply_window and win12 is not None:
-        pix = window_linear(stored, win12[0], win12[1], out_max)
+        pix = voi_linear(stored.astype(np.float64), win12[0], win12[1], out_max)
     else:
         pix = to_8bit(stored) if bits == 8 else to_16bit(stored)
     if paint is not None:

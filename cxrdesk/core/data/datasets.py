@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import has_dicm_magic
+from ..fsutil import has_dicm_magic
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DICOM_EXT = {".dcm", ".dicom", ""}
@@ -160,8 +160,8 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
 
     path = Path(path)
     if path.suffix.lower() in IMAGE_EXT:
-        from .imagefile import ImageReadError, read_grey
-        from .imaging import to_unit
+        from ..imaging.imagefile import ImageReadError, read_grey
+        from ..imaging.imaging import to_unit
 
         try:
             arr = read_grey(path)  # bounded: the declared size is checked before decoding
@@ -169,7 +169,7 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
             raise DatasetError(str(exc)) from None
         img = to_unit(arr)  # 8-bit, 12-bit-in-16 and 16-bit files alike
     else:
-        from .dicom import read_dicom  # local import: pydicom only when needed
+        from ..dicom.dicom import read_dicom  # local import: pydicom only when needed
 
         img = read_dicom(path).normalized()
     if size is not None and img.shape != (size, size):
