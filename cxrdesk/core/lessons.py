@@ -444,7 +444,8 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
 
 SCORE_RULE = ("Scoring: a normal film is correct when called normal; an abnormal film is correct when "
               "called abnormal with one of its findings. One point per correct case.")
-QUIZ_FIELDS = ("trainee", "case", "called", "finding", "correct", "answer", "note", "time")
+QUIZ_FIELDS = ("trainee", "case", "called", "finding", "correct", "answer", "note", "time",
+               "mark", "location")  # mark: "x y" in image pixels where the trainee clicked
 
 
 # Distractors first taken from the findings a chest film is most often read for.

@@ -428,6 +428,7 @@ class EditPanel(QWidget):
 
         mw, src, mask = self.mw, self._source, self._job_mask
         self._pending = None
+        self._record_region(entry, mask)
         mw.history.add(entry)
         doc = Document(data=entry.image(), bits=12, title=f"Edited - seed {entry.seed}", kind="generated",
                        synthetic=True, params=dict(entry.params), entry=entry, path=entry.image_path)
@@ -451,6 +452,22 @@ class EditPanel(QWidget):
         self.layer.show_fill = False
         self.layer.set_outline(mask)
         self.layer_b.set_outline(mask)
+
+    def _record_region(self, entry, mask) -> None:
+        """The redrawn region joins the edited film's provenance (``params["edit"]["region"]``, run
+        lengths: core.regions), in its history JSON and in its PNG exports, so that a quiz on the
+        film can outline it on reveal."""
+        from ..core.regions import encode_region
+
+        if mask is None or not isinstance(entry.params.get("edit"), dict):
+            return
+        edit = dict(entry.params["edit"])
+        edit["region"] = encode_region(mask)
+        entry.params["edit"] = edit
+        try:
+            self.mw.store.update(entry)
+        except OSError as exc:
+            self.mw.statusBar().showMessage(f"The edited region could not be saved with the film: {exc}", 8000)
 
     def _on_finished(self, job: int, status: str, msg: str) -> None:
         if job != self.job:

@@ -115,12 +115,19 @@ class HistoryStore:
                              attention_path=att_path, attention_words=sorted(attention or {}))
         entry._image = image_u16
         entry._attention = {k: np.asarray(v, np.float32) for k, v in (attention or {}).items()}
-        atomic_write(folder / f"{eid}.json", lambda fh, t=json.dumps(_jsonable({
-            "id": eid, "created": entry.created, "params": entry.params, "metrics": entry.metrics,
-            "step_metrics": entry.step_metrics, "timings": entry.timings, "image": img_path.name,
-            "attention": Path(att_path).name if att_path else "", "attention_words": entry.attention_words,
-        }), indent=1): fh.write(t), mode="w")
+        self.update(entry)
         return entry
+
+    def update(self, entry: HistoryEntry) -> None:
+        """(Re)write ``entry``'s JSON beside its image, e.g. after provenance was added to its params
+        (a lesson's case, an edit's region); atomic. OSError when the folder cannot be written."""
+        img = Path(entry.image_path)
+        atomic_write(img.with_name(f"{entry.id}.json"), lambda fh, t=json.dumps(_jsonable({
+            "id": entry.id, "created": entry.created, "params": entry.params, "metrics": entry.metrics,
+            "step_metrics": entry.step_metrics, "timings": entry.timings, "image": img.name,
+            "attention": Path(entry.attention_path).name if entry.attention_path else "",
+            "attention_words": entry.attention_words,
+        }), indent=1): fh.write(t), mode="w")
 
     def load(self, json_path: str | os.PathLike) -> HistoryEntry | None:
         p = Path(json_path)

@@ -20,6 +20,9 @@ def entry_tooltip(e) -> str:
     if p.get("negative_prompt"):
         lines.append(f"negative: {html.escape(p['negative_prompt'])}")
     lines.append(html.escape(e.summary()))
+    lesson = p.get("lesson")
+    if isinstance(lesson, dict):
+        lines.append(html.escape(f"drawn for the lesson \u201c{lesson.get('title', '')}\u201d, case {lesson.get('case')}"))
     edit = p.get("edit")
     if isinstance(edit, dict):
         lines.append(html.escape(f"an edited film: the prompt redrew {float(edit.get('mask_area', 0)) * 100:.1f}% "
@@ -84,6 +87,9 @@ class HistoryStrip(QWidget):
         icon = QIcon(pm)
         icon.addPixmap(pm, QIcon.Selected)  # no blue tint on the selected (grey-scale) thumbnail
         what = "edited, seed" if isinstance(entry.params.get("edit"), dict) else "seed"
+        lesson = entry.params.get("lesson")
+        if isinstance(lesson, dict) and lesson.get("case"):
+            what = f"case {lesson.get('case')}, seed"
         it = QListWidgetItem(icon, f"{what} {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")
         it.setData(EntryRole, entry)
         it.setToolTip(entry_tooltip(entry))

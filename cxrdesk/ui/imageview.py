@@ -89,6 +89,7 @@ class ImageView(QWidget):
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMinimumSize(160, 160)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self.base_tip = ""  # the tooltip when not measuring (a window may describe its own mouse use)
         self.setToolTip(_VIEW_TIP)
         self._data: np.ndarray | None = None
         self._bits = 12
@@ -326,7 +327,7 @@ class ImageView(QWidget):
         self.update()
 
     def _update_tip(self) -> None:
-        tip = _MEASURE_TIP if self._measuring else _VIEW_TIP
+        tip = _MEASURE_TIP if self._measuring else (self.base_tip or _VIEW_TIP)
         if self._overlay_image is not None:
             tip = f"{OVERLAY_TIP}\n\n{tip}"
         self.setToolTip(tip)

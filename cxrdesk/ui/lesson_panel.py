@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.lessons import Case, Lesson, LessonError, case_label, load_film, load_lesson, save_lesson
+from .generator_panel import finding_words
 
 COLUMNS = ("Prompt", "Answer", "Note", "Seed")
 THUMB = 112
@@ -233,7 +234,8 @@ class LessonPanel(QWidget):
         self.job, self.job_case = self._next_job_id(), i
         seed = None if (c.seed is None or i in self._new_seed) else int(c.seed)
         job = {"job": self.job, "prompt": c.prompt, "steps": int(self.lesson.steps or self.steps_spin.value()),
-               "seed": seed, "random_seed": seed is None, "batch": 1, "size": 256, "preview_every": 1000}
+               "seed": seed, "random_seed": seed is None, "batch": 1, "size": 256, "preview_every": 1000,
+               "attention_words": finding_words(c.prompt)}  # for the quiz's reveal (where the model looked)
         if self.lesson.guidance is not None:
             job["guidance_scale"] = float(self.lesson.guidance)
         done = self._total - len(self.queue) - 1
@@ -261,7 +263,23 @@ class LessonPanel(QWidget):
         if job != self.job or self.job_case is None:
             return
         self.results[self.job_case] = entry
+        self._record_in_history(entry, self.job_case)
         self._refresh_grid()
+
+    def _record_in_history(self, entry, i: int) -> None:
+        """A case's film joins the window's History strip like any generated film, its provenance
+        saying which lesson and case it was drawn for (kept in the result's JSON too)."""
+        mw = self.mw
+        entry.params["lesson"] = {"title": self.lesson.title, "case": i + 1}
+        store = getattr(mw, "store", None)
+        if store is not None:
+            try:
+                store.update(entry)
+            except OSError as exc:  # the film is saved already; only its lesson note is missing on disk
+                self._say(f"Case {i + 1}: the lesson note could not be saved with the film ({exc})")
+        history = getattr(mw, "history", None)
+        if history is not None:
+            history.add(entry, select=False)
 
     def _on_finished(self, job, status, message) -> None:
         if job != self.job:
@@ -521,6 +539,7 @@ class LessonPanel(QWidget):
     # ================================================================== quiz
     def start_quiz(self, full_screen: bool = True):
         """Open quiz mode over the drawn cases (every case must be drawn); returns the window."""
+        from ..core.regions import decode_region
         from .paths import data_dir
         from .quiz import QuizWindow
 
@@ -532,9 +551,11 @@ class LessonPanel(QWidget):
             for i, (c, e) in enumerate(zip(self.lesson.cases, self.results)):
                 if c.film:
                     image, meta = load_film(self.lesson, c)
-                    films.append((i, c, image, str(meta.get("prompt") or "")))
+                    edit = meta.get("edit") if isinstance(meta.get("edit"), dict) else {}
+                    region = decode_region(edit.get("region"), tuple(image.shape))
+                    films.append((i, c, image, str(meta.get("prompt") or ""), {"region": region}))
                 else:
-                    films.append((i, c, e.image(), e.prompt))
+                    films.append((i, c, e.image(), e.prompt, {"attention": e.attention()}))
         except (LessonError, OSError) as exc:
             self._say(f"Cannot start the quiz: {exc}")
             return None

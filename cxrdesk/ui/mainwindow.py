@@ -698,6 +698,9 @@ class MainWindow(QMainWindow):
             return
         p = entry.params
         what = "Edited" if isinstance(p.get("edit"), dict) else "Generated"
+        lesson = p.get("lesson")
+        if isinstance(lesson, dict) and lesson.get("case"):  # drawn by the Lesson panel
+            what = f"Lesson case {lesson.get('case')}"
         doc = Document(data=data, bits=12, title=f"{what} - seed {entry.seed}", kind="generated",
                        synthetic=True, params=dict(p), entry=entry, path=entry.image_path,
                        annotations=_load_annotations(entry))
