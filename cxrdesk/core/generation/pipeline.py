@@ -148,6 +148,7 @@ class Pipeline:
         self._decoders: dict = {}
         self._attention: dict = {}
         self._graph_steps = 0  # UNet calls of the current generation that ran a graph
+        self._student = None  # the distilled student UNet (fast mode), loaded on first use
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -236,6 +237,9 @@ class Pipeline:
             "guidance_interval": mf.guidance_interval,
             "sampler": mf.sampler,
             "findings_check": mf.findings_check,
+            # fast mode: the distilled student's record, or None and why
+            "student": mf.student,
+            "student_note": mf.student_note,
         }
         pipe = cls(vae, unet, text, mf.scheduler, folder, device, info)
         pipe._autocast = use_bf16
@@ -415,7 +419,7 @@ class Pipeline:
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
                  step_metrics: bool = False,
-                 guidance_interval: tuple[float, float] | None = None) -> GenerationResult:
+                 guidance_interval: tuple[float, float] | None = None, fast: bool = False) -> GenerationResult:
         """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel.
 
         ``on_step(i, total, preview)`` is called after every step. The preview is the current
@@ -424,6 +428,9 @@ class Pipeline:
         ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
         ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
         lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
+        ``fast``: draw with the folder's distilled student (generation.fast): one UNet call per step,
+        ``steps`` of them (the student's own, 4, is the one to use); the sampler, the guidance interval
+        and the negative prompt do not apply. PipelineError where the folder has no usable student.
         """
         import torch
 
@@ -435,7 +442,12 @@ class Pipeline:
             sampler = "auto"
         self.check_inputs(prompt, steps, guidance_scale, width, height, sampler, guidance_interval, seed=seed,
                           negative_prompt=negative_prompt)
-        if sampler == "auto":
+        if fast:
+            from . import fast as fast_mode
+
+            student = self.student_unet()
+            sampler = fast_mode.SAMPLER
+        elif sampler == "auto":
             sampler = self.info.get("sampler", FALLBACK_SAMPLER)
         guidance_scale = float(guidance_scale)
         g_lo, g_hi = (float(v) for v in guidance_interval)
@@ -445,24 +457,35 @@ class Pipeline:
         timings = {}
         with self._lock, torch.no_grad():
             t0 = time.perf_counter()
-            use_cfg = guidance_scale != 1.0
+            use_cfg = guidance_scale != 1.0 and not fast
             enc = self.encode_prompt(prompt, negative_prompt, use_cfg)
             timings["text"] = time.perf_counter() - t0
-            sched = self.make_scheduler(sampler)
-            sched.set_timesteps(steps, device=self.device)
+            if fast:
+                sched = fast_mode.lcm_scheduler(self.scheduler_config, steps, self.device)
+            else:
+                sched = self.make_scheduler(sampler)
+                sched.set_timesteps(steps, device=self.device)
             latents = self.prepare_latents(seed, sched)
+            net = student if fast else self.unet
             store = None
             if attention_words:
                 idx = token_index(self.text_encoder.tokenizer, enc.tokens, attention_words)
                 if idx:
                     store = AttnStore(idx)
-                    saved = wrap_cross_attention(self.unet, lambda inner: RecordingAttnProcessor(store, inner))
+                    saved = wrap_cross_attention(net, lambda inner: RecordingAttnProcessor(store, inner))
             if preview_every is None:
                 preview_every = 5
             try:
                 t1 = time.perf_counter()
-                latents, guided_steps, metrics = self._denoise(latents, sched, enc, guidance_scale, (g_lo, g_hi),
-                                                               store, on_step, cancel, preview_every, step_metrics)
+                if fast:
+                    self._graph_steps = guided_steps = 0
+                    noise = torch.Generator("cpu").manual_seed(seed + 1)  # the re-noising between steps
+                    latents, metrics = fast_mode.denoise(self, student, latents, sched, enc.cond_context,
+                                                         guidance_scale, noise, store, on_step, cancel,
+                                                         preview_every, step_metrics)
+                else:
+                    latents, guided_steps, metrics = self._denoise(latents, sched, enc, guidance_scale, (g_lo, g_hi),
+                                                                   store, on_step, cancel, preview_every, step_metrics)
                 timings["denoise"] = time.perf_counter() - t1
                 t2 = time.perf_counter()
                 image = self.decode_latents(latents)
@@ -474,15 +497,15 @@ class Pipeline:
                     on_step(total, total, image if preview_every > 0 else None)
             finally:
                 if store is not None:
-                    self.unet.set_attn_processor(saved)
+                    net.set_attn_processor(saved)
         native = image.shape[0]
         image, upscale = self._resize(image, width, height)
         attention = attention_maps(store, width, height) if store is not None else {}
         timings["total"] = time.perf_counter() - t0
         params = {
-            "prompt": prompt, "negative_prompt": negative_prompt or "", "steps": steps,
+            "prompt": prompt, "negative_prompt": "" if fast else (negative_prompt or ""), "steps": steps,
             "guidance_scale": guidance_scale, "guidance_interval": [g_lo, g_hi], "guided_steps": guided_steps,
-            "seed": seed, "sampler": sampler, "width": width,
+            "seed": seed, "sampler": sampler, "fast": bool(fast), "width": width,
             "height": height, "native_size": native, "upscale": upscale,
             "prompt_truncated": enc.truncated, "max_tokens": self.text_encoder.max_tokens,
             "model": self.info["name"], "model_hash": self.info["hash"], "device": self.device,
@@ -493,6 +516,16 @@ class Pipeline:
         }
         return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
                                 timings=timings)
+
+    def student_unet(self):
+        """The folder's distilled student, loaded on first use (PipelineError where there is none)."""
+        if self.info.get("student") is None:
+            raise PipelineError(self.info.get("student_note") or "this model has no distilled student")
+        if self._student is None:
+            from .fast import load_student
+
+            self._student = load_student(self.folder, self.device, next(self.unet.parameters()).dtype)
+        return self._student
 
     def _denoise(self, latents, sched, enc: _Prompt, guidance_scale: float, interval: tuple[float, float],
                  store: AttnStore | None, on_step, cancel, preview_every: int, want_metrics: bool):

@@ -1,0 +1,77 @@
+"""Fast mode: a film in a few steps from the model folder's distilled student (core.distill).
+
+The student takes the guidance scale as an input, so each step is one UNet call on one latent
+(a guided step of the teacher is two); ``LCMScheduler`` walks the teacher's 50-point grid from
+pure noise, predicting the clean film at each step and re-noising it to the next.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..distill import DDIM_TIMESTEPS, TIMESTEP_SCALING, W_EMBED_DIM, guidance_embedding
+from ..errors import GenerationCancelled, ModelLoadError, PipelineError
+from ..modelfolder import STUDENT_DIR
+from .attention import ATTENTION_EVERY
+
+SAMPLER = "lcm"
+
+
+def load_student(folder: Path, device: str, dtype):
+    """The student UNet, ready for inference (ModelLoadError with one line if it cannot be read)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(Path(folder) / STUDENT_DIR, local_files_only=True,
+                                                    use_safetensors=True)
+    except Exception as exc:  # corrupt weights, wrong shapes
+        raise ModelLoadError(f"cannot load the distilled student: {str(exc).splitlines()[0][:200]}") from None
+    if unet.config.time_cond_proj_dim != W_EMBED_DIM:
+        raise ModelLoadError("the student folder holds a UNet without a guidance input: distil the model again")
+    unet.to(device).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        unet.to(dtype)
+    if device == "cpu":
+        unet.to(memory_format=torch.channels_last)
+    return unet
+
+
+def lcm_scheduler(scheduler_config: dict, steps: int, device):
+    """LCMScheduler on the teacher's noise schedule and the grid the student was distilled on."""
+    from diffusers import LCMScheduler
+
+    cfg = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    sched = LCMScheduler.from_config(cfg, original_inference_steps=DDIM_TIMESTEPS, timestep_scaling=TIMESTEP_SCALING)
+    if not 1 <= steps <= DDIM_TIMESTEPS:
+        raise PipelineError(f"fast mode takes 1 to {DDIM_TIMESTEPS} steps, not {steps}")
+    sched.set_timesteps(steps, device=device)
+    return sched
+
+
+def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, store, on_step, cancel,
+            preview_every: int, want_metrics: bool):
+    """The student's loop: one UNet call per step. Returns (final latents, per-step metrics)."""
+    import torch
+
+    from .pipeline import metrics_at_step
+
+    w_emb = guidance_embedding(torch.tensor([guidance_scale])).to(latents.device, latents.dtype)
+    metrics = []
+    total = len(sched.timesteps)
+    for i, t in enumerate(sched.timesteps):
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled()
+        last = i == total - 1
+        if store is not None:
+            store.enabled = (i + 1) % ATTENTION_EVERY == 0 or last
+        out = student(latents, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
+        latents, x0 = sched.step(out, t, latents, generator=gen, return_dict=False)
+        preview = None
+        if not last and ((on_step is not None and preview_every > 0) or want_metrics):
+            full = preview_every > 0 and (i + 1) % preview_every == 0
+            preview = pipe.decode(x0) if (full or want_metrics) else pipe.fast_preview(x0)
+            if want_metrics:
+                metrics.append(metrics_at_step(preview, i + 1))
+        if on_step is not None and not last:
+            on_step(i + 1, total, preview)
+    return latents, metrics

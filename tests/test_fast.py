@@ -1,0 +1,94 @@
+"""Fast mode: generation with a model folder's distilled student (one UNet call per step)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cxrdesk.core import distill as D
+from cxrdesk.core.errors import PipelineError
+from cxrdesk.core.generation.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def fast_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with a student (the teacher's weights, guidance projection at zero)."""
+    from diffusers import UNet2DConditionModel
+
+    teacher = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    return D.export_student(tiny_model_dir, D.build_student(teacher), tmp_path_factory.mktemp("fast") / "tiny-fast",
+                            step=7)
+
+
+def test_fast_mode_draws_in_one_unet_call_per_step_and_says_so(fast_model_dir):
+    pipe = Pipeline.load(fast_model_dir)
+    assert pipe.info["student"] == {"steps": 4, "distill_steps": 7} and pipe.info["student_note"] == ""
+    calls = []
+    student = pipe.student_unet()
+    hook = student.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    teacher_calls = []
+    hook2 = pipe.unet.register_forward_hook(lambda m, i, o: teacher_calls.append(1))
+    seen = []
+    try:
+        r = pipe.generate("normal chest radiograph", negative_prompt="effusion", steps=4, seed=5, fast=True,
+                          on_step=lambda i, n, p: seen.append((i, n, p is not None)), preview_every=2,
+                          attention_words=["normal"])
+    finally:
+        hook.remove()
+        hook2.remove()
+    assert calls == [1, 1, 1, 1] and teacher_calls == []  # 4 calls on one latent, the teacher untouched
+    assert [s[:2] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)] and all(s[2] for s in seen)
+    assert r.image.shape == (256, 256) and np.isfinite(r.image).all()
+    p = r.params
+    assert p["fast"] is True and p["sampler"] == "lcm" and p["steps"] == 4 and p["guided_steps"] == 0
+    assert p["negative_prompt"] == "" and p["unet_engine"] == "eager"  # what did not apply is not claimed
+    assert set(r.attention) == {"normal"}
+    again = pipe.generate("normal chest radiograph", steps=4, seed=5, fast=True)
+    assert np.array_equal(again.image, r.image)  # same seed, same film
+    other = pipe.generate("normal chest radiograph", steps=4, seed=6, fast=True)
+    assert not np.array_equal(other.image, r.image)
+    full = pipe.generate("normal chest radiograph", steps=4, seed=5)
+    assert full.params["fast"] is False and full.params["sampler"] != "lcm"
+
+
+def test_fast_mode_without_a_usable_student_is_one_line(tiny_model_dir, fast_model_dir, tmp_path):
+    pipe = Pipeline.load(tiny_model_dir)
+    assert pipe.info["student"] is None and "train distill" in pipe.info["student_note"]
+    with pytest.raises(PipelineError, match="no distilled student"):
+        pipe.generate("normal chest radiograph", steps=4, seed=1, fast=True)
+    stale = tmp_path / "stale"
+    shutil.copytree(fast_model_dir, stale)
+    extra = json.loads((stale / "cxrdesk.json").read_text())
+    extra["student"]["teacher_hash"] = "0123456789ab"  # distilled from weights the folder no longer has
+    (stale / "cxrdesk.json").write_text(json.dumps(extra))
+    pipe = Pipeline.load(stale)
+    assert pipe.info["student"] is None
+    with pytest.raises(PipelineError, match="distilled from other weights"):
+        pipe.generate("normal chest radiograph", steps=4, seed=1, fast=True)
+    assert pipe.generate("normal chest radiograph", steps=2, seed=1).image.shape == (256, 256)  # full still works
+
+
+def test_fast_mode_cancels_between_steps(fast_model_dir):
+    import threading
+
+    from cxrdesk.core.errors import GenerationCancelled
+
+    pipe = Pipeline.load(fast_model_dir)
+    cancel = threading.Event()
+    with pytest.raises(GenerationCancelled):
+        pipe.generate("normal chest radiograph", steps=4, seed=1, fast=True, cancel=cancel,
+                      on_step=lambda i, n, p: cancel.set())
+
+
+def test_generate_fast_command(fast_model_dir, tiny_model_dir, tmp_path, capsys):
+    from cxrdesk.cli import main
+    from cxrdesk.core.imaging.pngio import read_png
+
+    out = tmp_path / "f.png"
+    assert main(["generate", "normal chest radiograph", "--model", str(fast_model_dir), "--fast", "--seed", "3",
+                 "-o", str(out), "--quiet"]) == 0
+    meta = read_png(out).metadata
+    assert meta["fast"] is True and meta["steps"] == 4 and meta["sampler"] == "lcm"
+    assert main(["generate", "normal chest radiograph", "--model", str(tiny_model_dir), "--fast",
+                 "-o", str(tmp_path / "g.png"), "--quiet"]) == 2
+    assert "no distilled student" in capsys.readouterr().err
