@@ -92,3 +92,29 @@ def test_generate_fast_command(fast_model_dir, tiny_model_dir, tmp_path, capsys)
     assert main(["generate", "normal chest radiograph", "--model", str(tiny_model_dir), "--fast",
                  "-o", str(tmp_path / "g.png"), "--quiet"]) == 2
     assert "no distilled student" in capsys.readouterr().err
+
+
+def test_evaluate_fast_scores_the_student(fast_model_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from cxrdesk.cli import main
+
+    from .fixtures import make_dataset
+
+    used = []
+    real_generate = Pipeline.generate
+
+    def spy(self, *a, **kw):
+        r = real_generate(self, *a, **kw)
+        used.append((r.params["fast"], r.params["steps"]))
+        return r
+
+    monkeypatch.setattr(Pipeline, "generate", spy)
+    data = make_dataset(tmp_path / "data", n=40)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(fast_model_dir), "--data", str(data), "--out", str(out), "--n", "3",
+                 "--split", "tune", "--fast", "--quiet"]) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["fast"] is True and res["steps"] == 4 and res["sampler"] == "lcm"
+    assert used and set(used) == {(True, 4)}  # every film, the diversity ones too, from the student
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--n", "3",
+                 "--fast", "--quiet"]) == 2
+    assert "no distilled student" in capsys.readouterr().err

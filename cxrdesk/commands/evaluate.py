@@ -18,7 +18,10 @@ def register(sub) -> None:
                                         "checkout; elsewhere one trained into RUN/classifier)")
     e.add_argument("--out", default="eval", help="where eval.json and eval_grid.png go")
     e.add_argument("--n", type=int, default=300, help="generated and real images per distance")
-    e.add_argument("--steps", type=int, default=20)
+    e.add_argument("--steps", type=int, default=None, help="denoising steps (default 20; with --fast, the student's)")
+    e.add_argument("--fast", action="store_true",
+                   help="score the model folder's distilled student (fast mode) instead of full generation: "
+                        "compare with a run without --fast on the same prompts and seeds")
     e.add_argument("--guidance", type=float, default=None,
                    help="guidance scale (default: the value the model recommends)")
     e.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
@@ -53,6 +56,10 @@ def cmd_evaluate(args) -> int:
         pipe = Pipeline.load(args.model)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
+    if args.fast and pipe.info.get("student") is None:
+        raise CliError(f"--fast: {pipe.info.get('student_note')}")
+    if args.steps is None:
+        args.steps = pipe.info["student"]["steps"] if args.fast else 20
     records, images = load_image_cache(args.data, run)
     if args.split == "val" and not any(r.split == "val" for r in records):
         raise CliError("the dataset has no validation split (split column 'val')")
@@ -75,7 +82,7 @@ def cmd_evaluate(args) -> int:
         return _findings(args, pipe, clf, records, images, out)
     res = evaluate(pipe, images, records, clf, out,
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                              split=args.split, guidance_interval=args.guidance_interval),
+                              split=args.split, guidance_interval=args.guidance_interval, fast=args.fast),
                    progress=not args.quiet)
     res["classifier"] = {"folder": str(cls_dir), **_json_or_empty(cls_dir / "classifier.json")}
     (out / "eval.json").write_text(json.dumps(res, indent=2))

@@ -206,6 +206,7 @@ class EvalConfig:
     diversity_k: int = 8
     seed: int = 0
     split: str = "val"  # "val", or "tune": a fixed tenth of the training split (see held_out_split)
+    fast: bool = False  # draw with the folder's distilled student (Pipeline.generate(fast=True))
 
 
 TUNE_FRACTION = 0.1
@@ -262,7 +263,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     t0 = time.time()
     for j, p in enumerate(tqdm(prompts, desc="generate", disable=not progress, mininterval=2)):
         r = pipe.generate(p, steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed * 100000 + j,
-                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval)
+                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval, fast=cfg.fast)
         img = r.image
         if img.shape[0] != 256:
             img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
@@ -318,7 +319,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     for k, c in enumerate(CLASSES):
         imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
                               seed=cfg.seed * 1000 + s, sampler=cfg.sampler,
-                              guidance_interval=cfg.guidance_interval).image
+                              guidance_interval=cfg.guidance_interval, fast=cfg.fast).image
                 for s in range(cfg.diversity_k)]
         pool = train[y[train] == k]
         kk = min(cfg.diversity_k, len(pool))  # same count on both sides where a class is small
@@ -336,8 +337,9 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     result = {
         "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
-        "sampler": pipe.info["sampler"] if cfg.sampler in (None, "auto") else cfg.sampler,
-        "unet_engine": pipe.info["unet_engine"],
+        "sampler": "lcm" if cfg.fast else (pipe.info["sampler"] if cfg.sampler in (None, "auto") else cfg.sampler),
+        "fast": cfg.fast,
+        "unet_engine": "eager" if cfg.fast else pipe.info["unet_engine"],
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},
