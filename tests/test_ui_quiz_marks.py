@@ -193,4 +193,10 @@ def test_an_edit_records_its_region_in_the_history_and_the_png_export(make_windo
     np.testing.assert_array_equal(decode_region(again.params["edit"]["region"]), mask)
     png = w.export_png(str(tmp_path / "edited.png"), bits=16, apply_window=False)
     np.testing.assert_array_equal(decode_region(read_png(png).metadata["edit"]["region"]), mask)
+    import pydicom
+
+    from cxrdesk.core.dicom.dicom import parse_image_comments  # DICOM: without it (ImageComments' limit)
+
+    params = parse_image_comments(pydicom.dcmread(w.export_dicom(str(tmp_path / "edited.dcm"))).ImageComments)
+    assert params["prompt"] == "right pleural effusion" and "region" not in params["edit"]
     qtbot.waitUntil(w.host.worker.warm_ready.is_set, timeout=GEN_TIMEOUT)

@@ -115,13 +115,15 @@ def run_export(args) -> int:
         raise CliError("--window WIDTH must be positive")
     written: list[Path] = []
     if args.dicom:
+        from ..core.regions import without_region  # an edited film's region: too long for ImageComments
+
         outs = _outputs(args.dicom, inputs, ".dcm")
         ctx = dicom.SeriesContext.new(patient_name=args.patient_name or dicom.DEFAULT_PATIENT_NAME,
                                       patient_id=args.patient_id or dicom.DEFAULT_PATIENT_ID,
                                       series_description=args.series_description)
         for (arr, meta, win), out in zip(loaded, outs):
             try:
-                written.append(dicom.write_dicom(out, arr, meta, window=window or win, context=ctx,
+                written.append(dicom.write_dicom(out, arr, without_region(meta), window=window or win, context=ctx,
                                                  bits=8 if args.eight_bit else 12, burn_mark=args.burn_mark))
             except (OSError, ValueError) as exc:
                 raise CliError(f"cannot write {out}: {exc}") from None

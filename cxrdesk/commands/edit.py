@@ -104,6 +104,12 @@ def cmd_edit(args) -> int:
         raise CliError(str(exc)) from None
     finally:
         bar.close()
+    from ..core.generation.editing import prepare_mask
+    from ..core.regions import encode_region, without_region
+
+    # the region redrawn travels in the PNG's provenance (a quiz outlines it on reveal); not in the
+    # DICOM, whose ImageComments hold 10240 characters
+    res.params["edit"] = dict(res.params["edit"], region=encode_region(prepare_mask(mask, res.image_u16.shape)))
     with cli_errors():
         # an 8-bit film stays 8-bit, so every pixel outside the redrawn region is the input's own
         write_png(out, res.image_u16, res.params, bits=8 if bits == 8 else 16)
@@ -113,7 +119,7 @@ def cmd_edit(args) -> int:
 
             dcm = Path(args.dicom) / f"{out.stem}.dcm"
             ctx = SeriesContext.new(series_description="SYNTHETIC - edited film - NOT FOR DIAGNOSIS")
-            write_dicom(dcm, res.image_u16, res.params, context=ctx, instance_number=1)
+            write_dicom(dcm, res.image_u16, without_region(res.params), context=ctx, instance_number=1)
             line += f"  dicom={dcm}"
     print(line)
     return 0

@@ -431,8 +431,10 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
 
         ctx = SeriesContext.new(study_uid=study_uid, series_number=index + 1,
                                 series_description=case_label(index))
-        dcm = write_dicom(Path(dicom_dir) / f"{stem}.dcm", image, meta, context=ctx, instance_number=1,
-                          unknown=unknown)
+        from .regions import without_region
+
+        dcm = write_dicom(Path(dicom_dir) / f"{stem}.dcm", image, without_region(meta), context=ctx,
+                          instance_number=1, unknown=unknown)
         row["dicom"] = str(Path(dicom_dir).name + "/" + dcm.name)
         row["study_uid"] = ctx.study_uid
     return row

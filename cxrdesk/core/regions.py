@@ -76,3 +76,13 @@ def hit(mask: np.ndarray, x: float, y: float, tolerance: float = 0.0) -> bool:
         return False
     d2 = (xx + x0 + 0.5 - x) ** 2 + (yy + y0 + 0.5 - y) ** 2
     return bool(d2.min() <= (tolerance + 0.5) ** 2 + 1e-9)
+
+
+def without_region(meta: dict | None) -> dict:
+    """A copy of ``meta`` without ``edit.region``: for DICOM, whose ImageComments (the parameters as
+    JSON) hold at most 10240 characters, where a region's runs would cut the parameters short."""
+    out = dict(meta or {})
+    edit = out.get("edit")
+    if isinstance(edit, dict) and "region" in edit:
+        out["edit"] = {k: v for k, v in edit.items() if k != "region"}
+    return out

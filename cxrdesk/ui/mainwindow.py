@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDia
 from .. import __version__
 from ..core.imaging import imaging
 from ..core.generation.sampling import DEFAULT_GUIDANCE
+from ..core.regions import without_region
 from .dataset_panel import DatasetPanel
 from .edit_panel import EditPanel
 from .enhance_panel import EnhancePanel
@@ -1462,7 +1463,7 @@ class MainWindow(QMainWindow):
             self._error("Export DICOM", f"DICOM export is not available: {exc}")
             return None
         try:
-            out = write_dicom(path, doc.data, self._export_metadata(), window=self.view.window(),
+            out = write_dicom(path, doc.data, without_region(self._export_metadata()), window=self.view.window(),
                               context=self._series_context(identity), bits=bits, burn_mark=burn_mark)
         except Exception as exc:  # noqa: BLE001
             self._error("Export DICOM failed", str(exc))
@@ -1481,7 +1482,8 @@ class MainWindow(QMainWindow):
         from .pacs_dialog import PacsDialog
 
         dlg = PacsDialog(self.settings, self)
-        dlg.set_payload(self.doc.data, self._export_metadata(), self.view.window(), self._series_context())
+        dlg.set_payload(self.doc.data, without_region(self._export_metadata()), self.view.window(),
+                        self._series_context())
         dlg.exec()
 
     def open_data_folder(self) -> None:
