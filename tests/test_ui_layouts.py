@@ -242,3 +242,28 @@ def test_a_generated_film_goes_to_the_active_viewport(make_window, tiny_model_di
     assert v.pane_b.title.text().startswith("2: Generated - seed")
     # the worker prepares its faster graphs after the first film: let it finish before the window closes
     qtbot.waitUntil(w.host.worker.warm_ready.is_set, timeout=GEN_TIMEOUT)
+
+
+def test_the_enhancement_preview_of_a_viewports_film_goes_to_one_film(window, qtbot):
+    from cxrdesk.core.imaging import imaging
+
+    w = window
+    v = w.viewer
+    w.set_layout("1x2")
+    show(w, film(500), "a")
+    click(qtbot, v.view_b)
+    b = ramp(64, 64, 5)
+    show(w, b, "b")
+    e = w.enhance
+    e.select_preset("Sharp Detail")
+    with qtbot.waitSignal(e.previewReady, timeout=20000):
+        e.preview_check.setChecked(True)
+    # the active film, alone beside its enhanced preview; the preview stays on
+    assert v.layout_name() == "1x1" and v.is_compare() and e.preview_check.isChecked()
+    np.testing.assert_array_equal(v.view.image(), b)
+    np.testing.assert_array_equal(v.view_b.image(), imaging.enhance(b, "Sharp Detail"))
+    assert "1 x 1" in w.statusBar().currentMessage()
+    # back to 1x2: the preview ends, both films are there again
+    w.act_layouts["1x2"].trigger()
+    assert not e.preview_check.isChecked() and not v.is_compare()
+    assert sorted(int(x.image()[20, 40]) > 1000 for x in (v.view, v.view_b)) == [False, True]

@@ -886,7 +886,7 @@ class MainWindow(QMainWindow):
         n = LAYOUTS[name]
         if self.viewer.is_compare():
             self.toggle_compare(False)
-        if self.enhance.preview_check.isChecked():
+        if n > 1 and self.enhance.preview_check.isChecked():  # a 1x1 preview goes on (it may ask for 1x1)
             self.enhance.preview_check.setChecked(False)
         k = self.viewer.active()
         if k >= n:  # the active film stays on screen
