@@ -267,3 +267,50 @@ def test_the_enhancement_preview_of_a_viewports_film_goes_to_one_film(window, qt
     w.act_layouts["1x2"].trigger()
     assert not e.preview_check.isChecked() and not v.is_compare()
     assert sorted(int(x.image()[20, 40]) > 1000 for x in (v.view, v.view_b)) == [False, True]
+
+
+def _drop(view, mime) -> bool:
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    import warnings
+
+    pos = QPoint(view.width() // 2, view.height() // 2)
+    with warnings.catch_warnings():  # PySide6 marks this constructor deprecated; Qt has no other
+        warnings.simplefilter("ignore", DeprecationWarning)
+        enter = QDragEnterEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(view, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(QPointF(pos), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(view, drop)
+    return drop.isAccepted()
+
+
+def test_a_history_thumbnail_dragged_onto_a_viewport_shows_there(window, qtbot):
+    from PySide6.QtCore import QMimeData
+
+    from cxrdesk.ui.history_strip import ENTRY_MIME
+
+    w = window
+    v = w.viewer
+    images = [ramp(64, 64, seed) for seed in range(2)]
+    for k, img in enumerate(images):
+        w.history.add(w.store.save(img, {"prompt": f"p{k}", "seed": k, "steps": 3}), select=False)
+    lst = w.history.list
+    assert lst.dragEnabled() and "drag onto a viewport" in lst.toolTip()
+    mime = lst.mimeData([lst.item(1)])  # what a drag of the second thumbnail carries
+    assert bytes(mime.data(ENTRY_MIME)).decode() == w.history.entries()[1].id
+    w.set_layout("2x2")
+    assert _drop(v.view_d, mime)
+    assert v.active() == 3
+    np.testing.assert_array_equal(v.view_d.image(), images[1])
+    assert not v.view.has_image()
+    # other drags are refused; in 1x1 a drop shows the film in the one viewport
+    other = QMimeData()
+    other.setText("not a result")
+    assert not _drop(v.view_c, other) and not v.view_c.has_image()
+    w.set_layout("1x1")
+    assert _drop(v.view, lst.mimeData([lst.item(0)]))
+    np.testing.assert_array_equal(v.view.image(), images[0])

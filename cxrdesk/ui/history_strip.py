@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (QHBoxLayout, QListWidget, QListWidgetItem, QMenu, QPushButton,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QListWidget, QListWidgetItem, QMenu, QPushButton,
                                QVBoxLayout, QWidget)
 
 from .imageview import grey_thumbnail
 
 THUMB = 72
 EntryRole = Qt.UserRole + 2
+ENTRY_MIME = "application/x-cxrdesk-history-entry"  # a dragged thumbnail: the result's id (UTF-8)
+
+
+class _StripList(QListWidget):
+    """The thumbnails; a drag carries the result's id, for a viewport to show it (viewer.py)."""
+
+    def mimeTypes(self) -> list[str]:  # noqa: N802 - Qt's name
+        return [ENTRY_MIME]
+
+    def mimeData(self, items) -> QMimeData:  # noqa: N802
+        md = QMimeData()
+        if items:
+            md.setData(ENTRY_MIME, str(items[0].data(EntryRole).id).encode("utf-8"))
+        return md
 
 
 def entry_tooltip(e) -> str:
@@ -43,7 +57,7 @@ class HistoryStrip(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.list = QListWidget()
+        self.list = _StripList()
         self.list.setViewMode(QListWidget.IconMode)
         self.list.setFlow(QListWidget.LeftToRight)
         self.list.setWrapping(False)
@@ -51,10 +65,14 @@ class HistoryStrip(QWidget):
         self.list.setGridSize(QSize(THUMB + 44, THUMB + 40))
         self.list.setWordWrap(True)
         self.list.setMovement(QListWidget.Static)
+        self.list.setDragEnabled(True)  # onto a viewport (after setMovement, which turns it off)
+        self.list.setDragDropMode(QAbstractItemView.DragOnly)
+        self.list.setDefaultDropAction(Qt.CopyAction)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.list.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.list.setFixedHeight(THUMB + 60)
-        self.list.setToolTip("This session's results (saved in the data folder). Click to show; "
+        self.list.setToolTip("This session's results (saved in the data folder). Click to show (in the active "
+                             "viewport); drag onto a viewport to show it there; "
                              "right click for more.")
         self.list.itemClicked.connect(lambda it: self.showRequested.emit(it.data(EntryRole)))
         self.list.setContextMenuPolicy(Qt.CustomContextMenu)

@@ -491,6 +491,7 @@ class MainWindow(QMainWindow):
         h.loadEarlierRequested.connect(self.load_earlier_results)
         self.viewer.compareChanged.connect(self._compare_changed)
         self.viewer.activeChanged.connect(self._on_active_changed)
+        self.viewer.entryDropped.connect(self._on_entry_dropped)
         self.viewer.layoutChanged.connect(self._on_layout_changed)
 
     # ================================================================== model
@@ -955,6 +956,19 @@ class MainWindow(QMainWindow):
         self._docs[k] = doc
         self._display(doc, view=self.viewer.views[k])
         self._update_title(k)
+
+    def _on_entry_dropped(self, k: int, eid: str) -> None:
+        """A History strip thumbnail dropped on viewport ``k``: that viewport becomes active and shows it."""
+        entry = next((e for e in self.history.entries() if e.id == eid), None)
+        if entry is None:
+            return
+        if self.running_job is not None and k == self._run_slot:
+            self.statusBar().showMessage("A generation is drawing into this viewport: drop the film on another "
+                                         "one, or wait", 6000)
+            return
+        self.viewer.set_active(k)
+        self.show_entry(entry)
+        self.view.setFocus()
 
     def step_viewport(self, delta: int) -> None:
         if not self.viewer.is_grid():
@@ -1531,6 +1545,7 @@ class MainWindow(QMainWindow):
         rows.append("<tr><td><b>Middle drag</b></td><td>Pan</td></tr>")
         rows.append("<tr><td><b>Double click</b></td><td>Zoom to fit</td></tr>")
         rows.append("<tr><td><b>Click a viewport</b></td><td>Make it the active one (1x2 and 2x2 layouts)</td></tr>")
+        rows.append("<tr><td><b>Drag a History thumbnail</b></td><td>Onto a viewport: show that result there</td></tr>")
         rows.append("<tr><td><b>Right drag</b></td><td>Window/level: horizontal = width, vertical = center</td></tr>")
         QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(rows) + "</table>")
 

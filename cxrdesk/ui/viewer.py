@@ -72,6 +72,7 @@ class ViewerArea(QWidget):
     compareChanged = Signal(bool)
     activeChanged = Signal(int)       # the viewport that tools act on
     layoutChanged = Signal(str)       # "1x1" | "1x2" | "2x2"
+    entryDropped = Signal(int, str)   # viewport, id of a History strip result dragged onto it
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -108,6 +109,7 @@ class ViewerArea(QWidget):
         self._active = 0
         for k, v in enumerate(self.views):
             v.installEventFilter(self)
+            v.setAcceptDrops(True)
             v.windowChanged.connect(lambda c, w, s=v: self._on_window(s))
             v.viewChanged.connect(lambda s=v: self._on_view(s))
             v.invertChanged.connect(lambda on, s=v: self._on_invert(s, on))
@@ -179,6 +181,8 @@ class ViewerArea(QWidget):
         self.set_active((self._active + delta) % self.count())
 
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if ev.type() in (QEvent.DragEnter, QEvent.DragMove, QEvent.Drop):
+            return self._drop_event(obj, ev)
         # a click, or the keyboard's Tab onto it (not the focus Qt hands back to a window)
         if self.is_grid() and (ev.type() == QEvent.MouseButtonPress or (
                 ev.type() == QEvent.FocusIn and ev.reason() in (Qt.TabFocusReason, Qt.BacktabFocusReason))):
@@ -186,6 +190,21 @@ class ViewerArea(QWidget):
             if k >= 0 and k != self._active:
                 self.set_active(k)
         return False
+
+    def _drop_event(self, obj: QObject, ev) -> bool:
+        """A History strip thumbnail dragged onto a viewport shows that result there (in the 1x1
+        layout: in the one film shown)."""
+        from .history_strip import ENTRY_MIME
+
+        k = self.index_of(obj)
+        if k < 0 or not ev.mimeData().hasFormat(ENTRY_MIME):
+            return False
+        ev.setDropAction(Qt.CopyAction)
+        ev.accept()
+        if ev.type() == QEvent.Drop:
+            eid = bytes(ev.mimeData().data(ENTRY_MIME)).decode("utf-8", "replace")
+            self.entryDropped.emit(k if self.is_grid() else 0, eid)
+        return True
 
     def set_title(self, k: int, text: str, tip: str = "") -> None:
         self.panes[k].title.setText(text)
