@@ -5,8 +5,9 @@ import json
 import random
 import re
 
-from PySide6.QtCore import QSignalBlocker, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+from PySide6.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -35,6 +36,26 @@ SAMPLER_TIPS = {"auto": "The sampler the model was tuned with (default; Model in
                 "dpm++": "DPM++ 2M, evenly spaced noise levels: fast, good results at 15-25 steps",
                 "ddim": "DDIM: deterministic, needs a few more steps",
                 "euler": "Euler: simple first-order sampler"}
+# Fast mode (issue 28): the model folder's distilled student draws a film in its own few steps (one
+# UNet call each). The switch remembers the user's choice ("generator/mode"); Fast is the default
+# wherever the loaded model has a student. Drafts while typing need a student too.
+FAST_KEY, DRAFT_KEY, KEEP_KEY = "Ctrl+Shift+F", "Ctrl+Shift+D", "Ctrl+K"
+DRAFT_PAUSE_MS = 600  # a pause in typing this long draws a draft
+DRAFT_PREVIEW_EVERY = 1000  # a draft's steps show the near-free approximation; one VAE decode, the film
+FAST_TIP = ("Fast: the model's distilled student draws the film in {steps} steps, one network call each "
+            "(several times quicker than Full); the sampler and the negative prompt do not apply ({key})")
+FULL_TIP = ("Full: the model itself, guided, in the steps and with the sampler below; slower, the "
+            "reference quality ({key})")
+NOT_IN_FAST = ("Not used in Fast mode: the distilled student draws with its own sampler (LCM) in its own "
+               "steps. Switch to Full ({key}) to choose it.")
+NEGATIVE_NOT_IN_FAST = ("Not used in Fast mode: the distilled student draws without a negative prompt. "
+                        "Switch to Full ({key}) to use one; the text is kept.")
+DRAFT_TIP = ("Draw a quick draft film with the distilled student after a short pause in typing the prompt "
+             "(the next keystroke stops it). A draft is shown as DRAFT and not saved: Keep ({keep}) puts it "
+             "in the History, Generate draws the film as set here. ({key})")
+NEGATIVE_TIP = "Findings or qualities the image should not show, e.g. 'effusion, tubes'"
+STEPS_TIP = "Denoising steps: more is slower; 15-30 is usually enough with DPM++"
+SAMPLER_TIP = "Sampler (noise scheduler) used for denoising"
 ATTENTION_NOTE = ("Attention map: where the model looked for the chosen word while it drew the film. "
                   "It is NOT a localisation of a finding (the map for 'effusion' may light up the "
                   "shoulders): read the film, not the map.")
@@ -72,11 +93,30 @@ class GeneratorPanel(QWidget):
     cancelRequested = Signal()
     highlightChanged = Signal(str)  # word, "" = off
     realFilmsRequested = Signal(list)  # the prompt's findings (dataset labels)
+    draftRequested = Signal(dict)      # a draft's job parameters (after a pause in typing)
+    draftStopRequested = Signal()      # a keystroke: a running draft is out of date
+    keepDraftRequested = Signal()
+    discardDraftRequested = Signal()
+    message = Signal(str)              # a one-line note for the status bar
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.examples = load_examples()
         self._rng = random.Random()
+        # fast mode: what the loaded model offers (None until it is loaded) and what the user prefers
+        self.student: dict | None = None
+        self.student_note = ""
+        self.model_known = False
+        self.prefer_fast = True
+        self.draft_choice: bool | None = None  # None: drafts follow the model (on with a student)
+        self._full_steps = 20          # the Full steps while the box shows the student's
+        self._steps_fast = False       # the steps box shows the student's steps
+        self._draft_seed = self._rng.randrange(0, 2 ** 31 - 2)  # one per session: drafts differ by the text only
+        self._quiet = False            # the prompt is being filled in by the program (no draft)
+        self._draft_timer = QTimer(self)
+        self._draft_timer.setSingleShot(True)
+        self._draft_timer.setInterval(DRAFT_PAUSE_MS)
+        self._draft_timer.timeout.connect(self._draft_due)
         lay = scrolling_body(self)
 
         # --- prompt ------------------------------------------------------------------------
@@ -107,7 +147,7 @@ class GeneratorPanel(QWidget):
         gl.addWidget(self.prompt_edit)
         self.negative_edit = QLineEdit()
         self.negative_edit.setPlaceholderText("Negative prompt (optional): what to steer away from")
-        self.negative_edit.setToolTip("Findings or qualities the image should not show, e.g. 'effusion, tubes'")
+        self.negative_edit.setToolTip(NEGATIVE_TIP)
         gl.addWidget(self.negative_edit)
         self.label_counts: dict = {}
         self.rare_label = QLabel("")
@@ -129,6 +169,45 @@ class GeneratorPanel(QWidget):
         g = QGroupBox("Parameters")
         form = QFormLayout(g)
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        mode_row = QHBoxLayout()
+        mode_row.setSpacing(0)
+        self.fast_button = QPushButton("Fast")
+        self.full_button = QPushButton("Full")
+        self.mode_group = QButtonGroup(self)
+        for b in (self.fast_button, self.full_button):
+            b.setCheckable(True)
+            b.setObjectName("modeButton")
+            self.mode_group.addButton(b)
+            mode_row.addWidget(b)
+        self.mode_group.setExclusive(True)
+        self.fast_button.clicked.connect(lambda: self.set_fast(True))
+        self.full_button.clicked.connect(lambda: self.set_fast(False))
+        mode_row.addStretch(1)
+        form.addRow("Mode", mode_row)
+        self.mode_note = QLabel("")
+        self.mode_note.setObjectName("modeNote")
+        self.mode_note.setWordWrap(True)
+        self.mode_note.setToolTip("What the Generate button draws with")
+        form.addRow("", self.mode_note)
+        self.draft_check = QCheckBox("Draft while typing")
+        self.draft_check.toggled.connect(self._draft_toggled)
+        form.addRow("", self.draft_check)
+        self.act_fast = QAction("&Fast generation (distilled)", self)
+        self.act_fast.setCheckable(True)
+        self.act_fast.setShortcut(QKeySequence(FAST_KEY))
+        self.act_fast.triggered.connect(self.toggle_fast)
+        self.act_draft = QAction("&Draft while typing", self)
+        self.act_draft.setCheckable(True)
+        self.act_draft.setShortcut(QKeySequence(DRAFT_KEY))
+        self.act_draft.triggered.connect(lambda on: self.draft_check.setChecked(on) if self.draft_check.isEnabled()
+                                         else self._draft_unavailable())
+        self.act_keep_draft = QAction("&Keep the draft", self)
+        self.act_keep_draft.setShortcut(QKeySequence(KEEP_KEY))
+        self.act_keep_draft.setToolTip("Save the draft on screen in the History, as a film drawn in Fast mode "
+                                       f"({KEEP_KEY})")
+        self.act_keep_draft.setStatusTip(self.act_keep_draft.toolTip())
+        self.act_keep_draft.triggered.connect(lambda: self.keepDraftRequested.emit())
+        self.act_keep_draft.setEnabled(False)
         self.size_box = QComboBox()
         for s in SIZES:
             self.size_box.addItem(f"{s} x {s}", s)
@@ -138,7 +217,7 @@ class GeneratorPanel(QWidget):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, MAX_STEPS)
         self.steps_spin.setValue(20)
-        self.steps_spin.setToolTip("Denoising steps: more is slower; 15-30 is usually enough with DPM++")
+        self.steps_spin.setToolTip(STEPS_TIP)
         form.addRow("Steps", self.steps_spin)
         self.guidance_spin = QDoubleSpinBox()
         self.guidance_spin.setRange(0.0, MAX_GUIDANCE)
@@ -159,7 +238,7 @@ class GeneratorPanel(QWidget):
         for s in SAMPLERS:
             self.sampler_box.addItem(SAMPLER_LABELS.get(s, s), s)
             self.sampler_box.setItemData(self.sampler_box.count() - 1, SAMPLER_TIPS.get(s, s), Qt.ToolTipRole)
-        self.sampler_box.setToolTip("Sampler (noise scheduler) used for denoising")
+        self.sampler_box.setToolTip(SAMPLER_TIP)
         form.addRow("Sampler", self.sampler_box)
         seed_row = QHBoxLayout()
         self.seed_spin = QSpinBox()
@@ -212,6 +291,27 @@ class GeneratorPanel(QWidget):
         row.addWidget(self.generate_button, 2)
         row.addWidget(self.cancel_button, 1)
         lay.addLayout(row)
+        self.draft_bar = QWidget()
+        self.draft_bar.setObjectName("draftBar")
+        row = QHBoxLayout(self.draft_bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.draft_label = QLabel("")
+        self.draft_label.setObjectName("draftState")
+        self.draft_label.setWordWrap(True)
+        self.draft_label.setToolTip("A draft is a quick film of the prompt as typed, drawn in Fast mode; it is "
+                                    "not in the History unless you keep it")
+        self.keep_button = QPushButton("Keep")
+        self.keep_button.setToolTip("Keep the draft: save it in the History like a film drawn in Fast mode "
+                                    f"({KEEP_KEY})")
+        self.keep_button.clicked.connect(lambda: self.keepDraftRequested.emit())
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setToolTip("Take the draft off the view: the film shown before it comes back (Esc)")
+        self.discard_button.clicked.connect(lambda: self.discardDraftRequested.emit())
+        row.addWidget(self.draft_label, 1)
+        row.addWidget(self.keep_button)
+        row.addWidget(self.discard_button)
+        self.draft_bar.hide()
+        lay.addWidget(self.draft_bar)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -261,6 +361,7 @@ class GeneratorPanel(QWidget):
         self.set_attention_words([])
         lay.addWidget(g)
         lay.addStretch(1)
+        self._apply_mode()
         fit_scroll_width(lay)
 
     # ------------------------------------------------------------------ prompt helpers
@@ -291,6 +392,160 @@ class GeneratorPanel(QWidget):
         self.error_label.hide()
         self._update_rare()
         self._update_real_button()
+        if self._quiet or not self.drafting():
+            return
+        self.draftStopRequested.emit()  # a draft of the text before this keystroke is out of date
+        self._draft_timer.start()       # restarted by every keystroke: a draft after a pause
+
+    # ------------------------------------------------------------------ fast mode and drafts
+    def set_student(self, student: dict | None, note: str = "") -> None:
+        """The loaded model's distilled student (``info["student"]``: {"steps", "distill_steps"}) or None
+        with the one-line reason (``info["student_note"]``)."""
+        self.model_known = True
+        self.student = dict(student) if isinstance(student, dict) else None
+        self.student_note = str(note or "")
+        self._apply_mode()
+
+    def fast_available(self) -> bool:
+        return self.student is not None
+
+    def is_fast(self) -> bool:
+        """Generate draws with the student: it is preferred and the loaded model has one."""
+        return self.prefer_fast and self.fast_available()
+
+    def job_fast(self):
+        """A job's ``fast``: True / False, or "auto" before the model is loaded (the worker then uses the
+        student where the model turns out to have one)."""
+        if not self.model_known:
+            return "auto" if self.prefer_fast else False
+        return self.is_fast()
+
+    def set_fast(self, on: bool) -> None:
+        """The user's choice of Fast (True) or Full; remembered, and used whenever a model has a student."""
+        self.prefer_fast = bool(on)
+        self._apply_mode()
+
+    def toggle_fast(self) -> None:
+        if self.model_known and not self.fast_available():
+            self._apply_mode()
+            self.message.emit(f"Fast mode is not available: {self.student_note}")
+            return
+        self.set_fast(not self.prefer_fast)
+        self.message.emit("Fast mode: the distilled student, " + f"{self.student['steps']} steps" if self.is_fast()
+                          else "Fast mode (used once the model is loaded, if it has a distilled student)"
+                          if self.prefer_fast else "Full mode: the model itself, with the steps and sampler set")
+
+    def _apply_mode(self) -> None:
+        fast, known, avail = self.is_fast(), self.model_known, self.fast_available()
+        key = FAST_KEY
+        steps = self.student["steps"] if avail else 4
+        for b, on in ((self.fast_button, self.prefer_fast and (avail or not known)),
+                      (self.full_button, not (self.prefer_fast and (avail or not known)))):
+            with QSignalBlocker(b):
+                b.setChecked(on)
+        self.fast_button.setEnabled(avail or not known)
+        if known and not avail:
+            self.fast_button.setToolTip(f"Fast mode is not available: {self.student_note}")
+            note = "Full: this model has no distilled student (Fast is off; Model info says why)."
+        elif not known:
+            self.fast_button.setToolTip("Fast: drawn by the model's distilled student in a few steps, where the model "
+                                        f"has one (known once it is loaded) ({key})")
+            note = ("Fast if the model has a distilled student (known once it is loaded)." if self.prefer_fast
+                    else "Full: the model itself, with the steps and sampler below.")
+        else:
+            self.fast_button.setToolTip(FAST_TIP.format(steps=steps, key=key))
+            note = (f"Fast: the distilled student, {steps} steps." if fast
+                    else "Full: the model itself, with the steps and sampler below.")
+        self.full_button.setToolTip(FULL_TIP.format(key=key))
+        self.mode_note.setText(note)
+        with QSignalBlocker(self.act_fast):
+            self.act_fast.setChecked(self.prefer_fast and (avail or not known))
+        self.act_fast.setToolTip(self.fast_button.toolTip() if (known and not avail) else
+                                 f"Switch between Fast (the distilled student) and Full generation ({key})")
+        self.act_fast.setStatusTip(self.act_fast.toolTip())
+        # the steps box shows the student's steps in Fast mode; the Full steps come back on leaving it
+        if fast and not self._steps_fast:
+            self._full_steps = self.steps_spin.value()
+        if fast:
+            with QSignalBlocker(self.steps_spin):
+                self.steps_spin.setValue(int(steps))
+        elif self._steps_fast:
+            with QSignalBlocker(self.steps_spin):
+                self.steps_spin.setValue(self._full_steps)
+        self._steps_fast = fast
+        self.steps_spin.setEnabled(not fast)
+        self.steps_spin.setToolTip(f"Fast mode draws in the distilled student's own {steps} steps. Switch to Full "
+                                   f"({key}) to choose the steps." if fast else STEPS_TIP)
+        self.sampler_box.setEnabled(not fast)
+        self.sampler_box.setToolTip(NOT_IN_FAST.format(key=key) if fast else SAMPLER_TIP)
+        self.negative_edit.setEnabled(not fast)
+        self.negative_edit.setToolTip(NEGATIVE_NOT_IN_FAST.format(key=key) if fast else NEGATIVE_TIP)
+        self._apply_draft()
+
+    # drafts ----------------------------------------------------------------------------------
+    def _draft_wanted(self) -> bool:
+        return self.fast_available() if self.draft_choice is None else self.draft_choice
+
+    def _apply_draft(self) -> None:
+        avail = self.fast_available()
+        with QSignalBlocker(self.draft_check):
+            self.draft_check.setChecked(avail and self._draft_wanted())
+        self.draft_check.setEnabled(avail)
+        tip = DRAFT_TIP.format(keep=KEEP_KEY, key=DRAFT_KEY)
+        if not avail:
+            why = self.student_note if self.model_known else "known once the model is loaded"
+            tip = f"Drafts need the model's distilled student ({why}). " + tip
+        self.draft_check.setToolTip(tip)
+        with QSignalBlocker(self.act_draft):
+            self.act_draft.setChecked(self.draft_check.isChecked())
+        self.act_draft.setToolTip(tip)
+        self.act_draft.setStatusTip(tip)
+        if not self.drafting():
+            self._draft_timer.stop()
+
+    def _draft_toggled(self, on: bool) -> None:
+        self.draft_choice = bool(on)
+        with QSignalBlocker(self.act_draft):
+            self.act_draft.setChecked(on)
+        if not on:
+            self._draft_timer.stop()
+            self.draftStopRequested.emit()
+        self.message.emit("Drafts while typing: on (a pause in typing draws a quick draft)" if on
+                          else "Drafts while typing: off")
+
+    def _draft_unavailable(self) -> None:
+        with QSignalBlocker(self.act_draft):
+            self.act_draft.setChecked(False)
+        why = self.student_note if self.model_known else "the model is not loaded yet"
+        self.message.emit(f"Drafts while typing need a distilled student: {why}")
+
+    def drafting(self) -> bool:
+        """Drafts are drawn while typing: the option is on and the model has a student."""
+        return self.fast_available() and self.draft_check.isChecked()
+
+    def _draft_due(self) -> None:
+        if self.drafting() and self.prompt_edit.toPlainText().strip():
+            self.draftRequested.emit(self.draft_params())
+
+    def draft_params(self) -> dict:
+        """A draft's job: the prompt as typed, Fast, one film. The seed is the one set here, or with
+        Random one seed for the whole session, so that successive drafts differ by the text alone."""
+        p = self.job_params()
+        p.update(fast=True, draft=True, steps=int(self.student["steps"]) if self.student else 4, batch=1,
+                 negative_prompt="", preview_every=DRAFT_PREVIEW_EVERY, random_seed=False,
+                 seed=self._draft_seed if self.random_seed_check.isChecked() else int(self.seed_spin.value()))
+        return p
+
+    def set_draft_state(self, text: str, shown: bool) -> None:
+        """The draft line under Generate ("" hides it); Keep works while a draft is ``shown``."""
+        self.draft_label.setText(text)
+        self.draft_bar.setVisible(bool(text))
+        self.keep_button.setEnabled(shown)
+        self.discard_button.setEnabled(shown)
+        self.act_keep_draft.setEnabled(shown)
+
+    def stop_timers(self) -> None:
+        self._draft_timer.stop()
 
     def _update_real_button(self) -> None:
         found = prompt_findings(self.prompt_text())
@@ -320,9 +575,11 @@ class GeneratorPanel(QWidget):
     # ------------------------------------------------------------------ parameters
     def job_params(self) -> dict:
         prompt = self.prompt_edit.toPlainText().strip()
+        fast = self.job_fast()
         return {
             "prompt": prompt,
-            "negative_prompt": self.negative_edit.text().strip(),
+            "fast": fast,
+            "negative_prompt": "" if fast is True else self.negative_edit.text().strip(),
             "size": int(self.size_box.currentData()),
             "steps": int(self.steps_spin.value()),
             "guidance_scale": None if self._guidance_unknown() else float(self.guidance_spin.value()),
@@ -335,18 +592,28 @@ class GeneratorPanel(QWidget):
         }
 
     def set_params(self, params: dict, fixed_seed: bool = True) -> None:
-        """Refill the form from a result's parameters ("reuse parameters")."""
+        """Refill the form from a result's parameters ("reuse parameters"); a film drawn in Fast mode
+        sets the switch to Fast (its steps are the student's, the Full steps stay), others to Full."""
+        if "fast" in params:
+            self.set_fast(bool(params.get("fast")))
         if "prompt" in params:
-            self.prompt_edit.setPlainText(str(params["prompt"]))
-        if "negative_prompt" in params:
+            self._quiet = True  # filled in, not typed: no draft
+            try:
+                self.prompt_edit.setPlainText(str(params["prompt"]))
+            finally:
+                self._quiet = False
+        if "negative_prompt" in params and not params.get("fast"):
             self.negative_edit.setText(str(params.get("negative_prompt") or ""))
         size = params.get("size", params.get("width"))
         if size is not None:
             i = self.size_box.findData(int(size))
             if i >= 0:
                 self.size_box.setCurrentIndex(i)
-        if params.get("steps") is not None:
-            self.steps_spin.setValue(int(params["steps"]))
+        if params.get("steps") is not None and not params.get("fast"):
+            if self._steps_fast:
+                self._full_steps = int(params["steps"])  # shown when the switch goes back to Full
+            else:
+                self.steps_spin.setValue(int(params["steps"]))
         if params.get("guidance_scale") is not None:
             self.guidance_spin.setValue(float(params["guidance_scale"]))
         if params.get("sampler") is not None:
@@ -420,6 +687,7 @@ class GeneratorPanel(QWidget):
             self.prompt_edit.setFocus()
             return
         self.error_label.hide()
+        self._draft_timer.stop()  # the film asked for on purpose; no draft of the same text after it
         self.generateRequested.emit(params)
 
     # ------------------------------------------------------------------ run state
@@ -495,7 +763,9 @@ class GeneratorPanel(QWidget):
         s.setValue("generator/prompt", self.prompt_edit.toPlainText())
         s.setValue("generator/negative", self.negative_edit.text())
         s.setValue("generator/size", int(self.size_box.currentData()))
-        s.setValue("generator/steps", self.steps_spin.value())
+        s.setValue("generator/steps", self._full_steps if self._steps_fast else self.steps_spin.value())
+        s.setValue("generator/mode", "fast" if self.prefer_fast else "full")
+        s.setValue("generator/draft", "auto" if self.draft_choice is None else "on" if self.draft_choice else "off")
         s.setValue("generator/guidance", self.guidance_spin.value())
         s.setValue("generator/guidance_custom", self.guidance_custom)
         s.setValue("generator/sampler", self.sampler_box.currentData())
@@ -538,6 +808,12 @@ class GeneratorPanel(QWidget):
         self._guidance_tooltip()
         self.random_seed_check.setChecked(get("generator/random_seed", True, bool))
         self.attention_check.setChecked(get("generator/attention", True, bool))
+        # fast mode (settings files before it have neither key: Fast where the model has a student, drafts
+        # with it); a value this version does not know counts as missing
+        self.prefer_fast = get("generator/mode", "fast", str) != "full"
+        draft = get("generator/draft", "auto", str)
+        self.draft_choice = {"on": True, "off": False}.get(draft)
+        self._apply_mode()
 
 
 _FINDINGS = ("effusion", "pneumonia", "consolidation", "cardiomegaly", "edema", "oedema", "fibrosis",

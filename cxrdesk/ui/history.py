@@ -66,8 +66,16 @@ class HistoryEntry:
 
     def summary(self) -> str:
         p = self.params
-        return (f"seed {p.get('seed')}, {p.get('steps')} steps, {p.get('sampler')}, "
+        return (f"seed {p.get('seed')}, {sampler_text(p)}, "
                 f"adherence {p.get('guidance_scale')}, {p.get('width')}x{p.get('height')}")
+
+
+def sampler_text(params: dict) -> str:
+    """How a film was drawn, where the sampler is shown: "20 steps, dpm++-karras", or for fast mode
+    "fast (distilled, 4 steps)" (the distilled student; no sampler or negative prompt applied)."""
+    if params.get("fast"):
+        return f"fast (distilled, {params.get('steps')} steps)"
+    return f"{params.get('steps')} steps, {params.get('sampler')}"
 
 
 def _jsonable(v):

@@ -108,7 +108,8 @@ class HistoryStrip(QWidget):
         lesson = entry.params.get("lesson")
         if isinstance(lesson, dict) and lesson.get("case"):
             what = f"case {lesson.get('case')}, seed"
-        it = QListWidgetItem(icon, f"{what} {entry.seed}\n{entry.params.get('steps')} steps, {entry.created[11:16]}")
+        how = "fast" if entry.params.get("fast") else f"{entry.params.get('steps')} steps"  # fast: the student's steps
+        it = QListWidgetItem(icon, f"{what} {entry.seed}\n{how}, {entry.created[11:16]}")
         it.setData(EntryRole, entry)
         it.setToolTip(entry_tooltip(entry))
         if front:

@@ -20,6 +20,7 @@ from ..core.imaging import imaging
 from ..core.generation.sampling import DEFAULT_GUIDANCE
 from ..core.regions import without_region
 from .dataset_panel import DatasetPanel
+from .drafts import DraftController
 from .edit_panel import EditPanel
 from .enhance_panel import EnhancePanel
 from .generator_panel import GeneratorPanel
@@ -233,6 +234,8 @@ class MainWindow(QMainWindow):
         self.lesson_panel.statusMessage.connect(lambda t: self.statusBar().showMessage(t, 8000))
         w.warmedUp.connect(self._on_warmed_up)
         self.edit_panel.connect_worker(self.host)
+        self.drafts = DraftController(self)  # drafts while typing (issue 28), on the same worker
+        self.generator.message.connect(lambda t: self.statusBar().showMessage(t, 6000))
 
         self.resize(1440, 900)
         self._restore_settings()
@@ -333,7 +336,8 @@ class MainWindow(QMainWindow):
         self.act_generate = A("&Generate", self.generator.request_generate, ["Ctrl+Return", "Ctrl+Enter"],
                               "Generate from the prompt (Ctrl+Enter)")
         self.act_cancel = A("&Cancel generation", self.cancel_generation, "Esc",
-                            "Stop the running generation within one step (Esc)")
+                            "Stop the running generation within one step; with none running, take a draft "
+                            "off the view (Esc)")
         self.act_presets = {}
         for name, key in PRESET_KEYS.items():
             self.act_presets[name] = A(f"{name} window", lambda n=name: self.apply_window_preset(n), key,
@@ -438,6 +442,10 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Generate")
         m.addAction(self.act_generate)
         m.addAction(self.act_cancel)
+        m.addSeparator()
+        for a in self._fast_actions():
+            m.addAction(a)
+        m.setToolTipsVisible(True)
         m = mb.addMenu("&View")
         sub = m.addMenu("Window &presets")
         for a in self.act_presets.values():
@@ -521,6 +529,7 @@ class MainWindow(QMainWindow):
         self.model_info = info
         self.model_panel.set_info(info)
         self.generator.set_recommended_guidance(info.get("guidance", DEFAULT_GUIDANCE))
+        self.generator.set_student(info.get("student"), info.get("student_note", ""))
         self.generator.set_label_counts((info.get("training") or {}).get("label_counts"),
                                         info.get("findings_check"))
         dev = str(info.get("device", "cpu")).upper()
@@ -560,6 +569,9 @@ class MainWindow(QMainWindow):
         if self.edit_panel.is_running():
             self.statusBar().showMessage("An edit is running: wait for it or cancel it (Esc)", 6000)
             return
+        self.drafts.stop()  # a running draft gives way (within one step)
+        if self.drafts.slot() == self.viewer.active():
+            self.drafts.put_back(display=False)  # the film comes where the draft was; the one under it is kept
         self.job_id += 1
         job = dict(params)
         job["job"] = self.job_id
@@ -589,7 +601,11 @@ class MainWindow(QMainWindow):
         self.host.requestGenerate.emit(job)
 
     def cancel_generation(self) -> None:
-        if self.running_job is None:
+        if self.running_job is None:  # Esc with a draft on screen: take it off
+            if self.is_presenting():
+                self.set_presentation(False)
+            else:
+                self.drafts.discard()
             return
         self.host.worker.cancel(self.running_job)
         self.generator.progress_bar.setFormat("cancelling...")
@@ -598,6 +614,9 @@ class MainWindow(QMainWindow):
     def _on_job_started(self, job: int, batch: int, steps: int) -> None:
         if job != self.running_job:
             return
+        if steps != self._job_total:  # Fast asked for before the model was known: the student's steps
+            self._job_total = steps
+            self.generator.chart.clear(steps)
         self.generator.set_progress(0, batch, 0, steps, 0.0)
         self.progress.setRange(0, batch * steps)
         self.progress.setValue(0)
@@ -699,7 +718,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Cannot show this result: {exc}", 8000)
             return
         p = entry.params
-        what = "Edited" if isinstance(p.get("edit"), dict) else "Generated"
+        what = "Edited" if isinstance(p.get("edit"), dict) else "Generated (fast)" if p.get("fast") else "Generated"
         lesson = p.get("lesson")
         if isinstance(lesson, dict) and lesson.get("case"):  # drawn by the Lesson panel
             what = f"Lesson case {lesson.get('case')}"
@@ -720,6 +739,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Parameters of seed {entry.seed} copied to the Generator", 5000)
 
     def set_document(self, doc: Document, keep_window: bool = False, keep_view: bool = False) -> None:
+        if self.drafts.slot() == self.viewer.active():
+            self.drafts.put_back(display=False)  # a draft never becomes the previous film
         if self.doc is not None and (self.doc.entry is None or doc.entry is None or self.doc.entry.id != doc.entry.id):
             self.prev_doc = self.doc
         new_image = self.doc is not doc
@@ -1529,7 +1550,8 @@ class MainWindow(QMainWindow):
 
     def show_shortcuts(self) -> None:
         rows = []
-        for a in [self.act_generate, self.act_cancel, *self.act_presets.values(), self.act_invert, self.act_reset_wl,
+        for a in [self.act_generate, self.act_cancel, *self._fast_actions(), *self.act_presets.values(),
+                  self.act_invert, self.act_reset_wl,
                   self.act_fit, self.act_1to1, self.act_magnifier, self.act_compare, self.act_highlight,
                   self.act_reveal, self.act_measure,
                   self.act_clear_measure, self.act_flip_h, self.act_flip_v, self.act_rot_cw, self.act_rot_ccw,
@@ -1565,7 +1587,18 @@ class MainWindow(QMainWindow):
         self.act_pacs.setEnabled(has and doc.exportable)
         tip = "" if (has and doc.exportable) else " (generated images only)"
         self.act_export_dicom.setStatusTip("Export as DICOM Secondary Capture" + tip)
-        self.act_cancel.setEnabled(self.running_job is not None)
+        drafts = getattr(self, "drafts", None)
+        self.act_cancel.setEnabled(self.running_job is not None or (
+            drafts is not None and drafts.shown() and not self.edit_panel.is_running()))
+
+    def _fast_actions(self) -> list:
+        """Fast / Full, draft while typing, keep the draft: the Generator's, with window-wide shortcuts."""
+        g = self.generator
+        acts = [g.act_fast, g.act_draft, g.act_keep_draft]
+        for a in acts:
+            if a not in self.actions():
+                self.addAction(a)
+        return acts
 
     def _save_settings(self) -> None:
         s = self.settings
@@ -1628,6 +1661,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, ev) -> None:
         self._save_settings()
+        self.drafts.shutdown()
         if self.running_job is not None:
             self.host.worker.cancel(self.running_job)
         self.host.shutdown()

@@ -136,6 +136,9 @@ class ModelPanel(QWidget):
                                       "the Generator uses it unless you choose another. Where it applies "
                                       "only to part of the noise schedule, the other steps run unguided "
                                       "(faster, more varied)"),
+            ("fast", "Fast mode", "Whether this model folder has a distilled student for Fast mode and drafts "
+                                  "while typing (a film in a few steps, one network call each), its steps "
+                                  "and how many training steps it was distilled for"),
             ("device", "Device", "Where the model runs"),
             ("dtype", "Precision", "Numeric precision of inference"),
             ("load", "Load time", "Seconds to load the model, then (+) seconds preparing faster "
@@ -145,6 +148,13 @@ class ModelPanel(QWidget):
             self.fields[key] = lab
             self.form.addRow(label, lab)
         lay.addWidget(g)
+        self.fast_note = QLabel("")
+        self.fast_note.setObjectName("caveatNote")
+        self.fast_note.setWordWrap(True)
+        self.fast_note.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.fast_note.setToolTip("Why the Generator's Fast switch and drafts while typing are off for this model")
+        self.fast_note.hide()
+        lay.addWidget(self.fast_note)
         self.random_label = QLabel("")
         self.random_label.setObjectName("errorBanner")
         self.random_label.setWordWrap(True)
@@ -198,6 +208,10 @@ class ModelPanel(QWidget):
         g = info.get("guidance")
         where = interval_text(info.get("guidance_interval") or FULL_INTERVAL)
         f["guidance"].setText((f"{g:g}" + (f" ({where})" if where else "")) if isinstance(g, (int, float)) else "-")
+        text, note = student_text(info)
+        f["fast"].setText(text)
+        self.fast_note.setText(note)
+        self.fast_note.setVisible(bool(note))
         dev = str(info.get("device", "-")).upper()
         if info.get("device_name"):
             dev += f" ({info['device_name']})"
@@ -225,6 +239,17 @@ class ModelPanel(QWidget):
         _wrap_everything(self.card.document())
         self.load_button.setEnabled(True)
         self.load_now_button.setEnabled(False)
+
+
+def student_text(info: dict) -> tuple[str, str]:
+    """The Fast mode row of a loaded model, and the note under it when it has no usable student."""
+    st = info.get("student")
+    if isinstance(st, dict):
+        done = st.get("distill_steps")
+        trained = f", distilled for {int(done):,} training steps" if isinstance(done, int) and done > 0 else ""
+        return f"yes: distilled student, {st.get('steps')} steps{trained}", ""
+    note = str(info.get("student_note") or "this model folder has no distilled student")
+    return "no (Full generation only)", "Fast mode: " + note[0].upper() + note[1:] + "."
 
 
 def _wrap_everything(doc) -> None:

@@ -44,6 +44,7 @@ class GenerationWorker(QObject):
     stepMetrics = Signal(int, int, dict)      # job, batch index, metrics incl. "step"
     resultReady = Signal(int, object)         # job, HistoryEntry
     editReady = Signal(int, object)           # edit job, HistoryEntry of the edited film
+    draftReady = Signal(int, object)          # draft job, dict: image (uint16), params, metrics, attention, timings
     jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
     warmedUp = Signal(dict)                   # after the faster graphs: warm_up_seconds, unet_engine
 
@@ -181,6 +182,17 @@ class GenerationWorker(QObject):
 
         batch = max(1, int(job.get("batch", 1)))
         steps = int(job.get("steps", 20))
+        # fast: True / False, or "auto" (asked for before the model was loaded): the distilled student
+        # where the model has one, in its own steps. A draft (drawn while the prompt is typed) is never
+        # saved: it goes out on draftReady and the window saves it only if the user keeps it.
+        fast = job.get("fast", False)
+        student = self.pipe.info.get("student")
+        if fast == "auto":
+            fast = student is not None
+            if fast:
+                steps = int(student["steps"])
+        fast = bool(fast)
+        draft = bool(job.get("draft"))
         seed = job.get("seed")
         if seed is None or int(seed) < 0:
             seed = random.SystemRandom().randrange(0, 2 ** 31 - 1 - batch)
@@ -219,7 +231,7 @@ class GenerationWorker(QObject):
                     guidance_scale=job.get("guidance_scale"), seed=seed + k,
                     width=int(job.get("size", 256)), height=int(job.get("size", 256)),
                     sampler=job.get("sampler", DEFAULT_SAMPLER), on_step=on_step, cancel=self._cancel,
-                    preview_every=preview_every, attention_words=words)
+                    preview_every=preview_every, attention_words=words, fast=fast)
             except GenerationCancelled:
                 return "cancelled", f"cancelled after {k} of {batch} image(s)"
             except PipelineError as exc:
@@ -230,6 +242,11 @@ class GenerationWorker(QObject):
             params["batch_index"] = k
             params["batch_count"] = batch
             params["random_seed"] = bool(job.get("random_seed", False))
+            if draft:
+                self.draftReady.emit(jid, {"image": image_u16, "params": params, "metrics": final,
+                                           "step_metrics": metrics_log, "attention": res.attention,
+                                           "timings": res.timings})
+                continue
             entry = self.store.save(image_u16, params, metrics=final, step_metrics=metrics_log,
                                     attention=res.attention, timings=res.timings)
             self.resultReady.emit(jid, entry)
