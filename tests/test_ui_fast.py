@@ -237,9 +237,13 @@ def test_a_draft_covers_the_film_without_saving_and_keep_or_esc_decide(qtbot, ma
     qtbot.keyClicks(g.prompt_edit, ".")
     qtbot.waitUntil(lambda: w.drafts.shown() and not w.drafts.running(), timeout=GEN_TIMEOUT)
     draft_image = w.doc.data
+    arrow = {"kind": "arrow", "from": [10.0, 10.0], "to": [30.0, 40.0]}
+    w.view.set_annotations([arrow])
+    w._on_annotated(w.view)  # an arrow drawn on the draft
     qtbot.keyClick(w, Qt.Key_K, Qt.ControlModifier)  # Keep: into the History as a fast film
     entries = w.history.entries()
     assert len(entries) == 2 and entries[-1].params["fast"] is True and w.doc.entry.id == entries[-1].id
+    assert w.doc.annotations == [arrow]  # kept with the film (its annotations file)
     np.testing.assert_array_equal(entries[-1].image(), draft_image)
     assert w.prev_doc.entry.id == film.id  # the film made on purpose is the previous one, not pushed out
     assert not w.drafts.shown() and not g.draft_bar.isVisibleTo(g)

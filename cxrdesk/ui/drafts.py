@@ -189,6 +189,10 @@ class DraftController(QObject):
         except OSError as exc:
             mw.statusBar().showMessage(f"The draft could not be saved: {exc}", 10000)
             return None
+        if self.doc.annotations:  # arrows and labels drawn on the draft stay with the kept film
+            from .mainwindow import _save_annotations
+
+            _save_annotations(entry, self.doc.annotations)
         self.put_back(display=False)  # the film under it becomes the previous film, as for a Generate
         mw.history.add(entry)
         mw.viewer.set_active(k)
