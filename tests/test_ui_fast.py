@@ -227,12 +227,12 @@ def test_a_draft_covers_the_film_without_saving_and_keep_or_esc_decide(qtbot, ma
     assert w.view.notice().startswith("DRAFT")
     assert g.draft_bar.isVisibleTo(g) and g.keep_button.isEnabled() and "DRAFT" in g.draft_label.text()
     assert len(w.history.entries()) == 1 and sorted(p.name for p in w.store.root.rglob("*.png")) == files
-    assert w.drafts.under.entry.id == film.id and w.act_cancel.isEnabled()
+    assert w.drafts.under.entry.id == film.id and w.act_cancel.isEnabled() and "draft" in w.act_cancel.text()
 
     qtbot.keyClick(w, Qt.Key_Escape)  # Esc: the film made on purpose comes back
     assert not w.drafts.shown() and w.doc.entry.id == film.id and not g.draft_bar.isVisibleTo(g)
     np.testing.assert_array_equal(w.view.image(), film.image())
-    assert not w.act_cancel.isEnabled()
+    assert not w.act_cancel.isEnabled() and w.act_cancel.text() == "&Cancel generation"
 
     qtbot.keyClicks(g.prompt_edit, ".")
     qtbot.waitUntil(lambda: w.drafts.shown() and not w.drafts.running(), timeout=GEN_TIMEOUT)

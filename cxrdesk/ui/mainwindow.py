@@ -1588,8 +1588,9 @@ class MainWindow(QMainWindow):
         tip = "" if (has and doc.exportable) else " (generated images only)"
         self.act_export_dicom.setStatusTip("Export as DICOM Secondary Capture" + tip)
         drafts = getattr(self, "drafts", None)
-        self.act_cancel.setEnabled(self.running_job is not None or (
-            drafts is not None and drafts.shown() and not self.edit_panel.is_running()))
+        draft = self.running_job is None and drafts is not None and drafts.shown() and not self.edit_panel.is_running()
+        self.act_cancel.setEnabled(self.running_job is not None or draft)
+        self.act_cancel.setText("Take the &draft off" if draft else "&Cancel generation")
 
     def _fast_actions(self) -> list:
         """Fast / Full, draft while typing, keep the draft: the Generator's, with window-wide shortcuts."""
