@@ -118,3 +118,16 @@ def test_evaluate_fast_scores_the_student(fast_model_dir, tiny_model_dir, tmp_pa
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--n", "3",
                  "--fast", "--quiet"]) == 2
     assert "no distilled student" in capsys.readouterr().err
+
+
+def test_warm_up_loads_the_student_once_so_the_first_fast_film_does_not_wait(fast_model_dir, monkeypatch):
+    from cxrdesk.core.generation import fast
+
+    loads = []
+    real = fast.load_student
+    monkeypatch.setattr(fast, "load_student", lambda *a, **k: loads.append(1) or real(*a, **k))
+    pipe = Pipeline.load(fast_model_dir)
+    pipe.warm_up()
+    assert loads == [1]
+    pipe.generate("normal chest radiograph", steps=2, seed=1, fast=True)
+    assert loads == [1]

@@ -327,9 +327,18 @@ class Pipeline:
 
     def warm_up(self, batches: tuple[int, ...] | None = None, engine: str | None = None,
                 attention: bool = False) -> float:
-        """Make faster UNet and decoder graphs that later generations run (see engines.warm_up).
-        ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
-        return engines.warm_up(self, batches, engine, attention)
+        """Make faster UNet and decoder graphs that later generations run (see engines.warm_up), and
+        load the distilled student where the folder has one, so that the first fast film does not wait
+        for it. ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
+        seconds = engines.warm_up(self, batches, engine, attention)
+        if self.info.get("student") is not None and self._student is None:
+            t0 = time.perf_counter()
+            try:
+                self.student_unet()
+            except PipelineError as exc:  # a damaged student: fast mode says so when asked for
+                log.warning("cannot load the distilled student: %s", exc)
+            seconds += time.perf_counter() - t0
+        return seconds
 
     def _unet(self, sample, t, context, store: AttnStore | None = None):
         """The UNet's output: the faster graph for this shape when warm_up() made one. With ``store``
