@@ -14,7 +14,7 @@ the IOD every PACS and viewer accepts, checked clean with ``dciodvfy``:
 - a clearly synthetic patient (``SYNTHETIC^CXRDESK`` by default), fresh UIDs, SeriesDescription
   ``SYNTHETIC - NOT FOR DIAGNOSIS``, the prompt and generation parameters in ImageComments (a
   readable header plus one ``cxrdesk-params: {json}`` line), no private tags;
-- an *unknown* (a quiz case, ``unknown=True``) keeps only :func:`cxrdesk.core.pngio.unknown_metadata`
+- an *unknown* (a quiz case, ``unknown=True``) keeps only :func:`cxrdesk.core.imaging.pngio.unknown_metadata`
   in ImageComments (no prompt, no model name, no edit record), so no attribute gives the answer.
 
 A batch lands as one series when the caller passes one :class:`SeriesContext` to every export.
@@ -40,7 +40,7 @@ import numpy as np
 
 from ..fsutil import atomic_write
 from ..imaging.imagefile import ImageReadError, check_inflated_size, check_size
-from ..imaging.imaging import voi_linear
+from ..imaging.imaging import voi_linear, window_presets
 from ..imaging.pngio import (DISCLAIMER, MAX12, burn_synthetic_mark, input_max, to_8bit, to_stored12,
                              unknown_metadata)
 from ..jsonfile import parse_object
@@ -50,17 +50,6 @@ DEFAULT_PATIENT_NAME = "SYNTHETIC^CXRDESK"
 DEFAULT_PATIENT_ID = "CXRDESK-SYNTHETIC"
 PARAMS_PREFIX = "cxrdesk-params: "
 MAX_FRAMES = 1 << 16  # NumberOfFrames above this is a corrupt or hostile header (pixel limits: imagefile)
-
-# Fallback presets for radiographs, as fractions of the full data range (center, width,
-# explanation), used when cxrdesk.core.imaging is unavailable. A radiograph is not calibrated
-# like CT, so these are starting points, not tissue windows.
-DEFAULT_PRESETS: tuple[tuple[float, float, str], ...] = (
-    (0.5, 1.0, "FULL RANGE"),
-    (0.35, 0.5, "LUNG"),
-    (0.65, 0.5, "MEDIASTINUM"),
-    (0.75, 0.35, "BONE"),
-)
-
 
 class DicomError(ImageReadError):
     """A DICOM file cannot be read or written; the message is one line."""
@@ -173,15 +162,9 @@ def parse_image_comments(text: str | None) -> dict:
 
 
 def default_presets(bits: int = 12) -> list[tuple[float, float, str]]:
-    """Window presets (center, width, explanation) in ``bits``-bit units: those of
-    :func:`cxrdesk.core.imaging.window_presets` (what the view offers), else :data:`DEFAULT_PRESETS`."""
-    try:
-        from ..imaging.imaging import window_presets
-
-        return [(float(c), float(w), str(name).upper()) for name, (c, w) in window_presets(bits).items()]
-    except Exception:  # noqa: BLE001 - imaging unavailable or changed: keep exporting
-        top = float((1 << bits) - 1)
-        return [(c * top, w * top, e) for c, w, e in DEFAULT_PRESETS]
+    """Window presets (center, width, explanation) in ``bits``-bit units: those the view offers
+    (:func:`cxrdesk.core.imaging.imaging.window_presets`)."""
+    return [(float(c), float(w), str(name).upper()) for name, (c, w) in window_presets(bits).items()]
 
 
 def _windows(window, presets, image, out_max: float) -> list[tuple[float, float, str]]:
@@ -211,9 +194,9 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     generation parameters (prompt, negative_prompt, seed, steps, guidance_scale, sampler,
     model, model_hash, width, height, upscale, ...). ``window``: the view's (center, width) in
     the units of ``image``; ``presets``: (center, width, explanation) in the same units (default
-    :data:`DEFAULT_PRESETS`). ``context``: shared study/series (a fresh one if None). ``bits``:
+    :func:`default_presets`). ``context``: shared study/series (a fresh one if None). ``bits``:
     12 or 8. ``burn_mark``: burn a small "SYNTHETIC" mark into the pixels. ``unknown``: a quiz
-    case, ``metadata`` reduced to :func:`~cxrdesk.core.pngio.unknown_metadata` (the caller gives the
+    case, ``metadata`` reduced to :func:`~cxrdesk.core.imaging.pngio.unknown_metadata` (the caller gives the
     context a series description that does not name the answer, e.g. "case 01").
     """
     from pydicom.dataset import FileDataset, FileMetaDataset

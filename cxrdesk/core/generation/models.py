@@ -6,6 +6,8 @@ elsewhere loads here too.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 TEXT_DIM = 384  # all-MiniLM-L6-v2 hidden size
@@ -160,3 +162,59 @@ def fit_preview_map(latents, greys) -> list[float]:
     a = np.concatenate([a, np.ones((len(a), 1), a.dtype)], axis=1)
     coef, *_ = np.linalg.lstsq(a, np.concatenate(ys), rcond=None)
     return [float(v) for v in coef]
+
+
+class _quiet_diffusers:
+    """Silence diffusers' and transformers' loggers within the block (restored after)."""
+
+    def __enter__(self):
+        self._saved = [(lg, lg.level) for lg in map(logging.getLogger, ("diffusers", "transformers"))]
+        for lg, _ in self._saved:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in self._saved:
+            lg.setLevel(level)
+        return False
+
+
+def load_components(folder, device: str):
+    """A model folder's VAE, UNet and text encoder (safetensors only; ModelLoadError, one line, for
+    what cannot be loaded): (vae, unet, text encoder, its kind, the VAE and UNet weight files)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from ..errors import ModelLoadError, PipelineError
+    from ..modelfolder import component_weights
+    from .text import TextEncoder
+
+    weights = []
+    for comp in ("vae", "unet"):
+        if not (folder / comp / "config.json").is_file():
+            raise ModelLoadError(f"{folder.name}: component {comp}/ is missing or has no config.json")
+        weights += component_weights(folder / comp)
+    try:
+        with _quiet_diffusers():  # our one line, not diffusers' log lines before it
+            vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True,
+                                                        use_safetensors=True)
+    except Exception as exc:  # corrupt weights, wrong shapes
+        raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
+    te_dir = folder / "text_encoder"
+    ref = te_dir / "cxrdesk_text_encoder.json"
+    try:
+        if ref.is_file() or not te_dir.is_dir():
+            text = TextEncoder(device=device)
+            te_kind = "all-MiniLM-L6-v2 (packaged)"
+        else:
+            component_weights(te_dir)
+            text = TextEncoder(str(te_dir), kind="clip", device=device)
+            te_kind = type(text.model).__name__
+    except PipelineError:  # our own messages (e.g. pickle-only weights) pass through as they are
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
+    if unet.config.cross_attention_dim != text.dim:
+        raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
+                             f"cross-attention width {unet.config.cross_attention_dim}")
+    return vae, unet, text, te_kind, weights

@@ -14,19 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-
 import numpy as np
 
 from ..errors import GenerationCancelled, ModelLoadError, PipelineError
-from ..modelfolder import (ModelFolder, check_no_pickles, component_weights, default_model_path,
-                           model_json)
+from ..modelfolder import ModelFolder, check_no_pickles, default_model_path, model_json
 from . import engines
 from .attention import (ATTENTION_EVERY, AttnStore, RecordingAttnProcessor, attention_maps, record_probs,
                         token_index, wrap_cross_attention)
-from .models import fit_preview_map, n_params, unet_to_vae_latents, vae_to_unet_latents
+from .models import fit_preview_map, load_components, n_params, unet_to_vae_latents, vae_to_unet_latents
 from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
                        denoised, guided, make_scheduler)
 
@@ -102,21 +97,6 @@ def metrics_at_step(image: np.ndarray, step: int) -> dict:
     return m
 
 
-class _quiet_diffusers:
-    """Silence diffusers' and transformers' loggers within the block (restored after)."""
-
-    def __enter__(self):
-        self._saved = [(lg, lg.level) for lg in map(logging.getLogger, ("diffusers", "transformers"))]
-        for lg, _ in self._saved:
-            lg.setLevel(logging.CRITICAL + 1)
-        return self
-
-    def __exit__(self, *exc):
-        for lg, level in self._saved:
-            lg.setLevel(level)
-        return False
-
-
 @dataclass
 class _Prompt:
     """An encoded prompt: the UNet's context with and without guidance, and its tokens."""
@@ -171,39 +151,8 @@ class Pipeline:
         model_json(folder, "model_index.json", required=True)
         device = pick_device(device)
         import torch
-        from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        weights = []
-        for comp in ("vae", "unet"):
-            if not (folder / comp / "config.json").is_file():
-                raise ModelLoadError(f"{folder.name}: component {comp}/ is missing or has no config.json")
-            weights += component_weights(folder / comp)
-        try:
-            with _quiet_diffusers():  # our one line, not diffusers' log lines before it
-                vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, use_safetensors=True)
-                unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True,
-                                                            use_safetensors=True)
-        except Exception as exc:  # corrupt weights, wrong shapes
-            raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
-        from .text import TextEncoder
-
-        te_dir = folder / "text_encoder"
-        ref = te_dir / "cxrdesk_text_encoder.json"
-        try:
-            if ref.is_file() or not te_dir.is_dir():
-                text = TextEncoder(device=device)
-                te_kind = "all-MiniLM-L6-v2 (packaged)"
-            else:
-                component_weights(te_dir)
-                text = TextEncoder(str(te_dir), kind="clip", device=device)
-                te_kind = type(text.model).__name__
-        except PipelineError:  # our own messages (e.g. pickle-only weights) pass through as they are
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
-        if unet.config.cross_attention_dim != text.dim:
-            raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
-                                 f"cross-attention width {unet.config.cross_attention_dim}")
+        vae, unet, text, te_kind, weights = load_components(folder, device)
         mf = ModelFolder.read(folder, unet.config.in_channels, weights)
         use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and engines._cpu_has_bf16())
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
