@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrdesk.core import distill as D
+from cxrdesk.core.training import distill as D
 
 
 def _fake_run(run, teacher, n=6, scaling=None):

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cxrdesk.core import distill as D
+from cxrdesk.core.training import distill as D
 from cxrdesk.core.errors import PipelineError
 from cxrdesk.core.generation.pipeline import Pipeline
 

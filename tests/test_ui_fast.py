@@ -22,7 +22,7 @@ def fast_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model with a student (as tests/test_fast.py makes it)."""
     from diffusers import UNet2DConditionModel
 
-    from cxrdesk.core import distill as D
+    from cxrdesk.core.training import distill as D
 
     teacher = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
     return D.export_student(tiny_model_dir, D.build_student(teacher), tmp_path_factory.mktemp("uifast") / "tiny-fast",

@@ -231,7 +231,7 @@ def cmd_train(args) -> int:
 
 
 def _distill(args, run: Path, progress: bool) -> None:
-    from ..core import distill as D
+    from ..core.training import distill as D
 
     if not args.teacher:
         raise CliError("train distill needs --teacher MODEL_DIR (the model folder to distil)")

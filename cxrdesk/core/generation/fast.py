@@ -1,4 +1,4 @@
-"""Fast mode: a film in a few steps from the model folder's distilled student (core.distill).
+"""Fast mode: a film in a few steps from the model folder's distilled student (core.training.distill).
 
 The student takes the guidance scale as an input, so each step is one UNet call on one latent
 (a guided step of the teacher is two); ``LCMScheduler`` walks the teacher's 50-point grid from
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..distill import DDIM_TIMESTEPS, TIMESTEP_SCALING, W_EMBED_DIM, guidance_embedding
+from ..training.distill import DDIM_TIMESTEPS, TIMESTEP_SCALING, W_EMBED_DIM, guidance_embedding
 from ..errors import GenerationCancelled, ModelLoadError, PipelineError
 from ..modelfolder import STUDENT_DIR
 from .attention import ATTENTION_EVERY

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .modelfolder import FAST_STEPS, STUDENT_DIR
+from ..modelfolder import FAST_STEPS, STUDENT_DIR
 
 W_EMBED_DIM = 256            # the guidance embedding's width (diffusers' LCM default)
 DDIM_TIMESTEPS = 50          # the teacher's solver grid: every 20th training timestep
@@ -154,8 +154,8 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
 
     from diffusers import DDPMScheduler
 
-    from .generation.models import vae_to_unet_latents
-    from .training.common import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
+    from ..generation.models import vae_to_unet_latents
+    from .common import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
 
     cfg = cfg or DistillConfig()
     if not 1.0 <= cfg.guidance_min <= cfg.guidance_max:
@@ -242,7 +242,7 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
 
 
 def _teacher_hash(teacher_dir: Path) -> str:
-    from .modelfolder import component_weights, file_hash
+    from ..modelfolder import component_weights, file_hash
 
     # the model's own hash (Pipeline.load's info["hash"]: the VAE's weights, then the UNet's)
     return file_hash(component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet"))
