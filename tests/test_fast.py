@@ -92,6 +92,10 @@ def test_generate_fast_command(fast_model_dir, tiny_model_dir, tmp_path, capsys)
     assert main(["generate", "normal chest radiograph", "--model", str(tiny_model_dir), "--fast",
                  "-o", str(tmp_path / "g.png"), "--quiet"]) == 2
     assert "no distilled student" in capsys.readouterr().err
+    assert main(["info", "--model", str(fast_model_dir)]) == 0
+    assert "fast mode:    a distilled student, 4 steps (distilled 7 training steps)" in capsys.readouterr().out
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0
+    assert "fast mode:    none (this model folder has no distilled student" in capsys.readouterr().out
 
 
 def test_evaluate_fast_scores_the_student(fast_model_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):

@@ -312,6 +312,12 @@ def cmd_info(args) -> int:
     print(f"sampling:     {i['sampler']}{zero}, guidance {i['guidance']:g} recommended"
           + (f" ({where})" if where else "")
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
+    student = i.get("student")
+    if student:
+        print(f"fast mode:    a distilled student, {student['steps']} steps (distilled {student['distill_steps']} "
+              f"training steps): generate --fast")
+    else:
+        print(f"fast mode:    none ({i.get('student_note')})")
     print(f"load time:    {i['load_seconds']:.2f} s")
     from ..core.generation import onnx_graphs
 
