@@ -680,3 +680,27 @@ def test_same_encoder_holds_across_a_model_folders_float16_weights(tmp_path, tin
     with torch.no_grad():
         run.encoder.conv_in.weight.mul_(1.01)
     assert not same_encoder(run, folder)
+
+
+def test_optimizer_step_syncs_before_clipping_and_ema_update_moves_toward_the_parameters():
+    import torch
+
+    from cxrdesk.core.training.common import ema_update, optimizer_step
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = torch.optim.SGD([w], lr=99.0)
+    seen = []
+
+    def sync():  # runs after backward, before clipping: sees the raw gradient
+        seen.append(w.grad.clone())
+        w.grad.mul_(10)  # e.g. a sum over processes
+
+    optimizer_step(opt, (w * w).sum(), [w], lr=0.5, clip=1.0, sync=sync)
+    assert torch.equal(seen[0], torch.tensor([6.0, 8.0]))
+    assert opt.param_groups[0]["lr"] == 0.5
+    # gradient (60, 80) clipped to norm 1 -> (0.6, 0.8); step 0.5 * that
+    assert torch.allclose(w.detach(), torch.tensor([2.7, 3.6]), atol=1e-5)
+
+    avg = [torch.tensor([0.0, 10.0])]
+    ema_update(avg, [w], decay=0.75)
+    assert torch.allclose(avg[0], 0.75 * torch.tensor([0.0, 10.0]) + 0.25 * w.detach())

@@ -63,6 +63,11 @@ class RunFolder:
         """The default export destination."""
         return self.root / "model"
 
+    @property
+    def model_fast(self) -> Path:
+        """The distillation stage's default export: the teacher's folder with the student added."""
+        return self.root / "model-fast"
+
     def read_cache(self):
         """The encoded dataset: (done.json's metadata, latents float32 (N, C, H, W) as the VAE encodes
         them, caption embeddings, caption ids per film, records), and the indices of the training
@@ -126,6 +131,27 @@ def atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, lr: float, clip: float = 1.0,
+                   sync: Callable[[], None] | None = None) -> None:
+    """One update: set the learning rate, backpropagate ``loss``, run ``sync`` (a hand-written
+    gradient all-reduce, where the model is not DDP-wrapped), clip the gradient norm, step."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync is not None:
+        sync()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+@torch.no_grad()
+def ema_update(averaged, params, decay: float) -> None:
+    """Move each averaged tensor toward its live parameter: ``a <- decay * a + (1 - decay) * p``."""
+    for a, p in zip(averaged, params):
+        a.lerp_(p.detach(), 1 - decay)
 
 
 def load_ckpt(path: Path):

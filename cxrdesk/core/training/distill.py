@@ -155,42 +155,38 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     from diffusers import DDPMScheduler
 
     from ..generation.models import vae_to_unet_latents
-    from .common import CsvLog, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
+    from .common import (CsvLog, RunFolder, _barrier, _progress, _wrap, atomic_save, cpu_setup, ema_update,
+                         init_dist, load_ckpt, optimizer_step)
 
     cfg = cfg or DistillConfig()
     if not 1.0 <= cfg.guidance_min <= cfg.guidance_max:
         raise ValueError("the guidance range must satisfy 1 <= min <= max")
     cpu_setup(threads)
     dist = init_dist(device)
-    run, teacher_dir = Path(run_dir), Path(teacher_dir)
-    cache = run / "cache"
-    meta = json.loads((cache / "done.json").read_text())
+    run, teacher_dir = RunFolder(Path(run_dir)), Path(teacher_dir)
+    meta, latents, text_emb, cap_ids, _, train_idx = run.read_cache()
     teacher, vae_cfg, sched_cfg = _load_teacher(teacher_dir, dist.device)
     if abs(float(vae_cfg.get("scaling_factor", 0)) - float(meta["scaling_factor"])) > 1e-6:
-        raise ValueError(f"{run}'s latents were encoded by another VAE than {teacher_dir.name}'s: copy its VAE "
-                         f"to {run}/vae/final and run 'cxrdesk train encode' first")
-    latents = vae_to_unet_latents(torch.from_numpy(np.load(cache / "latents.npy")).float(), vae_cfg)
-    text_emb = torch.from_numpy(np.load(cache / "text_emb.npy"))
-    cap_ids = torch.from_numpy(np.load(cache / "caption_ids.npy")).long()
-    recs = json.loads((cache / "records.json").read_text())
-    train_idx = torch.tensor([i for i, r in enumerate(recs) if r["split"] != "val"] or list(range(len(recs))))
+        raise ValueError(f"{run.root}'s latents were encoded by another VAE than {teacher_dir.name}'s: copy its "
+                         f"VAE to {run.vae_final} and run 'cxrdesk train encode' first")
+    latents = vae_to_unet_latents(latents, vae_cfg)
     uncond = text_emb[0:1].float().to(dist.device)
     prediction = sched_cfg.get("prediction_type", "epsilon")
     sched = DDPMScheduler.from_config(sched_cfg)
     grid = DDIMGrid(sched.alphas_cumprod, sched.config.num_train_timesteps)
 
-    out = run / "distill"
+    out = run.stage("distill")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     student = build_student(teacher).to(dist.device).train().requires_grad_(True)
     target = copy.deepcopy(student).eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-2)
     step = 0
-    ckpt = out / "ckpt.pt"
+    ckpt = run.ckpt("distill")
     if ckpt.exists():
         state = load_ckpt(ckpt)
         if state.get("teacher_hash") != _teacher_hash(teacher_dir):
-            raise ValueError(f"{run} distilled another teacher than {teacher_dir.name}: use a new run folder")
+            raise ValueError(f"{run.root} distilled another teacher than {teacher_dir.name}: use a new run folder")
         student.load_state_dict(state["model"])
         target.load_state_dict(state["target"])
         opt.load_state_dict(state["opt"])
@@ -213,16 +209,9 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(per_rank, generator=gen)
         loss = lcd_loss(model, teacher, target, grid, x0, cond, uncond, scale, noise, index, prediction, cfg.huber_c)
         lr = _lr(cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, student.parameters(), lr)
         step += 1
-        with torch.no_grad():
-            for p_t, p in zip(target.parameters(), student.parameters()):
-                p_t.lerp_(p.detach(), 1 - cfg.target_decay)
+        ema_update(target.parameters(), student.parameters(), cfg.target_decay)
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -234,11 +223,11 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
             atomic_save({"model": student.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
                          "step": step, "config": cfg.__dict__, "teacher_hash": _teacher_hash(teacher_dir)}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
-            export_student(teacher_dir, target, export_to or run / "model-fast", step=step, config=cfg)
+            export_student(teacher_dir, target, export_to or run.model_fast, step=step, config=cfg)
     if bar:
         bar.close()
     _barrier(dist)
-    return Path(export_to or run / "model-fast")
+    return Path(export_to or run.model_fast)
 
 
 def _teacher_hash(teacher_dir: Path) -> str:

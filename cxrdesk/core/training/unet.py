@@ -15,7 +15,8 @@ from torch import nn
 
 from ..data.findings import record_class
 from ..generation.models import build_unet, latent_scaling, n_params, scheduler_config, vae_to_unet_latents
-from .common import CsvLog, ProgressFn, RunFolder, _barrier, _progress, _wrap, atomic_save, cpu_setup, init_dist, load_ckpt
+from .common import (CsvLog, ProgressFn, RunFolder, _barrier, _progress, _wrap, atomic_save, cpu_setup, ema_update,
+                     init_dist, load_ckpt, optimizer_step)
 from .export import export_model
 
 
@@ -297,17 +298,9 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
         loss = diffusion_loss(pred, x0, noise, alphas[t], cfg.prediction, cfg.snr_gamma,
                               snr_floor=1.0 if cfg.zero_snr else 0.0)
         lr = unet_lr(cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, unet.parameters(), lr)
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, unet.parameters()):
-                e.lerp_(p.detach(), 1 - decay)
+        ema_update(ema, unet.parameters(), min(cfg.ema_decay, (1 + step) / (10 + step)))
         run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
         if bar:
             bar.update(1)

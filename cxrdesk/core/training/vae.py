@@ -15,7 +15,7 @@ from torch import nn
 
 from ..generation.models import build_vae
 from .common import (CsvLog, Dist, ProgressFn, RunFolder, _barrier, _progress, atomic_save, cpu_setup, init_dist,
-                     load_ckpt, load_image_cache)
+                     load_ckpt, load_image_cache, optimizer_step)
 
 
 @dataclass
@@ -200,14 +200,9 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
             crops.append(images[i, y:y + cfg.crop, x:x + cfg.crop])
         x = torch.from_numpy(np.stack(crops)).float().div_(127.5).sub_(1.0).unsqueeze(1).to(dist.device)
         lr = cfg.lr * min(1.0, (step + 1) / 200)
-        for g in opt.param_groups:
-            g["lr"] = lr
         loss, parts, rec = vae_loss(vae, x, cfg, disc, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _allreduce_grads(vae, dist)
-        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
-        opt.step()
+        optimizer_step(opt, loss, [p for p in vae.parameters() if p.requires_grad], lr,
+                       sync=lambda: _allreduce_grads(vae, dist))
         if disc is not None:  # the discriminator learns from step 0; the decoder uses it after adv_start
             disc.zero_grad(set_to_none=True)
             d_loss = 0.5 * (F.relu(1.0 - disc(x)).mean() + F.relu(1.0 + disc(rec.detach())).mean())
