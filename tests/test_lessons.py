@@ -411,3 +411,94 @@ def test_cli_film_only_lesson_needs_no_model_and_notes_stale_files(tmp_path, cap
     assert "older case file(s) not in this lesson (case_07.png)" in se and (out / "case_07.png").exists()
     assert read_answer_key(out / "answers.csv")[0]["answer"] == "Pneumonia"
     assert_no_leak([f"{k}={v}" for k, v in png_texts(out / "case_01.png").items()], "Right lower lobe pneumonia")
+
+
+# --------------------------------------------------------------------------------------------
+# --n: a set of N cases from a shorter (or longer) lesson
+# --------------------------------------------------------------------------------------------
+
+def test_take_cases_first_n_then_cycles_with_new_seeds(tmp_path):
+    from cxrdesk.core.lessons import MAX_SEED, take_cases
+
+    lesson = Lesson("t", [Case(prompt=PROMPTS[0], seed=7, note="n0"), Case(prompt=PROMPTS[1]),
+                          Case(prompt=PROMPTS[2], seed=MAX_SEED)])
+    assert [c.prompt for c in take_cases(lesson, 2).cases] == PROMPTS[:2]
+    assert [c.to_dict() for c in take_cases(lesson, 3).cases] == [c.to_dict() for c in lesson.cases]
+    ten = take_cases(lesson, 10)
+    assert ten.title == "t" and len(ten.cases) == 10 and len(lesson.cases) == 3  # the lesson itself unchanged
+    assert [c.prompt for c in ten.cases] == [PROMPTS[i % 3] for i in range(10)]
+    assert [c.seed for c in ten.cases[0::3]] == [7, 8, 9, 10]  # a fixed seed: S, S+1, S+2 ... each round
+    assert [c.seed for c in ten.cases[1::3]] == [None] * 3  # no seed: random every time, as before
+    assert [c.seed for c in ten.cases[2::3]] == [MAX_SEED, 0, 1]  # wraps inside the seed range
+    assert ten.cases[3].note == "n0" and ten.cases[3].answer_text() == "Effusion"
+    ten.cases[0].note = "changed"
+    assert lesson.cases[0].note == "n0"  # copies, not the lesson's own cases
+    # films are never repeated: the cycle goes on through the prompt cases only
+    mixed = Lesson("m", [Case(prompt="a"), Case(film="f.png"), Case(prompt="b")])
+    assert [c.prompt or c.film for c in take_cases(mixed, 6).cases] == ["a", "f.png", "b", "a", "b", "a"]
+    films = Lesson("f", [Case(film="f.png"), Case(film="g.png")])
+    assert len(take_cases(films, 2).cases) == 2
+    with pytest.raises(LessonError, match="a film cannot be drawn again, so at most 2"):
+        take_cases(films, 3)
+    for bad in (0, -1, 101, True, 2.0):
+        with pytest.raises(LessonError, match="from 1 to 100"):
+            take_cases(lesson, bad)
+
+
+def test_cli_lesson_run_n_makes_a_set_of_n(tmp_path, tiny_model_dir, capsys):
+    from pptx import Presentation
+
+    from cxrdesk.core.imaging.pngio import read_png
+
+    prompts = tmp_path / "three.txt"
+    prompts.write_text("# three cases\n" + "\n".join(PROMPTS[:3]) + "\n")
+    out = tmp_path / "ten"
+    rc, so, se = _run(["lesson", "run", str(prompts), "-o", str(out), "--n", "10", "--steps", "1", "--pptx",
+                       "--model", str(tiny_model_dir), "--quiet"], capsys)
+    assert rc == 0, se
+    names = [f"case_{i:02d}.png" for i in range(1, 11)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names + ["answers.csv", "lesson.pptx"])
+    key = read_answer_key(out / "answers.csv")
+    assert [r["case"] for r in key] == [str(i) for i in range(1, 11)] and [r["file"] for r in key] == names
+    assert [r["prompt"] for r in key] == [PROMPTS[i % 3] for i in range(10)]
+    assert [r["answer"] for r in key[:4]] == ["Effusion", "Cardiomegaly, Edema", "Pneumonia", "Effusion"]
+    assert len({r["seed"] for r in key}) == 10  # every repeat drawn with a new seed
+    for i, name in enumerate(names):
+        assert read_png(out / name).metadata["prompt"] == PROMPTS[i % 3]
+    assert not np.array_equal(read_png(out / "case_01.png").pixels, read_png(out / "case_04.png").pixels)
+    assert len(Presentation(out / "lesson.pptx").slides) == 1 + 2 * 10
+    assert so.count("seed=") == 10
+    # --n below the lesson's length: its first N cases, in order
+    out2 = tmp_path / "two"
+    rc, so, se = _run(["lesson", "run", str(prompts), "-o", str(out2), "--n", "2", "--steps", "1",
+                       "--model", str(tiny_model_dir), "--quiet"], capsys)
+    assert rc == 0, se
+    assert sorted(p.name for p in out2.iterdir()) == ["answers.csv", "case_01.png", "case_02.png"]
+    assert [r["prompt"] for r in read_answer_key(out2 / "answers.csv")] == PROMPTS[:2]
+
+
+def test_cli_lesson_run_bad_n_is_one_line_before_any_work(tmp_path, capsys):
+    from cxrdesk.core.imaging.pngio import write_png
+
+    prompts = tmp_path / "three.txt"
+    prompts.write_text("\n".join(PROMPTS[:3]) + "\n")
+    write_png(tmp_path / "f.png", np.full((32, 32), 0.5, np.float32), {"prompt": "Right lower lobe pneumonia"})
+    films = tmp_path / "films.json"
+    films.write_text(json.dumps({"title": "films", "cases": [{"film": "f.png"}]}))
+    out = tmp_path / "out"
+    no_model = str(tmp_path / "no-model-here")  # a model would be loaded only after every check
+    for argv, message in [
+        ([str(prompts), "--n", "0"], "--n must be from 1 to 100 cases, not 0"),
+        ([str(prompts), "--n", "-4"], "--n must be from 1 to 100 cases, not -4"),
+        ([str(prompts), "--n", "101"], "--n must be from 1 to 100 cases, not 101"),
+        ([str(tmp_path / "none.txt"), "--n", "0"], "--n must be from 1 to 100"),
+        ([str(films), "--n", "2"], "a film cannot be drawn again, so at most 1 case(s)"),
+    ]:
+        rc, so, se = _run(["lesson", "run", *argv, "-o", str(out), "--model", no_model, "--quiet"], capsys)
+        assert rc == 2, se
+        assert se.startswith("cxrdesk: error: ") and len(se.strip().splitlines()) == 1
+        assert message in se and "Traceback" not in se and so == ""
+        assert not out.exists()
+    with pytest.raises(SystemExit) as ei:  # not a number at all: argparse's usage error, exit 2
+        _run(["lesson", "run", str(prompts), "-o", str(out), "--n", "ten"], capsys)
+    assert ei.value.code == 2 and "--n must be a whole number" in capsys.readouterr().err

@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 from . import CliError
-from .generate import cli_errors
+from .generate import _int, cli_errors
 
 
 def register(sub) -> None:
+    from ..core.lessons import MAX_CASES
+
     p = sub.add_parser("lesson", help="a lesson (a set of teaching cases): films, answer key, slides",
                        description="Make a lesson's films, answer key and handout. For education, not for diagnosis.")
     lsub = p.add_subparsers(dest="lesson_command", metavar="ACTION")
@@ -17,7 +19,8 @@ def register(sub) -> None:
     r = lsub.add_parser("run", help="generate every case: DIR/case_01.png ..., DIR/answers.csv, optional DICOM and PPTX",
                         description="Generate every case of a lesson file (.toml, .json, or a prompt list: one "
                                     "prompt per line, # comments) into DIR: case_01.png ..., answers.csv (the "
-                                    "answer key), dicom/ with --dicom, a PPTX handout with --pptx.")
+                                    "answer key), dicom/ with --dicom, a PPTX handout with --pptx; --n N "
+                                    "makes a set of N cases.")
     r.add_argument("lesson", help="lesson file (.toml, .json or a .txt prompt list)")
     r.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created if missing)")
     r.add_argument("--unknown", action="store_true",
@@ -29,6 +32,11 @@ def register(sub) -> None:
                         "slide with the SYNTHETIC mark, the answers as --answers says")
     r.add_argument("--answers", choices=["after", "end"], default="after",
                    help="in the handout, each answer on the slide after its film (default) or all at the end")
+    r.add_argument("--n", type=_int("--n"), default=None, metavar="N",
+                   help=f"make N cases (1 to {MAX_CASES}): the lesson's first N in order, or when N is more than "
+                        "it has, its prompt cases again in turn with new seeds (a fixed seed S is drawn as S+1, "
+                        "S+2 ... on each repeat; films are not repeated), case_01 ... case_N. Default: every "
+                        "case once")
     r.add_argument("--steps", type=int, default=None, help="sampling steps (default: the lesson's, else 20)")
     r.add_argument("--guidance", type=float, default=None,
                    help="prompt adherence (default: the lesson's, else the model's recommendation)")
@@ -76,12 +84,21 @@ def _out_dir(path: str) -> Path:
 
 def cmd_lesson_run(args) -> int:
     from ..core.handout import HandoutCase, write_handout
-    from ..core.lessons import (LessonError, answer_key_rows, export_case, load_film, write_answer_key)
+    from ..core.lessons import (MAX_CASES, LessonError, answer_key_rows, export_case, load_film, take_cases,
+                                write_answer_key)
     from ..core.errors import PipelineError
     from ..core.generation.pipeline import Pipeline
     from ..core.generation.sampling import DEFAULT_SAMPLER
 
+    n = getattr(args, "n", None)
+    if n is not None and not 1 <= n <= MAX_CASES:
+        raise CliError(f"--n must be from 1 to {MAX_CASES} cases, not {n}")
     lesson = _lesson(args.lesson)  # every problem with the file before any folder or model
+    if n is not None:
+        try:
+            lesson = take_cases(lesson, n)
+        except LessonError as exc:
+            raise CliError(f"--n {n}: {exc}") from None
     steps = args.steps if args.steps is not None else (lesson.steps or 20)
     if not 1 <= steps <= 200:
         raise CliError(f"--steps must be from 1 to 200, not {steps}")

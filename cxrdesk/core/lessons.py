@@ -34,7 +34,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,30 @@ class Lesson:
             if c.film and not self.film_path(c).is_file():
                 raise LessonError(f"{self.path.name if self.path else 'lesson'}: case {i + 1}: "
                                   f"film not found: {_one_line(c.film)}")
+
+
+def take_cases(lesson: Lesson, n: int) -> Lesson:
+    """The lesson with exactly ``n`` cases (``cxrdesk lesson run --n``): its first ``n`` in order when
+    ``n`` is at most its number of cases; beyond that the cycle goes on through its prompt cases again,
+    each repeat with a new seed (a fixed seed ``s`` becomes ``s + 1``, ``s + 2`` ... on each round, so its
+    repeats are drawn the same every run; a case without one draws a random seed as always). Film cases are
+    not repeated: a film cannot be drawn again. LessonError (one line) when ``n`` is not from 1 to
+    :data:`MAX_CASES`, or when repeats are needed and the lesson has only films."""
+    name = lesson.path.name if lesson.path else "lesson"
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CASES:
+        raise LessonError(f"the number of cases must be from 1 to {MAX_CASES}, not {n}")
+    cases = [replace(c) for c in lesson.cases[:n]]
+    pool = [c for c in lesson.cases if not c.film]
+    if len(cases) < n and not pool:
+        raise LessonError(f"{name}: {len(lesson.cases)} film case(s) and no prompt; a film cannot be drawn "
+                          f"again, so at most {len(lesson.cases)} case(s)")
+    k = 0
+    while len(cases) < n:
+        c = pool[k % len(pool)]
+        rnd = 1 + k // len(pool)
+        cases.append(replace(c, seed=None if c.seed is None else (c.seed + rnd) % (MAX_SEED + 1)))
+        k += 1
+    return replace(lesson, cases=cases)
 
 
 def case_label(i: int) -> str:
