@@ -31,7 +31,7 @@ TILE = 128
 def chest_stats(images: np.ndarray) -> tuple[float, float]:
     """Mean grey and contrast (the app's RMS contrast) over the central chest (rows and columns
     15-85%), averaged over films; images (N, H, W) uint8 or float in [0, 1]."""
-    from cxrdesk.core.imaging.imaging import image_metrics
+    from cxrdesk.core.imaging.metrics import image_metrics
 
     h, w = np.asarray(images).shape[1:]
     m = [image_metrics(im[int(0.15 * h):int(0.85 * h), int(0.15 * w):int(0.85 * w)]) for im in images]

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from cxrdesk.core.imaging import enhancement, metrics
 from cxrdesk.core.imaging import imaging as im
-from cxrdesk.core.imaging.imaging import ENHANCEMENT_PRESETS, EnhanceParams
+from cxrdesk.core.imaging.enhancement import ENHANCEMENT_PRESETS, EnhanceParams
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -209,7 +210,7 @@ def test_presets_keep_dtype_and_range_and_differ(phantom, kind):
     before = img.copy()
     outs = {}
     for name, params in ENHANCEMENT_PRESETS.items():
-        out = im.enhance(img, params)
+        out = enhancement.enhance(img, params)
         assert out.dtype == img.dtype and out.shape == img.shape
         assert out is not img
         if kind == "u16":
@@ -227,21 +228,21 @@ def test_presets_keep_dtype_and_range_and_differ(phantom, kind):
 
 
 def test_enhance_by_name_and_unknown_name(phantom):
-    np.testing.assert_array_equal(im.enhance(phantom, "Sharp Detail"),
-                                  im.enhance(phantom, ENHANCEMENT_PRESETS["Sharp Detail"]))
+    np.testing.assert_array_equal(enhancement.enhance(phantom, "Sharp Detail"),
+                                  enhancement.enhance(phantom, ENHANCEMENT_PRESETS["Sharp Detail"]))
     with pytest.raises(ValueError, match="unknown preset"):
-        im.enhance(phantom, "Sepia")
+        enhancement.enhance(phantom, "Sepia")
 
 
 def test_identity_params_keep_image(phantom):
     ident = EnhanceParams(window_low=None, window_high=None)
-    np.testing.assert_array_equal(im.enhance(phantom, ident), phantom)
+    np.testing.assert_array_equal(enhancement.enhance(phantom, ident), phantom)
 
 
 def test_12bit_output_is_not_banded_to_8_bits(phantom):
-    out = im.enhance(phantom, "Balanced")
+    out = enhancement.enhance(phantom, "Balanced")
     assert len(np.unique(out)) > 600  # 12-bit precision survives CLAHE and equalisation
-    out = im.enhance(phantom, "High Contrast")
+    out = enhancement.enhance(phantom, "High Contrast")
     assert len(np.unique(out)) > 600
 
 
@@ -249,34 +250,34 @@ def test_enhance_same_result_for_8_and_12_bit_versions(phantom):
     p8 = np.rint(phantom / 4095 * 255).astype(np.uint8)
     p12 = ((p8.astype(np.uint32) * 4095 + 127) // 255).astype(np.uint16)  # same picture, 12 bits
     for name in ENHANCEMENT_PRESETS:
-        a = im.to_unit(im.enhance(p8, name))
-        b = im.to_unit(im.enhance(p12, name))
+        a = im.to_unit(enhancement.enhance(p8, name))
+        b = im.to_unit(enhancement.enhance(p12, name))
         assert np.abs(a - b).mean() < 0.01, name
 
 
 def test_clahe_close_to_opencv_on_8bit():
     img = (make_phantom(256, seed=3) >> 4).astype(np.uint8)
     ref = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img).astype(np.float64)
-    mine = im._clahe(img.astype(np.float32) / 255, 2.0, 8).astype(np.float64) * 255
+    mine = enhancement._clahe(img.astype(np.float32) / 255, 2.0, 8).astype(np.float64) * 255
     assert np.corrcoef(ref.ravel(), mine.ravel())[0, 1] > 0.98
     assert np.abs(ref - mine).mean() < 8
 
 
 def test_unsharp_raises_sharpness_and_median_lowers_it(phantom):
     base = EnhanceParams(window_low=None, window_high=None)
-    s0 = im.image_metrics(phantom)["sharpness"]
-    s_sharp = im.image_metrics(im.enhance(phantom, EnhanceParams(
+    s0 = metrics.image_metrics(phantom)["sharpness"]
+    s_sharp = metrics.image_metrics(enhancement.enhance(phantom, EnhanceParams(
         window_low=None, window_high=None, unsharp_amount=1.0, unsharp_radius=1.0)))["sharpness"]
-    s_med = im.image_metrics(im.enhance(phantom, EnhanceParams(
+    s_med = metrics.image_metrics(enhancement.enhance(phantom, EnhanceParams(
         window_low=None, window_high=None, median_ksize=3)))["sharpness"]
     assert s_sharp > 1.5 * s0
     assert s_med < s0
-    assert im.image_metrics(im.enhance(phantom, base))["sharpness"] == pytest.approx(s0)
+    assert metrics.image_metrics(enhancement.enhance(phantom, base))["sharpness"] == pytest.approx(s0)
 
 
 def test_vignette_darkens_corners_only():
     flat = np.full((101, 101), 2000, np.uint16)
-    out = im.enhance(flat, EnhanceParams(window_low=None, window_high=None, vignette=0.3))
+    out = enhancement.enhance(flat, EnhanceParams(window_low=None, window_high=None, vignette=0.3))
     assert out[50, 50] == 2000
     assert out[0, 0] < 0.75 * 2000 and out[0, 0] == out[-1, -1]
     assert out[0, 50] < out[50, 50]
@@ -284,7 +285,7 @@ def test_vignette_darkens_corners_only():
 
 def test_film_curve_has_toe_and_shoulder():
     ramp = np.linspace(0, 1, 101, dtype=np.float32)[None, :]
-    out = im.enhance(ramp, EnhanceParams(window_low=None, window_high=None, film_curve=5.0))[0]
+    out = enhancement.enhance(ramp, EnhanceParams(window_low=None, window_high=None, film_curve=5.0))[0]
     assert out[0] == pytest.approx(0, abs=1e-6) and out[-1] == pytest.approx(1, abs=1e-6)
     assert out[50] == pytest.approx(0.5, abs=1e-4)
     slope = np.diff(out)
@@ -304,84 +305,84 @@ def test_tiny_and_non_square_images():
     for shape in [(1, 1), (3, 7), (5, 64)]:
         img = (np.arange(np.prod(shape)).reshape(shape) % 4096).astype(np.uint16)
         for name in ENHANCEMENT_PRESETS:
-            assert im.enhance(img, name).shape == shape
+            assert enhancement.enhance(img, name).shape == shape
 
 
 # ------------------------------------------------------------------------------------- metrics
 
 def test_metrics_of_constant_and_two_level_images():
-    m = im.image_metrics(np.full((32, 32), 1234, np.uint16))
+    m = metrics.image_metrics(np.full((32, 32), 1234, np.uint16))
     assert m["entropy"] == 0.0 and m["contrast"] == 0.0 and m["sharpness"] == 0.0
     assert m["mean"] == pytest.approx(1234 / 4095)
     half = np.zeros((32, 32), np.uint8)
     half[:, 16:] = 255
-    m = im.image_metrics(half)
+    m = metrics.image_metrics(half)
     assert m["entropy"] == pytest.approx(1.0)
     assert m["contrast"] == pytest.approx(0.5)
     assert m["sharpness"] > 0
 
 
 def test_ssim_properties(phantom):
-    assert im.ssim(phantom, phantom) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.ssim(phantom, phantom) == pytest.approx(1.0, abs=1e-12)
     rng = np.random.default_rng(5)
     x = im.to_unit(phantom)
     noisy = [np.clip(x + rng.normal(0, s, x.shape), 0, 1).astype(np.float32) for s in (0.01, 0.05, 0.2)]
-    vals = [im.ssim(x, n) for n in noisy]
+    vals = [metrics.ssim(x, n) for n in noisy]
     assert 1 > vals[0] > vals[1] > vals[2] > 0
-    assert im.ssim(x, noisy[1]) == pytest.approx(im.ssim(noisy[1], x))
+    assert metrics.ssim(x, noisy[1]) == pytest.approx(metrics.ssim(noisy[1], x))
     with pytest.raises(ValueError):
-        im.ssim(x, x[:-1])
+        metrics.ssim(x, x[:-1])
 
 
 def test_ssim_of_flat_images_matches_formula():
     a, b = 0.3, 0.6  # no variance: SSIM is the luminance term alone
-    s = im.ssim(np.full((40, 40), a, np.float64), np.full((40, 40), b, np.float64))
+    s = metrics.ssim(np.full((40, 40), a, np.float64), np.full((40, 40), b, np.float64))
     c1 = 0.01 ** 2
     assert s == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-6)
 
 
 def test_psnr(phantom):
-    assert math.isinf(im.psnr(phantom, phantom))
+    assert math.isinf(metrics.psnr(phantom, phantom))
     a = np.random.default_rng(2).uniform(0, 0.9, (50, 50))
-    assert im.psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-6)  # MSE 0.01
-    assert im.psnr(phantom, phantom.astype(np.int32) + 100) < 40
+    assert metrics.psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-6)  # MSE 0.01
+    assert metrics.psnr(phantom, phantom.astype(np.int32) + 100) < 40
 
 
 def test_compare_and_compare_presets(phantom):
-    same = im.compare(phantom, phantom)
+    same = metrics.compare(phantom, phantom)
     assert same["contrast_pct"] == 0 and same["sharpness_pct"] == 0 and same["entropy_pct"] == 0
     assert same["ssim"] == pytest.approx(1.0) and math.isinf(same["psnr"])
-    res = im.compare_presets(phantom)
+    res = metrics.compare_presets(phantom)
     assert list(res) == list(ENHANCEMENT_PRESETS)
     for name, r in res.items():
         assert set(r) == {"contrast_pct", "sharpness_pct", "entropy_pct", "ssim", "psnr"}
         assert 0 < r["ssim"] < 1 and math.isfinite(r["psnr"])
     assert res["Sharp Detail"]["sharpness_pct"] > res["Balanced"]["sharpness_pct"]
     # hand-check one entry
-    e = im.enhance(phantom, "Balanced")
-    m0, m1 = im.image_metrics(phantom), im.image_metrics(e)
+    e = enhancement.enhance(phantom, "Balanced")
+    m0, m1 = metrics.image_metrics(phantom), metrics.image_metrics(e)
     assert res["Balanced"]["contrast_pct"] == pytest.approx(100 * (m1["contrast"] / m0["contrast"] - 1))
 
 
 def test_mean_pairwise_ssim():
     base = make_phantom(64, seed=0)
     same = [base.copy() for _ in range(3)]
-    assert im.mean_pairwise_ssim(same) == pytest.approx(1.0)
+    assert metrics.mean_pairwise_ssim(same) == pytest.approx(1.0)
     varied = [make_phantom(64, seed=s) for s in range(4)]
     rng = np.random.default_rng(0)
     noise = [rng.integers(0, 4096, (64, 64)).astype(np.uint16) for _ in range(4)]
-    v = im.mean_pairwise_ssim(varied)
-    n = im.mean_pairwise_ssim(noise)
+    v = metrics.mean_pairwise_ssim(varied)
+    n = metrics.mean_pairwise_ssim(noise)
     assert n < v < 1
-    pairs = [im.ssim(varied[i], varied[j]) for i in range(4) for j in range(i + 1, 4)]
+    pairs = [metrics.ssim(varied[i], varied[j]) for i in range(4) for j in range(i + 1, 4)]
     assert v == pytest.approx(np.mean(pairs), rel=1e-9)
-    assert 0 < im.mean_pairwise_ssim(varied, max_pairs=2) < 1
+    assert 0 < metrics.mean_pairwise_ssim(varied, max_pairs=2) < 1
     with pytest.raises(ValueError):
-        im.mean_pairwise_ssim([base])
+        metrics.mean_pairwise_ssim([base])
 
 
 def test_core_imports_no_qt():
-    code = ("import sys, cxrdesk.core.imaging.imaging; "
+    code = ("import sys, cxrdesk.core.imaging.imaging, cxrdesk.core.imaging.enhancement, cxrdesk.core.imaging.metrics; "
             "print(any(m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -404,7 +405,7 @@ def test_cli_enhance_16bit_png_round_trip(tmp_path, phantom, capsys):
     assert "wrote" in capsys.readouterr().out
     out = cv2.imread(str(dst), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint16 and out.shape == phantom.shape
-    np.testing.assert_array_equal(out, im.enhance(phantom, "Radiographic Film"))
+    np.testing.assert_array_equal(out, enhancement.enhance(phantom, "Radiographic Film"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]  # no temp left
 
 
@@ -418,7 +419,7 @@ def test_cli_enhance_8bit_jpeg_and_overwrite_in_place(tmp_path, phantom):
     cv2.imwrite(str(same), phantom)
     assert run_cli("enhance", same, "-o", same, "--preset", "Sharp Detail") == 0
     np.testing.assert_array_equal(cv2.imread(str(same), cv2.IMREAD_UNCHANGED),
-                                  im.enhance(phantom, "Sharp Detail"))
+                                  enhancement.enhance(phantom, "Sharp Detail"))
 
 
 def test_cli_compare_and_list(tmp_path, phantom, capsys):
@@ -447,7 +448,7 @@ def test_cli_metrics(tmp_path, phantom, capsys):
     import json
 
     rec = json.loads(capsys.readouterr().out)
-    assert rec["bits"] == 12 and rec["entropy"] == pytest.approx(im.image_metrics(phantom)["entropy"])
+    assert rec["bits"] == 12 and rec["entropy"] == pytest.approx(metrics.image_metrics(phantom)["entropy"])
 
 
 @pytest.mark.parametrize("case", ["missing", "preset", "jpeg16", "nodir", "notimage"])

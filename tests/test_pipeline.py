@@ -109,8 +109,8 @@ def test_attention_maps_for_prompt_words_do_not_change_the_image(pipe):
 def test_step_metrics(pipe):
     r = pipe.generate("normal", steps=3, seed=1, step_metrics=True)
     assert [m["step"] for m in r.step_metrics] == [1, 2, 3]
-    from cxrdesk.core.imaging import imaging
-    assert {k: v for k, v in r.step_metrics[-1].items() if k != "step"} == imaging.image_metrics(r.image)
+    from cxrdesk.core.imaging import metrics
+    assert {k: v for k, v in r.step_metrics[-1].items() if k != "step"} == metrics.image_metrics(r.image)
     assert {"contrast", "sharpness", "entropy"} <= set(r.step_metrics[0])
 
 

@@ -245,7 +245,7 @@ def test_a_generated_film_goes_to_the_active_viewport(make_window, tiny_model_di
 
 
 def test_the_enhancement_preview_of_a_viewports_film_goes_to_one_film(window, qtbot):
-    from cxrdesk.core.imaging import imaging
+    from cxrdesk.core.imaging import enhancement
 
     w = window
     v = w.viewer
@@ -261,7 +261,7 @@ def test_the_enhancement_preview_of_a_viewports_film_goes_to_one_film(window, qt
     # the active film, alone beside its enhanced preview; the preview stays on
     assert v.layout_name() == "1x1" and v.is_compare() and e.preview_check.isChecked()
     np.testing.assert_array_equal(v.view.image(), b)
-    np.testing.assert_array_equal(v.view_b.image(), imaging.enhance(b, "Sharp Detail"))
+    np.testing.assert_array_equal(v.view_b.image(), enhancement.enhance(b, "Sharp Detail"))
     assert "1 x 1" in w.statusBar().currentMessage()
     # back to 1x2: the preview ends, both films are there again
     w.act_layouts["1x2"].trigger()

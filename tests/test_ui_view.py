@@ -10,7 +10,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
-from cxrdesk.core.imaging import imaging  # noqa: E402
+from cxrdesk.core.imaging import enhancement, imaging, metrics  # noqa: E402
 from cxrdesk.ui.imageview import ImageView  # noqa: E402
 from cxrdesk.ui.mainwindow import Document, MainWindow  # noqa: E402
 
@@ -198,20 +198,20 @@ def test_enhancement_presets_preview_apply_revert(window, qtbot):
     img = ramp(128, 128, 3)
     show_doc(w, img)
     e = w.enhance
-    for name, params in imaging.ENHANCEMENT_PRESETS.items():
+    for name, params in enhancement.ENHANCEMENT_PRESETS.items():
         e.select_preset(name)
         assert e.params() == params, name
     e.select_preset("High Contrast")
     # moving a slider makes it Custom and is reflected in the parameters
     e.sliders["unsharp_amount"].slider.setValue(e.sliders["unsharp_amount"].slider.value() + 4)
     assert e.preset_box.currentText() == "Custom"
-    assert e.params().unsharp_amount == pytest.approx(imaging.ENHANCEMENT_PRESETS["High Contrast"].unsharp_amount + 0.2)
+    assert e.params().unsharp_amount == pytest.approx(enhancement.ENHANCEMENT_PRESETS["High Contrast"].unsharp_amount + 0.2)
     e.select_preset("Sharp Detail")
     with qtbot.waitSignal(e.previewReady, timeout=20000) as blk:
         e.preview_check.setChecked(True)
     orig, enh, desc = blk.args
     np.testing.assert_array_equal(orig, img)
-    np.testing.assert_array_equal(enh, imaging.enhance(img, "Sharp Detail"))
+    np.testing.assert_array_equal(enh, enhancement.enhance(img, "Sharp Detail"))
     assert w.viewer.is_compare()
     np.testing.assert_array_equal(w.viewer.view_b.image(), enh)
     assert "SSIM" in e.metrics_label.text() and "%" in e.metrics_label.text()
@@ -237,11 +237,11 @@ def test_preset_compare_grid_shows_metric_changes(window, qtbot):
     w.enhance.show_grid()
     grid = w.enhance._grid
     qtbot.waitUntil(lambda: hasattr(grid, "results"), timeout=20000)
-    assert set(grid.results) == set(imaging.ENHANCEMENT_PRESETS)
-    for name in imaging.ENHANCEMENT_PRESETS:
+    assert set(grid.results) == set(enhancement.ENHANCEMENT_PRESETS)
+    for name in enhancement.ENHANCEMENT_PRESETS:
         text = grid.tiles[name].text.text()
         assert "contrast" in text and "%" in text and "SSIM" in text and "PSNR" in text
-        expected = imaging.compare(img, imaging.enhance(img, name))
+        expected = metrics.compare(img, enhancement.enhance(img, name))
         assert grid.results[name][1]["ssim"] == pytest.approx(expected["ssim"])
     grid.tiles["Radiographic Film"].clicked.emit("Radiographic Film")
     assert w.enhance.preset_box.currentText() == "Radiographic Film"

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def resolve_preset(name: str) -> str:
-    from ..core.imaging.imaging import ENHANCEMENT_PRESETS
+    from ..core.imaging.enhancement import ENHANCEMENT_PRESETS
 
     def norm(s: str) -> str:
         return " ".join(s.replace("-", " ").replace("_", " ").lower().split())
@@ -90,10 +90,10 @@ def _fmt_pct(v: float) -> str:
 
 
 def run_enhance(args) -> int:
-    from ..core.imaging import imaging
+    from ..core.imaging import enhancement, imaging, metrics
     if args.list:
-        width = max(len(n) for n in imaging.ENHANCEMENT_PRESETS)
-        for name, params in imaging.ENHANCEMENT_PRESETS.items():
+        width = max(len(n) for n in enhancement.ENHANCEMENT_PRESETS)
+        for name, params in enhancement.ENHANCEMENT_PRESETS.items():
             print(f"{name:<{width}}  {params.describe()}")
             fields = ", ".join(f"{k}={v}" for k, v in params.to_dict().items())
             print(f"{'':<{width}}  ({fields})")
@@ -111,16 +111,16 @@ def run_enhance(args) -> int:
     bits = imaging.infer_bits(img)
 
     if args.output:
-        out = imaging.enhance(img, imaging.ENHANCEMENT_PRESETS[preset], bits=bits)
+        out = enhancement.enhance(img, enhancement.ENHANCEMENT_PRESETS[preset], bits=bits)
         write_image_atomic(args.output, out)
         print(f"wrote {args.output} ({preset}, {out.shape[1]}x{out.shape[0]}, "
               f"{bits}-bit data in {out.dtype})")
 
     if args.compare:
-        m = imaging.image_metrics(img, bits)
+        m = metrics.image_metrics(img, bits)
         print(f"original: contrast {m['contrast']:.4f}  sharpness {m['sharpness']:.1f}  "
               f"entropy {m['entropy']:.3f} bits")
-        results = imaging.compare_presets(img, bits=bits)
+        results = metrics.compare_presets(img, bits=bits)
         w = max(len("preset"), *(len(n) for n in results))
         print(f"{'preset':<{w}}  {'contrast':>9}  {'sharpness':>10}  {'entropy':>8}  {'SSIM':>6}  {'PSNR dB':>7}")
         for name, r in results.items():
@@ -131,15 +131,15 @@ def run_enhance(args) -> int:
 
 
 def run_metrics(args) -> int:
-    from ..core.imaging import imaging
+    from ..core.imaging import imaging, metrics
     imgs = [(path, read_image(path)) for path in args.images]  # fail before printing anything
     if args.json:
         for path, img in imgs:
-            print(json.dumps({"image": path, "bits": imaging.infer_bits(img), **imaging.image_metrics(img)}))
+            print(json.dumps({"image": path, "bits": imaging.infer_bits(img), **metrics.image_metrics(img)}))
         return 0
     w = max(len("image"), *(len(p) for p, _ in imgs))
     print(f"{'image':<{w}}  {'contrast':>8}  {'sharpness':>10}  {'entropy':>7}  {'mean':>6}")
     for path, img in imgs:
-        m = imaging.image_metrics(img)
+        m = metrics.image_metrics(img)
         print(f"{path:<{w}}  {m['contrast']:>8.4f}  {m['sharpness']:>10.1f}  {m['entropy']:>7.3f}  {m['mean']:>6.3f}")
     return 0

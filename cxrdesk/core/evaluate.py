@@ -236,7 +236,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     import cv2
 
-    from .imaging.imaging import mean_pairwise_ssim
+    from .imaging.metrics import mean_pairwise_ssim
 
     cfg = cfg or EvalConfig()
     if cfg.guidance is None:

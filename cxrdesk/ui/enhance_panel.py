@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from .imageview import grey_thumbnail
 from .layout import fit_scroll_width, scrolling_body
-from ..core.imaging import imaging
-from ..core.imaging.imaging import ENHANCEMENT_PRESETS, EnhanceParams
+from ..core.imaging import enhancement, metrics
+from ..core.imaging.enhancement import ENHANCEMENT_PRESETS, EnhanceParams
 from .tasks import run_task
 
 # field -> (label, min, max, step, tooltip)
@@ -47,15 +47,15 @@ def metrics_text(m: dict) -> str:
 
 
 def _enhance_job(image: np.ndarray, params: EnhanceParams) -> tuple[np.ndarray, dict]:
-    out = imaging.enhance(image, params)
-    return out, imaging.compare(image, out)
+    out = enhancement.enhance(image, params)
+    return out, metrics.compare(image, out)
 
 
 def _grid_job(image: np.ndarray) -> dict:
     res = {}
     for name, p in ENHANCEMENT_PRESETS.items():
-        out = imaging.enhance(image, p)
-        res[name] = (out, imaging.compare(image, out))
+        out = enhancement.enhance(image, p)
+        res[name] = (out, metrics.compare(image, out))
     return res
 
 
@@ -302,7 +302,7 @@ class EnhancePanel(QWidget):
         if self._last is not None and self._last[1] == dataclasses.asdict(params):
             out = self._last[0]
         else:
-            out = imaging.enhance(self._source, params)
+            out = enhancement.enhance(self._source, params)
         d = dataclasses.asdict(params)
         d["preset"] = self.preset_box.currentText()
         self.applyRequested.emit(out, d)

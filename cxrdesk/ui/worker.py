@@ -176,7 +176,7 @@ class GenerationWorker(QObject):
             self.jobFinished.emit(jid, status, message)
 
     def _run(self, jid: int, job: dict) -> tuple[str, str]:
-        from ..core.imaging import imaging
+        from ..core.imaging.metrics import image_metrics
         from ..core.errors import GenerationCancelled, PipelineError
         from ..core.generation.sampling import DEFAULT_SAMPLER
 
@@ -219,7 +219,7 @@ class GenerationWorker(QObject):
                     full = i % preview_every == 0 or i == total
                     u16 = np.round(np.clip(preview, 0, 1) * 4095).astype(np.uint16)
                     if full:
-                        m = imaging.image_metrics(preview)
+                        m = image_metrics(preview)
                         m["step"] = int(i)
                         metrics_log.append(m)
                         self.stepMetrics.emit(jid, k, m)
@@ -237,7 +237,7 @@ class GenerationWorker(QObject):
             except PipelineError as exc:
                 return "error", _one_line(exc)
             image_u16 = res.image_u16
-            final = imaging.image_metrics(image_u16)
+            final = image_metrics(image_u16)
             params = dict(res.params)
             params["batch_index"] = k
             params["batch_count"] = batch
@@ -255,7 +255,7 @@ class GenerationWorker(QObject):
     def _run_edit(self, jid: int, job: dict) -> tuple[str, str]:
         import cv2
 
-        from ..core.imaging import imaging
+        from ..core.imaging.metrics import image_metrics
         from ..core.errors import GenerationCancelled, PipelineError
         from ..core.generation.editing import DEFAULT_STRENGTH, FEATHER_PX, EditError, feather_weights
 
@@ -297,7 +297,7 @@ class GenerationWorker(QObject):
             return "error", _one_line(exc)
         params = dict(res.params)
         params["random_seed"] = bool(job.get("random_seed", False))
-        entry = self.store.save(res.image_u16, params, metrics=imaging.image_metrics(res.image_u16),
+        entry = self.store.save(res.image_u16, params, metrics=image_metrics(res.image_u16),
                                 timings=res.timings)
         self.editReady.emit(jid, entry)
         return "done", f"region redrawn in {time.perf_counter() - t_start:.1f} s"

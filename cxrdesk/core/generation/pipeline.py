@@ -89,8 +89,8 @@ def check_text(what: str, text: str) -> None:
 
 
 def metrics_at_step(image: np.ndarray, step: int) -> dict:
-    """Image metrics of one step's preview (imaging.image_metrics) with the step number."""
-    from ..imaging.imaging import image_metrics
+    """Image metrics of one step's preview (metrics.image_metrics) with the step number."""
+    from ..imaging.metrics import image_metrics
 
     m = image_metrics(image)
     m["step"] = step

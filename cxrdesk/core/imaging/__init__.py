@@ -1,2 +1,2 @@
-"""Images: stored values, window/level, enhancement and metrics (imaging), PNG files with their
-parameters (pngio), reading any image file safely (imagefile)."""
+"""Images: stored values and window/level (imaging), enhancement filters (enhancement), image
+metrics (metrics), PNG files with their parameters (pngio), reading any image file safely (imagefile)."""
