@@ -73,7 +73,8 @@ class Document:
 class ExportDialog(QDialog):
     """Options of a PNG or DICOM export. PNG: as on screen (the current window and inversion, the
     default) or the full stored range. DICOM: also the patient, study and series the file is filed
-    under (empty: the synthetic defaults, as ``cxrdesk export`` without its options)."""
+    under (empty: the synthetic defaults, as ``cxrdesk export`` without its options), and whether a
+    presentation state goes beside the file (on by default when the view has ``annotations``)."""
 
     IDENTITY = (  # (key, label, tooltip); the SeriesContext field of the same name
         ("patient_name", "Patient name", "Patient name as a PACS lists it, DICOM style Family^Given (e.g. "
@@ -84,7 +85,7 @@ class ExportDialog(QDialog):
          "Text after 'SYNTHETIC - NOT FOR DIAGNOSIS', which every series description starts with"),
     )
 
-    def __init__(self, kind: str, settings: QSettings, parent=None):
+    def __init__(self, kind: str, settings: QSettings, parent=None, annotations: int = 0):
         super().__init__(parent)
         self.kind = kind
         self.s = settings
@@ -129,6 +130,15 @@ class ExportDialog(QDialog):
         self.burn.setToolTip("Writes a small visible mark into the image itself, so that it stays marked "
                              "wherever it is copied")
         form.addRow(self.burn)
+        self.presentation = QCheckBox("Also write a presentation state (annotations, window, inversion, "
+                                      "orientation) as NAME_pr.dcm")
+        self.presentation.setToolTip(
+            "A DICOM Grayscale Softcopy Presentation State beside the image: the arrows and text as "
+            "graphics a PACS viewer draws over the film (the pixels stay clean), with the current "
+            "window, inversion and flip/rotation. Sent with the image to a PACS too")
+        self.presentation.setChecked(annotations > 0)
+        if kind == "DICOM":
+            form.addRow(self.presentation)
         note = QLabel("The current window/level is stored as " +
                       ("WindowCenter/WindowWidth." if kind == "DICOM" else "metadata.") +
                       f" The file is marked {DISCLAIMER}.")
@@ -149,6 +159,8 @@ class ExportDialog(QDialog):
         self.s.setValue(f"{k}_burn", self.burn.isChecked())
         out = {"bits": int(self.bits.currentData()), "apply_window": self.as_shown.isChecked(),
                "burn_mark": self.burn.isChecked()}
+        if self.kind == "DICOM":
+            out["presentation"] = self.presentation.isChecked()
         if self.identity:
             ident = {key: " ".join(e.text().split()) for key, e in self.identity.items()}
             for key, v in ident.items():
@@ -185,6 +197,7 @@ class MainWindow(QMainWindow):
         self._pending_preview = None
         self._series = None
         self._series_identity: dict = {}
+        self._pr_series: list | None = None  # [image series UID, presentation-state series UID, last instance]
         self._job_entries: list[HistoryEntry] = []
         self._presentation = None  # (state, geometry, maximized) from before presentation mode
 
@@ -1459,7 +1472,7 @@ class MainWindow(QMainWindow):
             self._error("Export DICOM", "DICOM export is for generated (synthetic) images: a real image would "
                         "be mislabelled as synthetic. Use Export PNG for a picture of the view.")
             return
-        dlg = ExportDialog("DICOM", self.settings, self)
+        dlg = ExportDialog("DICOM", self.settings, self, annotations=len(self.view.annotations()))
         if dlg.exec() != QDialog.Accepted:
             return
         opts = dlg.values()
@@ -1471,7 +1484,8 @@ class MainWindow(QMainWindow):
         if not path.lower().endswith(".dcm"):
             path += ".dcm"
         self.settings.setValue("paths/export", str(Path(path).parent))
-        self.export_dicom(path, bits=opts["bits"], burn_mark=opts["burn_mark"], identity=opts["identity"])
+        self.export_dicom(path, bits=opts["bits"], burn_mark=opts["burn_mark"], identity=opts["identity"],
+                          presentation=opts["presentation"])
 
     def _series_context(self, identity: dict | None = None):
         """The series exports go to: one per session, a new one (in a new study) when ``identity``
@@ -1486,9 +1500,11 @@ class MainWindow(QMainWindow):
         return self._series
 
     def export_dicom(self, path: str, bits: int = 12, burn_mark: bool = False,
-                     identity: dict | None = None) -> str | None:
+                     identity: dict | None = None, presentation: bool | None = None) -> str | None:
         """DICOM Secondary Capture of the current synthetic image with the view's window; ``identity``:
-        see ``_series_context`` (None: the current series)."""
+        see ``_series_context`` (None: the current series). ``presentation``: also write a GSPS of the
+        view (annotations, window, inversion, orientation) beside it as ``NAME_pr.dcm`` (None: when
+        there are annotations)."""
         doc = self.doc
         if doc is None or not doc.exportable:
             return None
@@ -1503,8 +1519,41 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001
             self._error("Export DICOM failed", str(exc))
             return None
-        self.statusBar().showMessage(f"Exported {out}", 8000)
+        if presentation is None:
+            presentation = bool(self.view.annotations())
+        pr = self._write_presentation_state(out) if presentation else None  # None: failed (error shown) or not asked
+        self.statusBar().showMessage(f"Exported {out}" + (f" and its presentation state {Path(pr).name}" if pr else ""),
+                                     8000)
         return str(out)
+
+    def _presentation_kwargs(self) -> dict:
+        """The view as ``cxrdesk.core.dicom.presentation`` takes it: annotations, inversion, orientation,
+        and one presentation-state series per image series (instance numbers counted in it)."""
+        from pydicom.uid import generate_uid
+
+        series = self._series
+        if series is not None and (self._pr_series is None or self._pr_series[0] != series.series_uid):
+            self._pr_series = [series.series_uid, generate_uid(), 0]
+        kw = {"annotations": self.view.annotations(), "inverted": self.view.inverted(),
+              "orientation": self.view.orientation()}
+        if series is not None:
+            self._pr_series[2] += 1
+            kw.update(series_uid=self._pr_series[1], series_number=int(series.series_number) + 1,
+                      instance_number=self._pr_series[2])
+        return kw
+
+    def _write_presentation_state(self, image_path) -> str | None:
+        """Write the GSPS of ``image_path`` (just exported) beside it; None (error shown) on failure.
+        The window is the image's first (the view's, in the file's units whatever its depth)."""
+        try:
+            from ..core.dicom.presentation import presentation_path, write_presentation_state
+
+            kw = self._presentation_kwargs()
+            return str(write_presentation_state(presentation_path(image_path), image_path, kw.pop("annotations"), **kw))
+        except Exception as exc:  # noqa: BLE001
+            self._error("Export DICOM: presentation state failed", f"The image was written; its presentation "
+                        f"state was not: {exc}")
+            return None
 
     def send_to_pacs(self) -> None:
         if importlib.util.find_spec("cxrdesk.core.dicom.pacs") is None:
@@ -1517,8 +1566,9 @@ class MainWindow(QMainWindow):
         from .pacs_dialog import PacsDialog
 
         dlg = PacsDialog(self.settings, self)
-        dlg.set_payload(self.doc.data, without_region(self._export_metadata()), self.view.window(),
-                        self._series_context())
+        context = self._series_context()
+        dlg.set_payload(self.doc.data, without_region(self._export_metadata()), self.view.window(), context,
+                        presentation=self._presentation_kwargs() if self.view.annotations() else None)
         dlg.exec()
 
     def open_data_folder(self) -> None:

@@ -25,13 +25,21 @@ def _queue():
     return pacs.RetryQueue(data_dir() / "pacs_retry_queue.json")
 
 
-def _send_image(settings, image, metadata, window, context, cancel):
+def _send_image(settings, image, metadata, window, context, presentation, cancel):
+    """Send the image and, where ``presentation`` (keyword arguments of
+    ``presentation.write_presentation_state``) is given, its presentation state after it."""
     from ..core.dicom import pacs
     from ..core.dicom.dicom import write_dicom
 
     with tempfile.TemporaryDirectory(prefix="cxrdesk-send-") as tmp:
         path = write_dicom(Path(tmp) / "synthetic.dcm", image, metadata, window=window, context=context)
-        return pacs.send_files(settings, [path], cancel=cancel, queue=_queue())
+        paths = [path]
+        if presentation is not None:
+            from ..core.dicom.presentation import presentation_path, write_presentation_state
+
+            kw = dict(presentation)
+            paths.append(write_presentation_state(presentation_path(path), path, kw.pop("annotations", ()), **kw))
+        return pacs.send_files(settings, paths, cancel=cancel, queue=_queue())
 
 
 def _echo(settings):
@@ -57,6 +65,12 @@ class PacsDialog(QDialog):
                       "<b>SYNTHETIC - NOT FOR DIAGNOSIS</b> (SyntheticData YES, synthetic patient).")
         note.setWordWrap(True)
         lay.addWidget(note)
+        self.presentation_note = QLabel("Its annotations go with it as a presentation state (a second "
+                                        "file: arrows and text a viewer draws over the film, the pixels "
+                                        "left clean).")
+        self.presentation_note.setWordWrap(True)
+        self.presentation_note.hide()
+        lay.addWidget(self.presentation_note)
         form = QFormLayout()
         self.called = QLineEdit(str(settings.value("pacs/called_aet", "ORTHANC")))
         self.called.setToolTip("The PACS's AE title (called AE)")
@@ -105,8 +119,11 @@ class PacsDialog(QDialog):
         lay.addLayout(row)
         self._update_queue()
 
-    def set_payload(self, image, metadata, window, context) -> None:
-        self._payload = (image, metadata, window, context)
+    def set_payload(self, image, metadata, window, context, presentation: dict | None = None) -> None:
+        """What Send sends: the image (written with ``metadata``, ``window`` and ``context``) and, when
+        ``presentation`` is given, a presentation state of it (``write_presentation_state`` arguments)."""
+        self._payload = (image, metadata, window, context, presentation)
+        self.presentation_note.setVisible(presentation is not None)
 
     def _settings(self):
         from ..core.dicom import pacs
