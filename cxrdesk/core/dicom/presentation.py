@@ -29,12 +29,13 @@ This module needs pydicom only (no Qt) and is checked with ``dciodvfy``.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .part10 import new_instance, part10_bytes
 
 GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 LAYER = "ANNOTATIONS"
@@ -190,13 +191,9 @@ def build_presentation_state(image, annotations: Iterable[dict] | None = (), *,
     ``instance_number``: where the presentation state is filed (default: a new series numbered one
     above the image's). ``label``: ContentLabel (upper case, 16 characters at most).
     """
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import (
-        PYDICOM_IMPLEMENTATION_UID,
-        ExplicitVRLittleEndian,
-        generate_uid,
-    )
+    from pydicom.uid import generate_uid
 
     from ... import __version__
 
@@ -214,21 +211,7 @@ def build_presentation_state(image, annotations: Iterable[dict] | None = (), *,
         raise PresentationStateError(f"bad window {window!r}: a finite center and a width of at least 1")
 
     now = _dt.datetime.now()
-    sop_uid = generate_uid()
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = GSPS
-    fm.MediaStorageSOPInstanceUID = sop_uid
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    fm.ImplementationVersionName = f"CXRDESK_{__version__}"[:16]
-    ds = FileDataset(None, {}, file_meta=fm, preamble=b"\0" * 128)
-
-    # SOP Common
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = GSPS
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds = new_instance(GSPS, now)  # file meta and SOP Common
     # Patient and General Study: the image's
     for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
               "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription"):
@@ -354,7 +337,5 @@ def write_presentation_state(path: str | os.PathLike, image, annotations: Iterab
     """Write :func:`build_presentation_state` to ``path`` (atomically); returns the path."""
     from ..fsutil import atomic_write
 
-    buf = io.BytesIO()
-    build_presentation_state(image, annotations, **kwargs).save_as(buf, enforce_file_format=True)
-    data = buf.getvalue()
+    data = part10_bytes(build_presentation_state(image, annotations, **kwargs))
     return atomic_write(path, lambda fh: fh.write(data))
