@@ -178,3 +178,23 @@ def test_a_real_pacs_stores_the_film_and_its_presentation_state(image_path, tmp_
     modalities = {_http_json(orthanc["base"], f"/series/{s}")["MainDicomTags"].get("Modality")
                   for s in _http_json(orthanc["base"], "/series")}
     assert "PR" in modalities
+
+
+@pytest.mark.skipif(shutil.which("dcmp2pgm") is None, reason="dcmp2pgm (dcmtk) is not installed")
+@pytest.mark.parametrize("orientation, turn", [(ROTATE_CCW, lambda a: np.rot90(a, 1)), (FLIP_V, np.flipud),
+                                               (FLIP_H, np.fliplr)])
+def test_dcmtk_renders_the_view_as_the_viewer_shows_it(image_path, tmp_path, orientation, turn):
+    """dcmtk applies the presentation state (window, inversion, rotation then flip) to the film: the
+    picture equals the film windowed, inverted and oriented as cxrdesk's view shows it."""
+    from PIL import Image
+
+    pr = write_presentation_state(tmp_path / "pr.dcm", image_path, [ARROW], inverted=True, window=(1800, 1200),
+                                  orientation=orientation)
+    subprocess.run(["dcmp2pgm", "-p", str(pr), str(image_path), str(tmp_path / "out.pgm")], check=True,
+                   capture_output=True, timeout=60)
+    shown = np.asarray(Image.open(tmp_path / "out.pgm")).astype(float)
+    stored = pydicom.dcmread(image_path).pixel_array.astype(float)
+    c, w = 1800, 1200
+    expected = turn(255 - np.clip((stored - (c - 0.5)) / (w - 1) + 0.5, 0, 1) * 255)
+    assert shown.shape == expected.shape
+    assert np.abs(shown - expected).max() <= 1.0
