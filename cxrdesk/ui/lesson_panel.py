@@ -11,25 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel,
-                               QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QLineEdit, QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from ..core.lessons import Case, Lesson, LessonError, case_label, load_film, load_lesson, save_lesson
+from .film_grid import FilmGrid
 from .generator_panel import finding_words
 
 COLUMNS = ("Prompt", "Answer", "Note", "Seed")
 THUMB = 112
-
-
-def _thumb(image_u16: np.ndarray) -> QPixmap:
-    a = np.ascontiguousarray(np.clip(image_u16.astype(np.float32) * (255.0 / 4095.0), 0, 255).astype(np.uint8))
-    h, w = a.shape
-    qi = QImage(a.data, w, h, w, QImage.Format_Grayscale8).copy()
-    return QPixmap.fromImage(qi).scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation)
 
 
 class LessonPanel(QWidget):
@@ -110,14 +102,8 @@ class LessonPanel(QWidget):
         self.progress_bar.setFormat("idle")
         lay.addWidget(self.progress_bar)
 
-        self.grid = QListWidget()
-        self.grid.setViewMode(QListWidget.IconMode)
-        self.grid.setIconSize(QSize(THUMB, THUMB))
-        self.grid.setResizeMode(QListWidget.Adjust)
-        self.grid.setMovement(QListWidget.Static)
-        self.grid.setWordWrap(True)
-        self.grid.setGridSize(QSize(THUMB + 44, THUMB + 48))
-        self.grid.setToolTip("The results, captioned by case (double click: show in the viewer)")
+        self.grid = FilmGrid(THUMB)
+        self.grid.setToolTip("The results, captioned by case (double click or Enter: show in the viewer)")
         lay.addWidget(self.grid, 3)
         row = QHBoxLayout()
         self.keep_button = QPushButton("Keep")
@@ -180,7 +166,7 @@ class LessonPanel(QWidget):
         self.quiz_button.clicked.connect(self.start_quiz)
         self.table.itemChanged.connect(self._on_table_edited)
         self.title_edit.textEdited.connect(lambda t: setattr(self.lesson, "title", t.strip() or "Lesson"))
-        self.grid.itemDoubleClicked.connect(self._show_in_viewer)
+        self.grid.filmActivated.connect(self._show_in_viewer)
         self._refresh()
 
     # ================================================================== worker
@@ -359,8 +345,8 @@ class LessonPanel(QWidget):
         return rows[0].row() if rows else len(self.lesson.cases) - 1
 
     def _grid_row(self) -> int:
-        item = self.grid.currentItem()
-        return int(item.data(Qt.UserRole)) if item is not None else -1
+        i = self.grid.current_data()
+        return int(i) if i is not None else -1
 
     def _on_table_edited(self, item) -> None:
         if not self._filling:
@@ -410,18 +396,15 @@ class LessonPanel(QWidget):
                 else:
                     image, prompt = e.image(), e.prompt
                     second = f"seed {e.seed}" + (" (kept)" if c.seed is not None and int(c.seed) == e.seed else "")
-                icon = QIcon(_thumb(image))
             except Exception:  # noqa: BLE001 - a result or film file gone: caption only
-                icon, prompt, second = QIcon(), c.prompt, "missing"
-            item = QListWidgetItem(icon, f"Case {i + 1}: {c.answer_text(prompt)}\n{second}")
-            item.setData(Qt.UserRole, i)
-            item.setToolTip(f"{c.prompt}\n{c.note}".strip())
-            self.grid.addItem(item)
+                image, prompt, second = None, c.prompt, "missing"
+            item = self.grid.add_film(image, f"Case {i + 1}: {c.answer_text(prompt)}\n{second}",
+                                      f"{c.prompt}\n{c.note}".strip(), i)
             if i == current:
                 self.grid.setCurrentItem(item)
 
-    def _show_in_viewer(self, item) -> None:
-        i = int(item.data(Qt.UserRole))
+    def _show_in_viewer(self, i) -> None:
+        i = int(i)
         if self.mw is not None and hasattr(self.mw, "show_entry") and self.results[i] is not None:
             self.mw.show_entry(self.results[i])
 

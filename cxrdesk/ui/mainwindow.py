@@ -188,6 +188,9 @@ class MainWindow(QMainWindow):
         self.model_arg = model
         self._docs: list[Document | None] = [None] * 4  # per viewport (viewer.views); doc = the active one's
         self._run_slot = 0  # the viewport a running generation draws into
+        self._job_batch = 1  # the running job's batch count
+        self._last_batch = None  # (entries, batch count, status) of the last batch of more than one film
+        self.batch_grid = None  # BatchGridDialog, made when a batch first ends
         self.prev_doc: Document | None = None
         self.job_id = 0
         self.running_job: int | None = None
@@ -440,6 +443,9 @@ class MainWindow(QMainWindow):
         self.act_about = A("&About cxrdesk", self.show_about, None, "About cxrdesk")
         self.act_card = A("&Model card", self.show_model_card, None, "Show the model card")
         self.act_keys = A("&Keyboard shortcuts", self.show_shortcuts, "F1", "List the keyboard shortcuts")
+        self.act_batch_grid = A("Show the last &batch", self.show_batch_grid, "Ctrl+Shift+B",
+                                "The films of the last batch (Batch count above 1) as a grid, captioned by prompt "
+                                "and seed; click one to show it (Ctrl+Shift+B)")
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -455,6 +461,7 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Generate")
         m.addAction(self.act_generate)
         m.addAction(self.act_cancel)
+        m.addAction(self.act_batch_grid)
         m.addSeparator()
         for a in self._fast_actions():
             m.addAction(a)
@@ -594,6 +601,7 @@ class MainWindow(QMainWindow):
         self._had_full_preview = False
         self._job_entries = []
         self._job_total = int(params.get("steps", 20))
+        self._job_batch = int(params.get("batch", 1))
         self._run_slot = self.viewer.active()  # previews and the film go to this viewport
         self.generator.set_running(True)
         self.generator.chart.clear(self._job_total)
@@ -630,6 +638,7 @@ class MainWindow(QMainWindow):
         if steps != self._job_total:  # Fast asked for before the model was known: the student's steps
             self._job_total = steps
             self.generator.chart.clear(steps)
+        self._job_batch = batch
         self.generator.set_progress(0, batch, 0, steps, 0.0)
         self.progress.setRange(0, batch * steps)
         self.progress.setValue(0)
@@ -711,8 +720,29 @@ class MainWindow(QMainWindow):
             self.generator.show_error(f"Generation failed: {msg}")
             self.statusBar().showMessage(f"Generation failed: {msg}", 10000)
             self._restore_after_cancel()
+        if self._job_batch > 1 and self._job_entries:  # a batch: its films as a grid (so far, if stopped)
+            self._last_batch = (list(self._job_entries), self._job_batch, status)
+            if not self.is_presenting():  # not over a projected film: Ctrl+Shift+B shows it later
+                self.show_batch_grid()
         self._update_actions()
         self.jobDone.emit(status, msg)
+
+    def show_batch_grid(self) -> None:
+        """The last batch's films as a grid (a non-modal dialog); a click or Enter shows one in the
+        active viewport."""
+        if self._last_batch is None:
+            self.statusBar().showMessage("No batch yet: set Batch count above 1 in the Generator", 6000)
+            return
+        from .batch_grid import BatchGridDialog
+
+        if self.batch_grid is None:
+            self.batch_grid = BatchGridDialog(self)
+            self.batch_grid.showRequested.connect(self.show_entry)
+        entries, batch, status = self._last_batch
+        shown = self.doc.entry if self.doc is not None else None
+        self.batch_grid.set_batch(entries, batch, status, shown=shown)
+        self.batch_grid.present()
+
 
     def _restore_after_cancel(self) -> None:
         """A cancelled or failed run leaves its last preview: go back to the current document."""
@@ -1600,7 +1630,8 @@ class MainWindow(QMainWindow):
 
     def show_shortcuts(self) -> None:
         rows = []
-        for a in [self.act_generate, self.act_cancel, *self._fast_actions(), *self.act_presets.values(),
+        for a in [self.act_generate, self.act_cancel, self.act_batch_grid, *self._fast_actions(),
+                  *self.act_presets.values(),
                   self.act_invert, self.act_reset_wl,
                   self.act_fit, self.act_1to1, self.act_magnifier, self.act_compare, self.act_highlight,
                   self.act_reveal, self.act_measure,
@@ -1641,6 +1672,7 @@ class MainWindow(QMainWindow):
         draft = self.running_job is None and drafts is not None and drafts.shown() and not self.edit_panel.is_running()
         self.act_cancel.setEnabled(self.running_job is not None or draft)
         self.act_cancel.setText("Take the &draft off" if draft else "&Cancel generation")
+        self.act_batch_grid.setEnabled(self._last_batch is not None)
 
     def _fast_actions(self) -> list:
         """Fast / Full, draft while typing, keep the draft: the Generator's, with window-wide shortcuts."""
