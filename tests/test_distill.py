@@ -129,3 +129,43 @@ def test_train_distill_command(tiny_model_dir, tmp_path, capsys):
     assert f"model folder with the student: {out}" in capsys.readouterr().out
     record = json.loads((out / "cxrdesk.json").read_text())["student"]
     assert record["config"]["guidance_min"] == 3.0 and record["config"]["guidance_max"] == 5.0
+
+
+def test_train_export_puts_the_checkpoints_student_beside_the_teacher_in_float16(tiny_model_dir, tmp_path, capsys):
+    import shutil
+    import stat
+
+    from safetensors.torch import load_file
+
+    from cxrdesk.cli import main
+
+    run = _fake_run(tmp_path / "run", tiny_model_dir)
+    D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=2, batch=2, export_every=100, warmup=1), threads=1,
+                    progress=False)
+    target = torch.load(run / "distill" / "ckpt.pt", weights_only=True)["target"]
+    teacher_copy = tmp_path / "teacher"
+    shutil.copytree(tiny_model_dir, teacher_copy)
+    assert main(["train", "export", "--run-dir", str(run), "--teacher", str(teacher_copy),
+                 "--out", str(teacher_copy)]) == 0  # in place: the student joins the teacher's folder
+    weights = teacher_copy / D.STUDENT_DIR / "diffusion_pytorch_model.safetensors"
+    saved = load_file(weights)
+    assert {t.dtype for t in saved.values()} == {torch.float16}
+    for k, v in saved.items():  # the EMA target, not the online student
+        assert torch.equal(v, target[k].half()), k
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o644
+    assert json.loads((teacher_copy / "cxrdesk.json").read_text())["student"]["distill_steps"] == 2
+    from cxrdesk.core.generation.pipeline import Pipeline
+
+    pipe = Pipeline.load(teacher_copy)
+    assert pipe.generate("normal chest radiograph", seed=1, fast=True).image.shape == (256, 256)
+    # another teacher: refused in one line
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    unet_w = other / "unet" / "diffusion_pytorch_model.safetensors"
+    w = load_file(unet_w)
+    next(iter(w.values())).add_(1)
+    from safetensors.torch import save_file
+
+    save_file(w, unet_w)
+    assert main(["train", "export", "--run-dir", str(run), "--teacher", str(other)]) == 2
+    assert "distilled another teacher than other" in capsys.readouterr().err

@@ -99,7 +99,9 @@ def register(sub) -> None:
                         + " (default 0,1)")
     t.add_argument("--teacher", metavar="MODEL_DIR",
                    help="distill: the model folder whose UNet the student learns from (the run's latents must be "
-                        "encoded by its VAE); the student is exported into a copy of it (--out, default RUN/model-fast)")
+                        "encoded by its VAE); the student is exported into a copy of it (--out, default RUN/model-fast). "
+                        "export: export the run's distilled student (RUN/distill/ckpt.pt) beside this teacher's "
+                        "weights instead of a UNet (--out, default RUN/model-fast; --out MODEL_DIR adds it in place)")
     t.add_argument("--guidance-range", type=_guidance_range, metavar="LO,HI",
                    help="distill: the guidance scales the student learns to draw (default 2,8)")
     t.add_argument("--captions-only", action="store_true",
@@ -205,7 +207,9 @@ def cmd_train(args) -> int:
 
             if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
                 raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
-            if args.init_from:
+            if args.teacher:
+                out = _export_student(args, run)
+            elif args.init_from:
                 _need_model(args.init_from)
                 if (run / "unet" / "ckpt.pt").exists():
                     raise CliError(f"{run} has a UNet checkpoint of its own: export it without --init-from")
@@ -250,6 +254,16 @@ def _distill(args, run: Path, progress: bool) -> None:
         raise CliError(str(e)) from None
     if os.environ.get("RANK", "0") == "0":
         print(f"model folder with the student: {out}")
+
+
+def _export_student(args, run: Path) -> Path:
+    from ..core.training import distill as D
+
+    _need_model(args.teacher)
+    try:
+        return D.export_from_checkpoint(run, args.teacher, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def _need_model(folder: str) -> None:

@@ -10,6 +10,7 @@ EMA copy of it (the target network). ``LCMScheduler`` then samples the student i
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -150,7 +151,6 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     """Distil ``teacher_dir``'s UNet into a few-step student on the run's cached latents (``train
     encode`` with the teacher's VAE); resumes from RUN/distill/ckpt.pt. Exports the teacher's folder
     with the student added (default RUN/model-fast)."""
-    import copy
 
     from diffusers import DDPMScheduler
 
@@ -230,6 +230,26 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     return Path(export_to or run.model_fast)
 
 
+def export_from_checkpoint(run_dir: str | Path, teacher_dir: str | Path, dest: str | Path | None = None) -> Path:
+    """Export the distillation checkpoint's student (its EMA target) beside ``teacher_dir``'s weights
+    (default RUN/model-fast; ``dest`` may be the teacher's own folder). Refuses a checkpoint of
+    another teacher."""
+    from .common import RunFolder, load_ckpt
+
+    run, teacher_dir = RunFolder(Path(run_dir)), Path(teacher_dir)
+    ckpt = run.ckpt("distill")
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no distillation checkpoint in {run.stage('distill')}")
+    state = load_ckpt(ckpt)
+    if state.get("teacher_hash") != _teacher_hash(teacher_dir):
+        raise ValueError(f"{run.root} distilled another teacher than {teacher_dir.name}")
+    teacher, _, _ = _load_teacher(teacher_dir, "cpu")
+    student = build_student(teacher)
+    student.load_state_dict(state["target"])
+    cfg = DistillConfig(**{k: v for k, v in state.get("config", {}).items() if k in DistillConfig.__dataclass_fields__})
+    return export_student(teacher_dir, student, dest or run.model_fast, step=int(state["step"]), config=cfg)
+
+
 def _teacher_hash(teacher_dir: Path) -> str:
     from ..modelfolder import component_weights, file_hash
 
@@ -247,7 +267,10 @@ def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(teacher_dir, tmp, ignore=shutil.ignore_patterns(STUDENT_DIR, "*.tmp"))
-    student.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
+    # float16 on disk like the teacher's weights (they load back in the teacher's dtype)
+    copy.deepcopy(student).half().save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
+    for f in [tmp / STUDENT_DIR, *(tmp / STUDENT_DIR).iterdir()]:  # safetensors writes 0600 files
+        f.chmod(0o755 if f.is_dir() else 0o644)
     extra_file = tmp / "cxrdesk.json"
     extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
     extra["student"] = {"steps": FAST_STEPS, "distill_steps": int(step), "teacher_hash": _teacher_hash(teacher_dir),
