@@ -10,20 +10,9 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from cxrdesk.ui.mainwindow import MainWindow  # noqa: E402
+from tests.test_ui_lessons import GEN_TIMEOUT, window  # noqa: E402,F401 - the window with the tiny model
 
-GEN_TIMEOUT = 180_000  # ms; generous for a loaded 2-core machine, never a timing assertion
 PROMPT = "Large right pleural effusion with a meniscus and mediastinal shift to the left"
-
-
-@pytest.fixture
-def window(qtbot, tiny_model_dir):
-    w = MainWindow(model=str(tiny_model_dir), preload=False)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
 
 
 def _batch(qtbot, w, n, seed=21, steps=2):
