@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cxrdesk.core.dicom import dicom
-from cxrdesk.core.dicom import pacs
+from cxrdesk.core.dicom import pacs, pacs_queue
 ORTHANC_AET = "CXRTESTPACS"
 
 
@@ -270,7 +270,7 @@ def test_non_dicom_files_are_reported_not_queued(orthanc, tmp_path, queue):
 def test_cli_send_and_echo(orthanc, tmp_path, monkeypatch, capsys):
     from cxrdesk.cli import main
 
-    monkeypatch.setenv(pacs.QUEUE_ENV, str(tmp_path / "q.json"))
+    monkeypatch.setenv(pacs_queue.QUEUE_ENV, str(tmp_path / "q.json"))
     paths, _, ctx = _batch(tmp_path / "out", n=2)
     common = ["--host", "127.0.0.1", "--port", str(orthanc["port"]), "--called-aet", orthanc["aet"], "--timeout", "5"]
     assert main(["send", "--echo", *common]) == 0
@@ -337,10 +337,10 @@ def test_settings_validation():
 
 
 def test_default_queue_path_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(pacs.QUEUE_ENV, str(tmp_path / "x.json"))
-    assert pacs.default_queue_path() == tmp_path / "x.json"
-    monkeypatch.delenv(pacs.QUEUE_ENV)
-    assert pacs.default_queue_path().name == "pacs_retry_queue.json"
+    monkeypatch.setenv(pacs_queue.QUEUE_ENV, str(tmp_path / "x.json"))
+    assert pacs_queue.default_queue_path() == tmp_path / "x.json"
+    monkeypatch.delenv(pacs_queue.QUEUE_ENV)
+    assert pacs_queue.default_queue_path().name == "pacs_retry_queue.json"
 
 
 def test_corrupt_queue_file_is_set_aside(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cxrdesk.core.dicom import dicom
-from cxrdesk.core.dicom import pacs
+from cxrdesk.core.dicom import pacs, pacs_queue
 from .test_pacs import _free_port, _instances_of_series, _settings, orthanc  # noqa: F401 - the Orthanc fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,10 +33,10 @@ CHILD_TIMEOUT = 180  # seconds; a bound on a hung child, not a performance thres
 _CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
-from cxrdesk.core.dicom import pacs
+from cxrdesk.core.dicom import pacs, pacs_queue
 role, qpath, sjson, ready, go, result, *files = sys.argv[1:]
 if os.environ.get("CXRDESK_TEST_LOCK") == "excl":  # the lock of systems without fcntl or msvcrt
-    pacs.fcntl = pacs.msvcrt = None
+    pacs_queue.fcntl = pacs_queue.msvcrt = None
 settings = pacs.PacsSettings(**json.loads(sjson))
 q = pacs.RetryQueue(qpath)
 Path(ready).touch()
@@ -186,9 +186,9 @@ def test_two_retriers_to_an_unreachable_pacs_keep_everything(orthanc, tmp_path):
 @pytest.mark.parametrize("fallback", [False, True])
 def test_os_lock_excludes_and_releases(tmp_path, monkeypatch, fallback):
     if fallback:
-        monkeypatch.setattr(pacs, "fcntl", None)
-        monkeypatch.setattr(pacs, "msvcrt", None)
-    a, b = pacs._OsLock(tmp_path / "q.lock", timeout=0.2), pacs._OsLock(tmp_path / "q.lock", timeout=0.2)
+        monkeypatch.setattr(pacs_queue, "fcntl", None)
+        monkeypatch.setattr(pacs_queue, "msvcrt", None)
+    a, b = pacs_queue._OsLock(tmp_path / "q.lock", timeout=0.2), pacs_queue._OsLock(tmp_path / "q.lock", timeout=0.2)
     a.acquire()
     assert not b._try()
     with pytest.raises(pacs.PacsError) as ei:
@@ -200,12 +200,12 @@ def test_os_lock_excludes_and_releases(tmp_path, monkeypatch, fallback):
 
 
 def test_lock_file_of_a_dead_holder_is_taken_over(tmp_path, monkeypatch):
-    monkeypatch.setattr(pacs, "fcntl", None)
-    monkeypatch.setattr(pacs, "msvcrt", None)
+    monkeypatch.setattr(pacs_queue, "fcntl", None)
+    monkeypatch.setattr(pacs_queue, "msvcrt", None)
     stale = tmp_path / "q.lock.excl"
     stale.touch()
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    lock = pacs._OsLock(tmp_path / "q.lock", timeout=5)
+    lock = pacs_queue._OsLock(tmp_path / "q.lock", timeout=5)
     lock.acquire()
     lock.release()
     assert not stale.exists()
@@ -233,12 +233,12 @@ def test_a_claim_of_a_dead_process_lapses(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     items = q.items()
-    items[0]["claim"] = {"by": "gone", "pid": dead.pid, "host": pacs._HOST, "at": time.time()}
+    items[0]["claim"] = {"by": "gone", "pid": dead.pid, "host": pacs_queue._HOST, "at": time.time()}
     q.path.write_text(json.dumps({"version": 1, "items": items}))
     assert len(q.claim("me")[0]) == 1
     # a claim that made no progress for longer than CLAIM_TTL lapses too, wherever it was made
     items = q.items()
-    items[0]["claim"] = {"by": "old", "pid": 1, "host": "elsewhere", "at": time.time() - pacs.CLAIM_TTL - 5}
+    items[0]["claim"] = {"by": "old", "pid": 1, "host": "elsewhere", "at": time.time() - pacs_queue.CLAIM_TTL - 5}
     q.path.write_text(json.dumps({"version": 1, "items": items}))
     assert len(q.claim("me2")[0]) == 1
 
@@ -311,12 +311,12 @@ def test_malformed_queue_file_is_set_aside(name, tmp_path, caplog):
     qpath = tmp_path / "q.json"
     qpath.write_bytes(MALFORMED[name])
     q = pacs.RetryQueue(qpath)
-    with caplog.at_level(logging.WARNING, logger="cxrdesk.core.dicom.pacs"):
+    with caplog.at_level(logging.WARNING, logger="cxrdesk.core.dicom.pacs_queue"):
         assert q.items() == []
     aside = list(tmp_path.glob("q.json.bad-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == MALFORMED[name] and q.set_aside == aside[0]
     assert not qpath.exists()
-    lines = [r.getMessage() for r in caplog.records if r.name == "cxrdesk.core.dicom.pacs"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cxrdesk.core.dicom.pacs_queue"]
     assert len(lines) == 1 and "not a valid queue" in lines[0] and str(aside[0]) in lines[0]
     assert "\n" not in lines[0]
     # a later failed send is queued again, in a fresh queue file

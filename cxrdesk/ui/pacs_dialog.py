@@ -1,6 +1,6 @@
 """Send to PACS: destination settings, C-ECHO test, C-STORE of the current image, retry queue.
 
-Network work runs on a pool thread (``cxrdesk.core.pacs`` is blocking); the dialog stays
+Network work runs on a pool thread (``cxrdesk.core.dicom.pacs`` is blocking); the dialog stays
 responsive and a send can be cancelled between files.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from .tasks import run_task
 
 
 def _queue():
-    from ..core.dicom import pacs
-    if os.environ.get(pacs.QUEUE_ENV):
-        return pacs.RetryQueue()
-    return pacs.RetryQueue(data_dir() / "pacs_retry_queue.json")
+    from ..core.dicom.pacs_queue import QUEUE_ENV, RetryQueue
+    if os.environ.get(QUEUE_ENV):
+        return RetryQueue()
+    return RetryQueue(data_dir() / "pacs_retry_queue.json")
 
 
 def _send_image(settings, image, metadata, window, context, presentation, cancel):
