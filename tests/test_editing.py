@@ -109,7 +109,7 @@ def test_edit_command_writes_png_and_a_synthetic_dicom_without_the_sources_ident
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from cxrdesk.cli import main
-    from cxrdesk.core.dicom.dicom import parse_image_comments
+    from cxrdesk.core.dicom.reader import parse_image_comments
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"

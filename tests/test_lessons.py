@@ -185,7 +185,7 @@ def _params(prompt):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_unknown_png_and_dicom_hold_no_answer_word(tmp_path, prompt):
-    from cxrdesk.core.dicom.dicom import read_dicom
+    from cxrdesk.core.dicom.reader import read_dicom
     from cxrdesk.core.imaging.pngio import read_png
 
     img = (np.random.default_rng(0).random((64, 64)) * 4095).astype(np.uint16)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import reader, writer
 from cxrdesk.core.dicom import pacs, pacs_queue
 ORTHANC_AET = "CXRTESTPACS"
 
@@ -105,12 +105,12 @@ def queue(tmp_path):
 
 def _batch(folder: Path, n: int = 4, ctx=None):
     rng = np.random.default_rng(7)
-    ctx = ctx or dicom.SeriesContext.new(patient_name="SYNTHETIC^TEST", patient_id="SYN-TEST-1")
+    ctx = ctx or writer.SeriesContext.new(patient_name="SYNTHETIC^TEST", patient_id="SYN-TEST-1")
     images = []
     for i in range(n):
         img = rng.integers(0, 4096, size=(48, 40), dtype=np.uint16)
         images.append((img, {"prompt": f"PA chest radiograph {i}", "seed": i, "steps": 20}))
-    paths = dicom.export_series(folder, images, context=ctx, window=(2048, 4096))
+    paths = writer.export_series(folder, images, context=ctx, window=(2048, 4096))
     return paths, [im for im, _ in images], ctx
 
 
@@ -147,7 +147,7 @@ def test_send_batch_arrives_as_one_series(orthanc, tmp_path, queue):
 
     got = _instances_of_series(orthanc, ctx.series_uid)
     assert len(got) == 4
-    sent_uids = {dicom.read_dicom(p).sop_instance_uid for p in paths}
+    sent_uids = {reader.read_dicom(p).sop_instance_uid for p in paths}
     assert {t["SOPInstanceUID"] for t in got} == sent_uids
     for t in got:
         assert t["StudyInstanceUID"] == ctx.study_uid
@@ -160,19 +160,19 @@ def test_send_batch_arrives_as_one_series(orthanc, tmp_path, queue):
         assert t["BodyPartExamined"] == "CHEST"
         assert t["BitsStored"] == "12"
         assert t["PhotometricInterpretation"] == "MONOCHROME2"
-        assert t["SOPClassUID"] == dicom.SECONDARY_CAPTURE
+        assert t["SOPClassUID"] == writer.SECONDARY_CAPTURE
     # one series with four instances
     parent = _http_json(orthanc["base"], f"/instances/{got[0]['_id']}")["ParentSeries"]
     series = _http_json(orthanc["base"], f"/series/{parent}")
     assert len(series["Instances"]) == 4
     # pixels survive the round trip through the PACS
-    by_uid = {dicom.read_dicom(p).sop_instance_uid: img for p, img in zip(paths, images)}
+    by_uid = {reader.read_dicom(p).sop_instance_uid: img for p, img in zip(paths, images)}
     for t in got:
         with urllib.request.urlopen(f"{orthanc['base']}/instances/{t['_id']}/file", timeout=10) as r:
             data = r.read()
         f = tmp_path / "back.dcm"
         f.write_bytes(data)
-        back = dicom.read_dicom(f)
+        back = reader.read_dicom(f)
         assert np.array_equal(back.pixels, by_uid[t["SOPInstanceUID"]])
         assert back.params.get("prompt", "").startswith("PA chest radiograph")
 

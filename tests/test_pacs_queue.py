@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrdesk.core.dicom import dicom
+from cxrdesk.core.dicom import reader, writer
 from cxrdesk.core.dicom import pacs, pacs_queue
 from .test_pacs import _free_port, _instances_of_series, _settings, orthanc  # noqa: F401 - the Orthanc fixture
 
@@ -58,14 +58,14 @@ Path(result).write_text(json.dumps({
 
 def _files(folder: Path, n: int, tag: str) -> list[Path]:
     rng = np.random.default_rng(abs(hash(tag)) % 2**32)
-    ctx = dicom.SeriesContext.new(patient_name="SYNTHETIC^QUEUE", patient_id=f"SYN-{tag}")
+    ctx = writer.SeriesContext.new(patient_name="SYNTHETIC^QUEUE", patient_id=f"SYN-{tag}")
     images = [(rng.integers(0, 4096, size=(16, 16), dtype=np.uint16), {"prompt": f"{tag} {i}", "seed": i})
               for i in range(n)]
-    return dicom.export_series(folder, images, context=ctx, window=(2048, 4096))
+    return writer.export_series(folder, images, context=ctx, window=(2048, 4096))
 
 
 def _uid(path: Path) -> str:
-    return dicom.read_dicom(path).sop_instance_uid
+    return reader.read_dicom(path).sop_instance_uid
 
 
 def _run_together(tmp: Path, jobs: list[tuple[str, pacs.PacsSettings, list[Path]]], qpath: Path,
@@ -144,7 +144,7 @@ def test_two_retriers_send_each_file_once(orthanc, tmp_path):
         assert sorted(sent) == sorted(_uid(p) for p in files), f"trial {trial}: some file sent twice or never"
         assert reports[0]["failed"] == reports[1]["failed"] == []
         assert len(q) == 0 and not any(q.files_dir.iterdir())
-        series = dicom.read_dicom(files[0]).series_instance_uid
+        series = reader.read_dicom(files[0]).series_instance_uid
         assert len(_instances_of_series(orthanc, series)) == 2 * N_FILES
 
 

@@ -11,7 +11,7 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from cxrdesk.core.dicom.dicom import SeriesContext, write_dicom
+from cxrdesk.core.dicom.writer import SeriesContext, write_dicom
 from cxrdesk.core.dicom.presentation import (
     GSPS,
     PresentationStateError,

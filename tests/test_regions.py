@@ -27,7 +27,7 @@ def test_without_region_copies_and_leaves_the_rest():
 
 
 def test_a_lesson_case_with_a_region_exports_a_dicom_whose_parameters_parse(tmp_path):
-    from cxrdesk.core.dicom.dicom import parse_image_comments
+    from cxrdesk.core.dicom.reader import parse_image_comments
     from cxrdesk.core.imaging.pngio import read_png
     from cxrdesk.core.lessons import export_case
 
@@ -52,7 +52,7 @@ def test_the_edit_command_records_the_region_in_the_png_not_the_dicom(tmp_path, 
     from PIL import Image
 
     from cxrdesk.cli import main
-    from cxrdesk.core.dicom.dicom import parse_image_comments
+    from cxrdesk.core.dicom.reader import parse_image_comments
     from cxrdesk.core.imaging.pngio import read_png
 
     film = (np.linspace(0, 4095, 256)[None, :] * np.ones((256, 1))).astype(np.uint16)

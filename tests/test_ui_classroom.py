@@ -240,18 +240,18 @@ def accept_with(monkeypatch, path, **fields):
 
 def test_dicom_export_dialog_names_patient_study_and_series(window, tmp_path, monkeypatch):
     pydicom = pytest.importorskip("pydicom")
-    from cxrdesk.core.dicom import dicom
+    from cxrdesk.core.dicom import writer
     w = window
     show_doc(w, film())
     dlg = ExportDialog("DICOM", w.settings, w)
     assert set(dlg.identity) == {"patient_name", "patient_id", "study_description", "series_description"}
-    assert dlg.identity["patient_name"].placeholderText() == dicom.DEFAULT_PATIENT_NAME
+    assert dlg.identity["patient_name"].placeholderText() == writer.DEFAULT_PATIENT_NAME
     assert all(e.text() == "" and e.toolTip() for e in dlg.identity.values())
     # defaults: still synthetic
     accept_with(monkeypatch, tmp_path / "a.dcm")
     w.export_dicom_dialog()
     a = pydicom.dcmread(tmp_path / "a.dcm")
-    assert str(a.PatientName) == dicom.DEFAULT_PATIENT_NAME and a.PatientID == dicom.DEFAULT_PATIENT_ID
+    assert str(a.PatientName) == writer.DEFAULT_PATIENT_NAME and a.PatientID == writer.DEFAULT_PATIENT_ID
     # a case of its own: a new study, the disclaimer kept in front of the series description
     accept_with(monkeypatch, tmp_path / "b.dcm", patient_name="TEACHING^CASE01", patient_id="CASE01",
                 study_description="Lecture 3: effusions", series_description="case 1")
@@ -259,7 +259,7 @@ def test_dicom_export_dialog_names_patient_study_and_series(window, tmp_path, mo
     b = pydicom.dcmread(tmp_path / "b.dcm")
     assert str(b.PatientName) == "TEACHING^CASE01" and b.PatientID == "CASE01"
     assert b.StudyDescription == "Lecture 3: effusions"
-    assert b.SeriesDescription.startswith(dicom.DISCLAIMER) and b.SeriesDescription.endswith("case 1")
+    assert b.SeriesDescription.startswith(writer.DISCLAIMER) and b.SeriesDescription.endswith("case 1")
     assert b.StudyInstanceUID != a.StudyInstanceUID and b.SyntheticData == "YES"
     # the fields are remembered; the same case again goes into the same series
     dlg = ExportDialog("DICOM", w.settings, w)

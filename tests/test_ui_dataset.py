@@ -107,7 +107,7 @@ def test_plain_image_folder_and_dicom_folder(qtbot, window, png_folder, tmp_path
     d.select_row(0)
     assert not d.prompt_button.isEnabled()  # no report, no labels
     # DICOM folder (written with the core exporter) plus a junk file
-    from cxrdesk.core.dicom.dicom import write_dicom
+    from cxrdesk.core.dicom.writer import write_dicom
 
     dd = tmp_path / "dicoms"
     dd.mkdir()

@@ -154,7 +154,7 @@ def test_a_pause_in_typing_asks_for_one_draft_and_a_keystroke_stops_the_running_
 
 # ---------------------------------------------------------------------- the window
 def test_fast_film_in_history_tooltips_exports_and_reuse(qtbot, make_window, fast_model_dir, tmp_path):
-    from cxrdesk.core.dicom.dicom import read_dicom
+    from cxrdesk.core.dicom.reader import read_dicom
     from cxrdesk.core.imaging.pngio import read_png
     from cxrdesk.ui.history_strip import entry_tooltip
 

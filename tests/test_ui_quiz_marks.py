@@ -195,7 +195,7 @@ def test_an_edit_records_its_region_in_the_history_and_the_png_export(make_windo
     np.testing.assert_array_equal(decode_region(read_png(png).metadata["edit"]["region"]), mask)
     import pydicom
 
-    from cxrdesk.core.dicom.dicom import parse_image_comments  # DICOM: without it (ImageComments' limit)
+    from cxrdesk.core.dicom.reader import parse_image_comments  # DICOM: without it (ImageComments' limit)
 
     params = parse_image_comments(pydicom.dcmread(w.export_dicom(str(tmp_path / "edited.dcm"))).ImageComments)
     assert params["prompt"] == "right pleural effusion" and "region" not in params["edit"]

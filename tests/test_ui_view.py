@@ -430,9 +430,9 @@ def test_measure_two_lines_gives_their_ratio_and_new_images_clear_them(window, q
 def test_measurements_in_mm_from_a_dicoms_pixel_spacing(window, qtbot, tmp_path):
     import pydicom
 
-    from cxrdesk.core.dicom import dicom
+    from cxrdesk.core.dicom import writer
     w = window
-    ds = dicom.build_dataset(ramp(100, 100), {"prompt": "x", "seed": 1})
+    ds = writer.build_dataset(ramp(100, 100), {"prompt": "x", "seed": 1})
     ds.ImagerPixelSpacing = [0.5, 0.5]
     path = tmp_path / "spaced.dcm"
     ds.save_as(path, enforce_file_format=True)

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 
 def _load_input(path: Path):
     """(12-bit array, metadata, window-or-None) from a PNG/JPEG or DICOM file."""
-    from ..core.dicom import dicom
+    from ..core.dicom import reader
     from ..core.imaging import pngio
     if not path.is_file():
         raise CliError(f"no such file: {path}")
@@ -60,9 +60,9 @@ def _load_input(path: Path):
         head = fh.read(132)
     if path.suffix.lower() in (".dcm", ".dicom") or head[128:132] == b"DICM":
         try:
-            img = dicom.read_dicom(path)
+            img = reader.read_dicom(path)
             arr = pngio.to_stored12(img.normalized("range"))
-        except dicom.DicomError as exc:
+        except reader.DicomError as exc:
             raise CliError(str(exc)) from None
         meta = dict(img.params)
         win = None
@@ -104,7 +104,7 @@ def _outputs(target: str, inputs: list[Path], suffix: str) -> list[Path]:
 
 
 def run_export(args) -> int:
-    from ..core.dicom import dicom
+    from ..core.dicom import writer
     from ..core.imaging import pngio
     if not args.dicom and not args.png:
         raise CliError("nothing to do: give --dicom OUT and/or --png OUT")
@@ -118,12 +118,12 @@ def run_export(args) -> int:
         from ..core.regions import without_region  # an edited film's region: too long for ImageComments
 
         outs = _outputs(args.dicom, inputs, ".dcm")
-        ctx = dicom.SeriesContext.new(patient_name=args.patient_name or dicom.DEFAULT_PATIENT_NAME,
-                                      patient_id=args.patient_id or dicom.DEFAULT_PATIENT_ID,
+        ctx = writer.SeriesContext.new(patient_name=args.patient_name or writer.DEFAULT_PATIENT_NAME,
+                                      patient_id=args.patient_id or writer.DEFAULT_PATIENT_ID,
                                       series_description=args.series_description)
         for (arr, meta, win), out in zip(loaded, outs):
             try:
-                written.append(dicom.write_dicom(out, arr, without_region(meta), window=window or win, context=ctx,
+                written.append(writer.write_dicom(out, arr, without_region(meta), window=window or win, context=ctx,
                                                  bits=8 if args.eight_bit else 12, burn_mark=args.burn_mark))
             except (OSError, ValueError) as exc:
                 raise CliError(f"cannot write {out}: {exc}") from None

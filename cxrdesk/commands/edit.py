@@ -45,7 +45,7 @@ def read_film(path: Path):
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     if _is_dicom(path):
-        from ..core.dicom.dicom import DicomError, read_dicom
+        from ..core.dicom.reader import DicomError, read_dicom
 
         try:
             return read_dicom(path).normalized("auto"), None
@@ -115,7 +115,7 @@ def cmd_edit(args) -> int:
         write_png(out, res.image_u16, res.params, bits=8 if bits == 8 else 16)
         line = f"{out}  seed={res.seed}  region {res.params['edit']['mask_area']:.1%} of the film"
         if args.dicom:
-            from ..core.dicom.dicom import SeriesContext, write_dicom
+            from ..core.dicom.writer import SeriesContext, write_dicom
 
             dcm = Path(args.dicom) / f"{out.stem}.dcm"
             ctx = SeriesContext.new(series_description="SYNTHETIC - edited film - NOT FOR DIAGNOSIS")

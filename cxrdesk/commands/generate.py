@@ -239,7 +239,7 @@ def cmd_generate(args) -> int:
             for i, (prompt, outs) in enumerate(jobs):
                 series = None
                 if args.dicom:  # one series per prompt, all in one study
-                    from ..core.dicom.dicom import SeriesContext
+                    from ..core.dicom.writer import SeriesContext
 
                     series = SeriesContext.new(study_uid=study, series_number=i + 1,
                                                series_description=f"case {i + 1:02d}" if len(jobs) > 1 else None)
@@ -258,7 +258,7 @@ def cmd_generate(args) -> int:
                     write_png(out, res.image_u16, meta, bits=args.bits, unknown=args.unknown)
                     line = f"{out}  seed={res.seed}"
                     if args.dicom:
-                        from ..core.dicom.dicom import write_dicom
+                        from ..core.dicom.writer import write_dicom
 
                         dcm = Path(args.dicom) / f"{out.stem}.dcm"
                         write_dicom(dcm, res.image_u16, meta, context=series, instance_number=k + 1,

@@ -451,7 +451,7 @@ def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict
     row = {"file": png.name, "dicom": "", "prompt": str(meta.get("prompt") or ""), "seed": meta.get("seed"),
            "study_uid": study_uid}
     if dicom_dir is not None:
-        from .dicom.dicom import SeriesContext, write_dicom
+        from .dicom.writer import SeriesContext, write_dicom
 
         ctx = SeriesContext.new(study_uid=study_uid, series_number=index + 1,
                                 series_description=case_label(index))

@@ -1,9 +1,9 @@
 """Open image files for the view, in data units, through the core readers (no Qt here).
 
-PNG goes through :func:`cxrdesk.core.pngio.read_png` (12-bit stored values; the window and
-parameters that cxrdesk wrote come back), DICOM through :func:`cxrdesk.core.dicom.read_dicom`
+PNG goes through :func:`cxrdesk.core.imaging.pngio.read_png` (12-bit stored values; the window and
+parameters that cxrdesk wrote come back), DICOM through :func:`cxrdesk.core.dicom.reader.read_dicom`
 (stored values and the file's window when the data are plain MONOCHROME2, otherwise the
-normalised image as 12-bit), anything else through :func:`cxrdesk.core.datasets.load_gray`.
+normalised image as 12-bit), anything else through :func:`cxrdesk.core.data.datasets.load_gray`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import numpy as np
 
 from ..core.imaging import imaging
 from ..core.fsutil import has_dicm_magic
-
-DICOM_SUFFIXES = {".dcm", ".dicom", ""}
 
 
 class ImageOpenError(Exception):
@@ -83,7 +81,7 @@ def load_stored(path: str) -> LoadedImage:
 
 
 def _load_dicom(p: Path) -> LoadedImage:
-    from ..core.dicom.dicom import read_dicom
+    from ..core.dicom.reader import read_dicom
 
     d = read_dicom(p)
     plain = (d.photometric == "MONOCHROME2" and not d.signed and d.rescale_slope == 1.0

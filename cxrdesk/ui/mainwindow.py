@@ -113,7 +113,7 @@ class ExportDialog(QDialog):
         (self.as_shown if str(settings.value(f"{k}_range", "window")) != "full" else self.full_range).setChecked(True)
         self.identity: dict[str, QLineEdit] = {}
         if kind == "DICOM":
-            from ..core.dicom.dicom import DISCLAIMER as SERIES_DEFAULT, SeriesContext
+            from ..core.dicom.writer import DISCLAIMER as SERIES_DEFAULT, SeriesContext
 
             for key, label, tip in self.IDENTITY:
                 edit = QLineEdit(str(settings.value(f"{k}_{key}", "") or ""))
@@ -1521,7 +1521,7 @@ class MainWindow(QMainWindow):
         """The series exports go to: one per session, a new one (in a new study) when ``identity``
         (patient_name, patient_id, study_description, series_description; empty = the synthetic
         defaults) differs from the current series'."""
-        from ..core.dicom.dicom import SeriesContext
+        from ..core.dicom.writer import SeriesContext
 
         ident = {k: v for k, v in (identity or {}).items() if v}
         if self._series is None or (identity is not None and ident != self._series_identity):
@@ -1539,7 +1539,7 @@ class MainWindow(QMainWindow):
         if doc is None or not doc.exportable:
             return None
         try:
-            from ..core.dicom.dicom import write_dicom
+            from ..core.dicom.writer import write_dicom
         except ImportError as exc:
             self._error("Export DICOM", f"DICOM export is not available: {exc}")
             return None

@@ -29,7 +29,7 @@ def _send_image(settings, image, metadata, window, context, presentation, cancel
     """Send the image and, where ``presentation`` (keyword arguments of
     ``presentation.write_presentation_state``) is given, its presentation state after it."""
     from ..core.dicom import pacs
-    from ..core.dicom.dicom import write_dicom
+    from ..core.dicom.writer import write_dicom
 
     with tempfile.TemporaryDirectory(prefix="cxrdesk-send-") as tmp:
         path = write_dicom(Path(tmp) / "synthetic.dcm", image, metadata, window=window, context=context)

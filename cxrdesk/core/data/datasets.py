@@ -169,7 +169,7 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
             raise DatasetError(str(exc)) from None
         img = to_unit(arr)  # 8-bit, 12-bit-in-16 and 16-bit files alike
     else:
-        from ..dicom.dicom import read_dicom  # local import: pydicom only when needed
+        from ..dicom.reader import read_dicom  # local import: pydicom only when needed
 
         img = read_dicom(path).normalized()
     if size is not None and img.shape != (size, size):

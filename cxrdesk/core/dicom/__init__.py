@@ -1,2 +1,2 @@
-"""DICOM: the Secondary Capture writer and reader (dicom), sending to a PACS and its retry queue
-(pacs)."""
+"""DICOM: the Secondary Capture writer (writer) and reader (reader), presentation states
+(presentation), sending to a PACS (pacs) with its settings (pacs_settings) and retry queue (pacs_queue)."""

@@ -1,5 +1,5 @@
 """The one bounded reader for user image files (PNG, JPEG, TIFF, BMP, PGM) and the size limits that
-the DICOM importer (:mod:`cxrdesk.core.dicom.dicom`) applies too.
+the DICOM importer (:mod:`cxrdesk.core.dicom.reader`) applies too.
 
 A small file can claim a huge image: a 140 KB PNG of 12000x12000 pixels, a PNG "bomb" of a few
 hundred KB, an RLE or deflated DICOM of a few MB that decodes to gigabytes. Every reader of user
@@ -11,7 +11,7 @@ than :data:`MAX_DECODED_BYTES` bytes. The limits leave room for any radiograph (
 well under 1.5 GB.
 
 Callers: :func:`cxrdesk.core.imaging.pngio.read_png` (:func:`open_pil`), :func:`cxrdesk.core.data.datasets.load_gray`
-and ``cxrdesk enhance`` / ``metrics`` (:func:`read_grey`), :func:`cxrdesk.core.dicom.dicom.read_dicom`
+and ``cxrdesk enhance`` / ``metrics`` (:func:`read_grey`), :func:`cxrdesk.core.dicom.reader.read_dicom`
 (:func:`check_size`, :func:`check_inflated_size`). Needs numpy and Pillow (OpenCV for
 :func:`read_grey`); no Qt.
 """

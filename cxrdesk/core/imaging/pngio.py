@@ -21,7 +21,7 @@ its Description is "Unknown case" (plus the case's label), so the file does not 
 
 Writes are atomic: a temporary file in the target folder, then :func:`os.replace`.
 
-This module also holds the small pixel helpers shared with :mod:`cxrdesk.core.dicom.dicom`
+This module also holds the small pixel helpers shared with :mod:`cxrdesk.core.dicom.writer`
 (conversion to stored values, linear window, the burned-in "SYNTHETIC" mark); it needs only
 numpy and Pillow.
 """
