@@ -292,9 +292,6 @@ class EnhancePanel(QWidget):
         if self.preview_check.isChecked():
             self.previewReady.emit(src, out, params.describe())
 
-    def last_result(self):
-        return self._last
-
     def _apply(self) -> None:
         if self._source is None:
             return
