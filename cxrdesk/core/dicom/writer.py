@@ -22,7 +22,6 @@ A batch lands as one series when the caller passes one :class:`SeriesContext` to
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import threading
@@ -36,6 +35,7 @@ from ..fsutil import atomic_write
 from ..imaging.imaging import window_presets
 from ..imaging.pngio import (DISCLAIMER, MAX12, burn_synthetic_mark, input_max, to_8bit, to_stored12,
                              unknown_metadata)
+from .part10 import new_instance, part10_bytes
 from .reader import PARAMS_PREFIX, DicomError, _one_line
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -168,9 +168,6 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     case, ``metadata`` reduced to :func:`~cxrdesk.core.imaging.pngio.unknown_metadata` (the caller gives the
     context a series description that does not name the answer, e.g. "case 01").
     """
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
-
     from ... import __version__
 
     if bits not in (8, 12):
@@ -187,22 +184,7 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     ctx = context or SeriesContext.new()
     meta = unknown_metadata(metadata) if unknown else dict(metadata or {})
     now = _dt.datetime.now()
-    sop_uid = generate_uid()
-
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    fm.MediaStorageSOPInstanceUID = sop_uid
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    fm.ImplementationVersionName = f"CXRDESK_{__version__}"[:16]
-    ds = FileDataset(None, {}, file_meta=fm, preamble=b"\0" * 128)
-
-    # SOP Common
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds = new_instance(SECONDARY_CAPTURE, now)  # file meta and SOP Common
     # Patient (synthetic, no real identity)
     ds.PatientName = _lo(ctx.patient_name)
     ds.PatientID = _lo(ctx.patient_id)
@@ -272,20 +254,13 @@ def build_dataset(image: Any, metadata: dict | None = None, *, window: tuple[flo
     return ds
 
 
-def dataset_bytes(ds) -> bytes:
-    """Encode a dataset built by :func:`build_dataset` as a DICOM Part 10 file in memory."""
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def write_dicom(path: str | os.PathLike, image: Any, metadata: dict | None = None, **kwargs) -> Path:
     """Export one image as a Secondary Capture DICOM file (atomic write); returns the path.
 
     Keyword arguments are those of :func:`build_dataset` (window, presets, context, bits,
     burn_mark, instance_number, unknown).
     """
-    data = dataset_bytes(build_dataset(image, metadata, **kwargs))
+    data = part10_bytes(build_dataset(image, metadata, **kwargs))
     return atomic_write(path, lambda fh: fh.write(data))
 
 
@@ -298,6 +273,6 @@ def export_series(folder: str | os.PathLike, images: Iterable[tuple[Any, dict | 
     out = []
     for image, meta in images:
         ds = build_dataset(image, meta, context=ctx, **kwargs)
-        data = dataset_bytes(ds)
+        data = part10_bytes(ds)
         out.append(atomic_write(folder / f"{prefix}{int(ds.InstanceNumber):04d}.dcm", lambda fh, d=data: fh.write(d)))
     return out
