@@ -169,3 +169,42 @@ def test_train_export_puts_the_checkpoints_student_beside_the_teacher_in_float16
     save_file(w, unet_w)
     assert main(["train", "export", "--run-dir", str(run), "--teacher", str(other)]) == 2
     assert "distilled another teacher than other" in capsys.readouterr().err
+
+
+def test_guidance_distillation_matches_the_guided_teacher_and_samples_with_the_models_own_sampler(tiny_model_dir,
+                                                                                                  tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from cxrdesk.core.generation.pipeline import Pipeline
+
+    teacher = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet").eval()
+    student = D.build_student(teacher).eval()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 4, 32, 32, generator=g)
+    cond, uncond = torch.randn(2, 8, 384, generator=g), torch.randn(1, 8, 384, generator=g)
+    alphas = torch.linspace(0.99, 0.01, 1000)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        # scale 1 is the unguided teacher, which the student starts as: no loss; scale 5 is not
+        assert D.guidance_loss(student, teacher, x0, cond, uncond, torch.ones(2), noise, t, alphas) < 1e-10
+        loss5 = D.guidance_loss(student, teacher, x0, cond, uncond, torch.full((2,), 5.0), noise, t, alphas)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        c = teacher(xt, t, encoder_hidden_states=cond).sample
+        u = teacher(xt, t, encoder_hidden_states=uncond.expand_as(cond)).sample
+        assert torch.allclose(loss5, ((c - (u + 5 * (c - u))) ** 2).mean(), rtol=1e-4)
+
+    run = _fake_run(tmp_path / "run", tiny_model_dir)
+    out = D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=2, batch=2, method="guidance", warmup=1),
+                          threads=1, progress=False)
+    record = json.loads((out / "cxrdesk.json").read_text())["student"]
+    assert record["sampler"] == "model" and record["steps"] == 8 and record["method"] == "guidance distillation"
+    pipe = Pipeline.load(out)
+    assert pipe.info["student"] == {"steps": 8, "distill_steps": 2, "sampler": "model"}
+    seen = []
+    r = pipe.generate("normal chest radiograph", seed=1, fast=True, steps=8, on_step=lambda i, n, p: seen.append(i))
+    assert r.params["fast"] and r.params["sampler"] == pipe.info["sampler"] and seen == list(range(1, 9))
+    assert r.params["guided_steps"] == 0  # one UNet call per step
+    # a run is one method: resuming it with the other is refused
+    with pytest.raises(ValueError, match="another method"):
+        D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=3, batch=2), threads=1, progress=False)

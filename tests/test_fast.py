@@ -22,7 +22,7 @@ def fast_model_dir(tiny_model_dir, tmp_path_factory):
 
 def test_fast_mode_draws_in_one_unet_call_per_step_and_says_so(fast_model_dir):
     pipe = Pipeline.load(fast_model_dir)
-    assert pipe.info["student"] == {"steps": 4, "distill_steps": 7} and pipe.info["student_note"] == ""
+    assert pipe.info["student"] == {"steps": 4, "distill_steps": 7, "sampler": "lcm"} and pipe.info["student_note"] == ""
     calls = []
     student = pipe.student_unet()
     hook = student.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
@@ -93,7 +93,8 @@ def test_generate_fast_command(fast_model_dir, tiny_model_dir, tmp_path, capsys)
                  "-o", str(tmp_path / "g.png"), "--quiet"]) == 2
     assert "no distilled student" in capsys.readouterr().err
     assert main(["info", "--model", str(fast_model_dir)]) == 0
-    assert "fast mode:    a distilled student, 4 steps (distilled 7 training steps)" in capsys.readouterr().out
+    assert ("fast mode:    a distilled student, 4 steps (consistency sampling), one UNet call each (distilled 7 "
+            "training steps)") in capsys.readouterr().out
     assert main(["info", "--model", str(tiny_model_dir)]) == 0
     assert "fast mode:    none (this model folder has no distilled student" in capsys.readouterr().out
 

@@ -314,8 +314,9 @@ def cmd_info(args) -> int:
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     student = i.get("student")
     if student:
-        print(f"fast mode:    a distilled student, {student['steps']} steps (distilled {student['distill_steps']} "
-              f"training steps): generate --fast")
+        how = "of the model's sampler" if student.get("sampler") == "model" else "(consistency sampling)"
+        print(f"fast mode:    a distilled student, {student['steps']} steps {how}, one UNet call each (distilled "
+              f"{student['distill_steps']} training steps): generate --fast")
     else:
         print(f"fast mode:    none ({i.get('student_note')})")
     print(f"load time:    {i['load_seconds']:.2f} s")

@@ -102,6 +102,9 @@ def register(sub) -> None:
                         "encoded by its VAE); the student is exported into a copy of it (--out, default RUN/model-fast). "
                         "export: export the run's distilled student (RUN/distill/ckpt.pt) beside this teacher's "
                         "weights instead of a UNet (--out, default RUN/model-fast; --out MODEL_DIR adds it in place)")
+    t.add_argument("--method", choices=("lcd", "guidance"), default=None,
+                   help="distill: lcd (latent consistency distillation, a 4-step student; the default) or guidance "
+                        "(guidance distillation: one UNet call per step of the model's own sampler, 8 steps)")
     t.add_argument("--guidance-range", type=_guidance_range, metavar="LO,HI",
                    help="distill: the guidance scales the student learns to draw (default 2,8)")
     t.add_argument("--captions-only", action="store_true",
@@ -247,6 +250,8 @@ def _distill(args, run: Path, progress: bool) -> None:
     _apply(cfg, args)
     if args.guidance_range is not None:
         cfg.guidance_min, cfg.guidance_max = args.guidance_range
+    if args.method is not None:
+        cfg.method = args.method
     try:
         out = D.train_distill(run, args.teacher, cfg, threads=args.threads, device=args.device, progress=progress,
                               export_to=args.out)

@@ -36,7 +36,9 @@ from .jsonfile import JsonObjectError, load_object
 
 FINDINGS_CHECK_FILE = "findings_check.json"
 STUDENT_DIR = "student"
-FAST_STEPS = 4  # a student's steps when its record does not say
+FAST_STEPS = 4  # a consistency student's steps when its record does not say
+GUIDED_FAST_STEPS = 8  # a guidance-distilled student's (sampled with the model's own sampler)
+FAST_SAMPLERS = ("lcm", "model")  # a student's sampler: LCMScheduler, or the model's own
 MAX_FAST_STEPS = 50  # the grid the student was distilled on
 NO_STUDENT = "this model folder has no distilled student ('cxrdesk train distill' makes one): use full generation"
 STALE_STUDENT = ("the student in this model folder was distilled from other weights than this model's: "
@@ -88,19 +90,22 @@ class ModelFolder:
 
 
 def student_record(folder: Path, extra: dict, weights_hash: str) -> tuple[dict | None, str]:
-    """The folder's distilled student ({"steps", "distill_steps"}) when it was distilled from these
+    """The folder's distilled student ({"steps", "distill_steps", "sampler"}) when it was distilled from these
     weights; otherwise None and the one-line reason."""
     record = extra.get("student") if isinstance(extra, dict) else None
     if not isinstance(record, dict) or not (Path(folder) / STUDENT_DIR / "config.json").is_file():
         return None, NO_STUDENT
     if record.get("teacher_hash") != weights_hash:
         return None, STALE_STUDENT
+    sampler = record.get("sampler", "lcm")
     try:
         steps = int(record.get("steps") or FAST_STEPS)
         done = int(record.get("distill_steps") or 0)
     except (TypeError, ValueError):
         return None, NO_STUDENT
-    return {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done}, ""
+    if sampler not in FAST_SAMPLERS:
+        return None, NO_STUDENT
+    return {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done, "sampler": sampler}, ""
 
 
 def default_model_path() -> Path | None:

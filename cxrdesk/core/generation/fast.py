@@ -1,8 +1,10 @@
 """Fast mode: a film in a few steps from the model folder's distilled student (core.training.distill).
 
 The student takes the guidance scale as an input, so each step is one UNet call on one latent
-(a guided step of the teacher is two); ``LCMScheduler`` walks the teacher's 50-point grid from
-pure noise, predicting the clean film at each step and re-noising it to the next.
+(a guided step of the teacher is two). A consistency student (sampler "lcm") is walked by
+``LCMScheduler`` along the teacher's 50-point grid from pure noise, predicting the clean film at each
+step and re-noising it to the next; a guidance-distilled one (sampler "model") by the model's own
+sampler, in fewer steps than full generation.
 """
 from __future__ import annotations
 
@@ -36,25 +38,43 @@ def load_student(folder: Path, device: str, dtype):
     return unet
 
 
-def lcm_scheduler(scheduler_config: dict, steps: int, device):
-    """LCMScheduler on the teacher's noise schedule and the grid the student was distilled on."""
+def scheduler(pipe, steps: int):
+    """The scheduler that walks the folder's student, its timesteps set: LCMScheduler on the teacher's
+    noise schedule and the grid a consistency student was distilled on, or the model's own sampler."""
     from diffusers import LCMScheduler
 
-    cfg = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    if pipe.info["student"]["sampler"] == "model":
+        sched = pipe.make_scheduler(model_sampler(pipe))
+        sched.set_timesteps(steps, device=pipe.device)
+        return sched
+    cfg = {k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")}
     sched = LCMScheduler.from_config(cfg, original_inference_steps=DDIM_TIMESTEPS, timestep_scaling=TIMESTEP_SCALING)
     if not 1 <= steps <= DDIM_TIMESTEPS:
         raise PipelineError(f"fast mode takes 1 to {DDIM_TIMESTEPS} steps, not {steps}")
-    sched.set_timesteps(steps, device=device)
+    sched.set_timesteps(steps, device=pipe.device)
     return sched
+
+
+def model_sampler(pipe) -> str:
+    from .sampling import FALLBACK_SAMPLER
+
+    return pipe.info.get("sampler", FALLBACK_SAMPLER)
+
+
+def sampler_name(pipe) -> str:
+    """The sampler a fast film records: "lcm", or the model's own for a guidance-distilled student."""
+    return model_sampler(pipe) if pipe.info["student"]["sampler"] == "model" else SAMPLER
 
 
 def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, store, on_step, cancel,
             preview_every: int, want_metrics: bool):
     """The student's loop: one UNet call per step. Returns (final latents, per-step metrics)."""
     import torch
+    from diffusers import LCMScheduler
 
     from .pipeline import metrics_at_step
 
+    consistency = isinstance(sched, LCMScheduler)
     w_emb = guidance_embedding(torch.tensor([guidance_scale])).to(latents.device, latents.dtype)
     metrics = []
     total = len(sched.timesteps)
@@ -64,10 +84,16 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
         last = i == total - 1
         if store is not None:
             store.enabled = (i + 1) % ATTENTION_EVERY == 0 or last
-        out = student(latents, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
-        latents, x0 = sched.step(out, t, latents, generator=gen, return_dict=False)
+        wants = not last and ((on_step is not None and preview_every > 0) or want_metrics)
+        model_in = latents if consistency else sched.scale_model_input(latents, t)
+        out = student(model_in, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
+        if consistency:
+            latents, x0 = sched.step(out, t, latents, generator=gen, return_dict=False)
+        else:
+            x0 = pipe._x0(sched, latents, out, t) if wants else None
+            latents = sched.step(out, t, latents).prev_sample
         preview = None
-        if not last and ((on_step is not None and preview_every > 0) or want_metrics):
+        if wants:
             full = preview_every > 0 and (i + 1) % preview_every == 0
             preview = pipe.decode(x0) if (full or want_metrics) else pipe.fast_preview(x0)
             if want_metrics:
