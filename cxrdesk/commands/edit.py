@@ -14,8 +14,6 @@ from pathlib import Path
 from . import CliError
 from .generate import _check_writable, _dicom_folder, _float, _int, _load, cli_errors
 
-DICOM_SUFFIXES = (".dcm", ".dicom", "")
-
 
 def register(sub) -> None:
     e = sub.add_parser("edit", help="redraw a masked region of a film from text (the rest stays as it was)",

@@ -2,7 +2,7 @@
 
 The view holds the *stored* image (e.g. uint16 with 12-bit values) and a window (center, width)
 in the same data units. The window is applied at display time only
-(:func:`cxrdesk.core.imaging.window_to_u8`); the stored array is never modified.
+(:func:`cxrdesk.core.imaging.imaging.window_to_u8`); the stored array is never modified.
 
 Mouse, as in PACS viewers: wheel = zoom about the cursor, left drag = pan, right drag =
 window/level (horizontal: width, vertical: center), double click = zoom to fit.
