@@ -1,4 +1,4 @@
-"""Load a model folder and generate chest radiographs from text: the denoising loop.
+"""Generate chest radiographs from text with a loaded model folder: the denoising loop.
 
 ``Pipeline.generate`` runs diffusers' pipeline stages in order: ``check_inputs``, ``encode_prompt``,
 ``prepare_latents``, the loop (``_denoise``) and ``decode_latents``.
@@ -16,12 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import GenerationCancelled, ModelLoadError, PipelineError
-from ..modelfolder import ModelFolder, check_no_pickles, default_model_path, model_json
+from ..errors import GenerationCancelled, PipelineError
 from . import engines
 from .attention import (ATTENTION_EVERY, AttnStore, RecordingAttnProcessor, attention_maps, record_probs,
                         token_index, wrap_cross_attention)
-from .models import fit_preview_map, load_components, n_params, unet_to_vae_latents, vae_to_unet_latents
+from .loading import load_folder
+from .models import fit_preview_map, unet_to_vae_latents, vae_to_unet_latents
 from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
                        denoised, guided, make_scheduler)
 
@@ -63,16 +63,6 @@ class GenerationResult:
         from PIL import Image
 
         return Image.fromarray(self.image_u8, mode="L")
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError("CUDA was requested but no CUDA device is available")
-    return device
 
 
 def check_text(what: str, text: str) -> None:
@@ -134,83 +124,17 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
              precision: str = "fp32") -> "Pipeline":
-        """Load a model folder (None = the embedded default model). Never touches the network."""
+        """Load a model folder (None = the embedded default model; see loading.load_folder). Never
+        touches the network."""
         t0 = time.perf_counter()
-        if path is None:
-            folder = default_model_path()
-            if folder is None:
-                raise ModelLoadError("no default model is installed; pass a model folder (--model DIR)")
-        else:
-            folder = Path(path).expanduser()
-        if not folder.exists():
-            raise ModelLoadError(f"model folder not found: {folder}")
-        check_no_pickles(folder)
-        index_path = folder / "model_index.json"
-        if not index_path.is_file():
-            raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
-        model_json(folder, "model_index.json", required=True)
-        device = pick_device(device)
-        import torch
-
-        vae, unet, text, te_kind, weights = load_components(folder, device)
-        mf = ModelFolder.read(folder, unet.config.in_channels, weights)
-        use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and engines._cpu_has_bf16())
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        for m in (vae, unet):
-            m.to(device).eval().requires_grad_(False)
-            if dtype != torch.float32:
-                m.to(dtype)
-        if device == "cpu":
-            unet.to(memory_format=torch.channels_last)
-            vae.to(memory_format=torch.channels_last)
-        native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
-        info = {
-            "name": mf.name,
-            "folder": str(folder),
-            "hash": mf.hash,
-            "random_weights": mf.random_weights,
-            "device": device,
-            "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
-            # warm_up() may switch it to "onnxruntime", "torchscript" or "torchscript-bf16"
-            "unet_engine": "eager",
-            "native_size": int(native),
-            "latent_shape": [unet.config.in_channels, unet.config.sample_size, unet.config.sample_size],
-            "image_channels": vae.config.out_channels,
-            "params": {"unet": n_params(unet), "vae": n_params(vae), "text_encoder": text.n_params()},
-            "text_encoder": te_kind,
-            "prediction_type": mf.scheduler.get("prediction_type", "epsilon"),
-            "training": mf.training,
-            "preview_map": mf.preview_map,
-            "noise_offset": mf.noise_offset,
-            "guidance": mf.guidance,
-            "guidance_interval": mf.guidance_interval,
-            "sampler": mf.sampler,
-            "findings_check": mf.findings_check,
-            # fast mode: the distilled student's record, or None and why
-            "student": mf.student,
-            "student_note": mf.student_note,
-        }
-        pipe = cls(vae, unet, text, mf.scheduler, folder, device, info)
-        pipe._autocast = use_bf16
-        pipe._check_schedulers()
+        m = load_folder(path, device, precision)
+        pipe = cls(m.vae, m.unet, m.text_encoder, m.scheduler_config, m.folder, m.device, m.info)
+        pipe._autocast = m.autocast
         from ..memory import release
 
         release()  # the float16 -> float32 conversion's buffers
-        info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        pipe.info["load_seconds"] = round(time.perf_counter() - t0, 3)
         return pipe
-
-    def _check_schedulers(self) -> None:
-        """Build every sampler's scheduler from the folder's scheduler_config.json once, so that an odd
-        value fails the load with one line rather than a later generation with a traceback."""
-        for sampler in SAMPLERS:
-            if sampler == "auto":
-                continue
-            try:
-                self.make_scheduler(sampler).set_timesteps(20)
-            except Exception as exc:  # noqa: BLE001 - NotImplementedError, TypeError, ValueError ... from diffusers
-                msg = " ".join(str(exc).split())[:160] or type(exc).__name__
-                raise ModelLoadError(f"{Path(self.folder or '.').name}: scheduler/scheduler_config.json is unusable "
-                                     f"for the {sampler} sampler ({msg})") from None
 
     # ------------------------------------------------------------------ components
     def make_scheduler(self, sampler: str):

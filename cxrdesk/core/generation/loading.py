@@ -1,0 +1,114 @@
+"""Read a model folder onto a device: its components, their precision and the pipeline's ``info``.
+
+``Pipeline.load`` is the entry point; this module does the reading and checking behind it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelLoadError, PipelineError
+from ..modelfolder import ModelFolder, check_no_pickles, default_model_path, model_json
+from . import engines
+from .models import load_components, n_params
+from .sampling import SAMPLERS, make_scheduler
+
+
+@dataclass
+class LoadedFolder:
+    """A model folder's components on their device, and the facts ``Pipeline.info`` starts from."""
+    vae: object
+    unet: object
+    text_encoder: object
+    scheduler_config: dict
+    folder: Path
+    device: str
+    info: dict
+    autocast: bool  # run the models under bfloat16 autocast (CPU)
+
+
+def pick_device(device: str = "auto") -> str:
+    """The torch device for ``device`` ("auto": CUDA when there is one, else the CPU)."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError("CUDA was requested but no CUDA device is available")
+    return device
+
+
+def check_schedulers(scheduler_config: dict, folder: Path | None) -> None:
+    """Build every sampler's scheduler once, so that an odd scheduler_config.json fails the load with one
+    line (ModelLoadError) rather than a later generation with a traceback."""
+    for sampler in SAMPLERS:
+        if sampler == "auto":
+            continue
+        try:
+            make_scheduler(scheduler_config, sampler).set_timesteps(20)
+        except Exception as exc:  # noqa: BLE001 - NotImplementedError, TypeError, ValueError ... from diffusers
+            msg = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise ModelLoadError(f"{Path(folder or '.').name}: scheduler/scheduler_config.json is unusable "
+                                 f"for the {sampler} sampler ({msg})") from None
+
+
+def load_folder(path: str | os.PathLike | None, device: str = "auto", precision: str = "fp32") -> LoadedFolder:
+    """Read and check the model folder at ``path`` (None: the embedded default model) and put its models
+    on ``device`` at ``precision``. ModelLoadError (one line) for a folder that cannot be used."""
+    if path is None:
+        folder = default_model_path()
+        if folder is None:
+            raise ModelLoadError("no default model is installed; pass a model folder (--model DIR)")
+    else:
+        folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelLoadError(f"model folder not found: {folder}")
+    check_no_pickles(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
+    model_json(folder, "model_index.json", required=True)
+    device = pick_device(device)
+    import torch
+
+    vae, unet, text, te_kind, weights = load_components(folder, device)
+    mf = ModelFolder.read(folder, unet.config.in_channels, weights)
+    use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and engines._cpu_has_bf16())
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    for m in (vae, unet):
+        m.to(device).eval().requires_grad_(False)
+        if dtype != torch.float32:
+            m.to(dtype)
+    if device == "cpu":
+        unet.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
+    native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
+    info = {
+        "name": mf.name,
+        "folder": str(folder),
+        "hash": mf.hash,
+        "random_weights": mf.random_weights,
+        "device": device,
+        "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
+        # warm_up() may switch it to "onnxruntime", "torchscript" or "torchscript-bf16"
+        "unet_engine": "eager",
+        "native_size": int(native),
+        "latent_shape": [unet.config.in_channels, unet.config.sample_size, unet.config.sample_size],
+        "image_channels": vae.config.out_channels,
+        "params": {"unet": n_params(unet), "vae": n_params(vae), "text_encoder": text.n_params()},
+        "text_encoder": te_kind,
+        "prediction_type": mf.scheduler.get("prediction_type", "epsilon"),
+        "training": mf.training,
+        "preview_map": mf.preview_map,
+        "noise_offset": mf.noise_offset,
+        "guidance": mf.guidance,
+        "guidance_interval": mf.guidance_interval,
+        "sampler": mf.sampler,
+        "findings_check": mf.findings_check,
+        # fast mode: the distilled student's record, or None and why
+        "student": mf.student,
+        "student_note": mf.student_note,
+    }
+    check_schedulers(mf.scheduler, folder)
+    return LoadedFolder(vae, unet, text, mf.scheduler, folder, device, info, use_bf16)
