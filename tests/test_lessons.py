@@ -7,9 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from cxrdesk.core.lessons import (Case, Lesson, LessonError, answer_key_rows, export_case, lesson_toml,
-                                  load_lesson, read_answer_key, save_lesson, toml_string,
-                                  write_answer_key)
+from cxrdesk.core.lesson_export import answer_key_rows, export_case, read_answer_key, write_answer_key
+from cxrdesk.core.lessons import Case, Lesson, LessonError, lesson_toml, load_lesson, save_lesson, toml_string
 
 PROMPTS = ["Small right pleural effusion with blunting of the costophrenic angle",
            "Cardiomegaly and pulmonary edema", "Left upper lobe pneumonia", "Normal chest radiograph"]
@@ -380,7 +379,8 @@ def test_generate_prompts_unknown_does_not_leak(tmp_path, tiny_model_dir, capsys
 
 
 def test_quiz_scoring_rule_and_choices(tmp_path):
-    from cxrdesk.core.lessons import finding_choices, score_case, write_quiz_results
+    from cxrdesk.core.lesson_export import write_quiz_results
+    from cxrdesk.core.lessons import finding_choices, score_case
 
     eff, norm, custom = Case(prompt=PROMPTS[0]), Case(prompt=PROMPTS[3]), Case(prompt="x", answer="Collapse")
     assert score_case(norm, True) and not score_case(norm, False, "Effusion")

@@ -29,7 +29,7 @@ def test_without_region_copies_and_leaves_the_rest():
 def test_a_lesson_case_with_a_region_exports_a_dicom_whose_parameters_parse(tmp_path):
     from cxrdesk.core.dicom.reader import parse_image_comments
     from cxrdesk.core.imaging.pngio import read_png
-    from cxrdesk.core.lessons import export_case
+    from cxrdesk.core.lesson_export import export_case
 
     region = encode_region(speckled_region())
     assert len(json.dumps(region)) > 10240  # long enough to cut ImageComments short

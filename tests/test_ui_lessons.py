@@ -8,7 +8,8 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from cxrdesk.core.lessons import load_lesson, read_answer_key  # noqa: E402
+from cxrdesk.core.lesson_export import read_answer_key  # noqa: E402
+from cxrdesk.core.lessons import load_lesson  # noqa: E402
 from cxrdesk.ui.mainwindow import MainWindow  # noqa: E402
 
 GEN_TIMEOUT = 180_000  # ms; generous for a loaded 2-core machine, never a timing assertion

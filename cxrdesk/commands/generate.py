@@ -274,7 +274,8 @@ def cmd_generate(args) -> int:
                         line += f"  ({res.params['upscale']})"
                     tqdm.write(line, file=sys.stdout)
             if args.unknown:  # the answers: a separate file, never in the films
-                from ..core.lessons import Lesson, answer_key_rows, write_answer_key
+                from ..core.lesson_export import answer_key_rows, write_answer_key
+                from ..core.lessons import Lesson
 
                 rows = answer_key_rows(Lesson("answers", key_cases), key_results)
                 for row, r in zip(rows, key_results):

@@ -84,8 +84,8 @@ def _out_dir(path: str) -> Path:
 
 def cmd_lesson_run(args) -> int:
     from ..core.handout import HandoutCase, write_handout
-    from ..core.lessons import (MAX_CASES, LessonError, answer_key_rows, export_case, load_film, take_cases,
-                                write_answer_key)
+    from ..core.lesson_export import answer_key_rows, export_case, write_answer_key
+    from ..core.lessons import MAX_CASES, LessonError, load_film, take_cases
     from ..core.errors import PipelineError
     from ..core.generation.pipeline import Pipeline
     from ..core.generation.sampling import DEFAULT_SAMPLER

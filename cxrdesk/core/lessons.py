@@ -24,16 +24,14 @@ Files (the CLI and the app share them):
   with ``#`` skipped (what ``cxrdesk generate --prompts`` reads); the title is the file's name.
 
 Every problem (missing, empty, malformed file, unknown key, bad value) raises
-:class:`LessonError` with one line naming the file and the case.
+:class:`LessonError` with one line naming the file and the case. The files a lesson run writes (films,
+answer key, quiz results): :mod:`cxrdesk.core.lesson_export`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,6 @@ MAX_TITLE = 200
 NORMAL_ANSWER = "Normal"
 CASE_KEYS = ("prompt", "film", "answer", "note", "seed")
 LESSON_KEYS = ("format", "version", "title", "cases", "steps", "guidance")
-ANSWER_KEY_FIELDS = ("case", "file", "answer", "normal", "findings", "note", "prompt", "seed", "dicom")
 
 
 class LessonError(ValueError):
@@ -358,68 +355,8 @@ def save_lesson(lesson: Lesson, path: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# answer key
+# a film case's pixels
 # --------------------------------------------------------------------------------------------
-
-def answer_key_rows(lesson: Lesson, results: list[dict]) -> list[dict]:
-    """Rows of the answer key. ``results[i]``: {"file", "prompt", "seed", "dicom"} for case i."""
-    rows = []
-    for i, (c, r) in enumerate(zip(lesson.cases, results)):
-        prompt = r.get("prompt", c.prompt) or ""
-        rows.append({
-            "case": i + 1, "file": r.get("file", ""), "answer": c.answer_text(prompt),
-            "normal": "normal" if c.is_normal(prompt) else "abnormal",
-            "findings": "; ".join(c.findings(prompt)), "note": c.note, "prompt": prompt,
-            "seed": "" if r.get("seed") is None else r["seed"], "dicom": r.get("dicom", ""),
-        })
-    return rows
-
-
-def _csv_safe(v: Any) -> Any:
-    """A spreadsheet would run text starting with = + - @ as a formula: quote it with '."""
-    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@"):
-        return "'" + v
-    return v
-
-
-def _write_csv(path: str | os.PathLike, fields: tuple[str, ...], rows: list[dict]) -> Path:
-    """A CSV for spreadsheets (UTF-8 with BOM, formula-safe cells), written atomically."""
-    from .fsutil import atomic_write
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _csv_safe(v) for k, v in r.items()})
-    data = ("\ufeff" + buf.getvalue()).encode("utf-8")
-    return atomic_write(path, lambda fh: fh.write(data))
-
-
-def write_answer_key(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """Write the answer key CSV (UTF-8 with BOM for spreadsheets; atomic)."""
-    return _write_csv(path, ANSWER_KEY_FIELDS, rows)
-
-
-def read_answer_key(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-_WORD = re.compile(r"[a-z0-9][a-z0-9\-]*")
-
-
-def answer_words(text: str) -> set[str]:
-    """Lower-case words of ``text`` (for leak checks)."""
-    return set(_WORD.findall(text.lower()))
-
-
-# --------------------------------------------------------------------------------------------
-# exporting a lesson's films
-# --------------------------------------------------------------------------------------------
-
-def case_file_stem(i: int) -> str:
-    return f"case_{i + 1:02d}"
-
 
 def load_film(lesson: Lesson, case: Case):
     """A film case's stored 12-bit pixels and recorded metadata (read_png); LessonError if unusable."""
@@ -435,43 +372,12 @@ def load_film(lesson: Lesson, case: Case):
     return png.pixels, dict(png.metadata)
 
 
-def export_case(out_dir: str | os.PathLike, index: int, image: Any, params: dict, *, unknown: bool,
-                dicom_dir: str | os.PathLike | None = None, study_uid: str | None = None,
-                bits: int = 8) -> dict:
-    """Write case ``index``'s film as ``out_dir/case_NN.png`` (and ``dicom_dir/case_NN.dcm``, one
-    series "case NN" per case, in the study ``study_uid``). ``unknown``: anonymised provenance
-    (no prompt or finding word in the files); otherwise the full parameters as any export.
-    Returns {"file", "dicom", "prompt", "seed", "study_uid"} for the answer key."""
-    from .imaging.pngio import write_png
-
-    stem = case_file_stem(index)
-    meta = dict(params or {})
-    meta["case"] = case_label(index)
-    png = write_png(Path(out_dir) / f"{stem}.png", image, meta, bits=bits, unknown=unknown)
-    row = {"file": png.name, "dicom": "", "prompt": str(meta.get("prompt") or ""), "seed": meta.get("seed"),
-           "study_uid": study_uid}
-    if dicom_dir is not None:
-        from .dicom.writer import SeriesContext, write_dicom
-
-        ctx = SeriesContext.new(study_uid=study_uid, series_number=index + 1,
-                                series_description=case_label(index))
-        from .regions import without_region
-
-        dcm = write_dicom(Path(dicom_dir) / f"{stem}.dcm", image, without_region(meta), context=ctx,
-                          instance_number=1, unknown=unknown)
-        row["dicom"] = str(Path(dicom_dir).name + "/" + dcm.name)
-        row["study_uid"] = ctx.study_uid
-    return row
-
-
 # --------------------------------------------------------------------------------------------
 # quiz scoring (rapid-reporting style)
 # --------------------------------------------------------------------------------------------
 
 SCORE_RULE = ("Scoring: a normal film is correct when called normal; an abnormal film is correct when "
               "called abnormal with one of its findings. One point per correct case.")
-QUIZ_FIELDS = ("trainee", "case", "called", "finding", "correct", "answer", "note", "time",
-               "mark", "location")  # mark: "x y" in image pixels where the trainee clicked
 
 
 # Distractors first taken from the findings a chest film is most often read for.
@@ -505,8 +411,3 @@ def score_case(case: Case, called_normal: bool, finding: str = "", prompt: str |
         return False
     f = (finding or "").strip().lower()
     return bool(f) and (f == case.answer_text(prompt).lower() or f in {x.lower() for x in case.findings(prompt)})
-
-
-def write_quiz_results(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """One trainee's answers as CSV (atomic, UTF-8 with BOM; the caller adds a score row)."""
-    return _write_csv(path, QUIZ_FIELDS, rows)

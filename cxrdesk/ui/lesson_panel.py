@@ -489,7 +489,7 @@ class LessonPanel(QWidget):
     def export_set(self, folder) -> bool:
         """The drawn cases into ``folder``: case_NN.png, answers.csv, dicom/ and lesson.pptx as ticked."""
         from ..core.handout import HandoutCase, write_handout
-        from ..core.lessons import answer_key_rows, export_case, write_answer_key
+        from ..core.lesson_export import answer_key_rows, export_case, write_answer_key
 
         self._sync_from_table()
         if not self._all_drawn():

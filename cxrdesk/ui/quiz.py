@@ -19,7 +19,8 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
                                QVBoxLayout, QWidget)
 
-from ..core.lessons import SCORE_RULE, Lesson, finding_choices, score_case, write_quiz_results
+from ..core.lesson_export import write_quiz_results
+from ..core.lessons import SCORE_RULE, Lesson, finding_choices, score_case
 from ..core.regions import hit
 from .imageview import ImageView
 from .maskpaint import MaskLayer
