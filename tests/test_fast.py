@@ -136,3 +136,18 @@ def test_warm_up_loads_the_student_once_so_the_first_fast_film_does_not_wait(fas
     assert loads == [1]
     pipe.generate("normal chest radiograph", steps=2, seed=1, fast=True)
     assert loads == [1]
+
+
+def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet_and_attention_steps_in_torch(fast_model_dir,
+                                                                                             cxrdesk_cache_dir):
+    pytest.importorskip("onnxruntime")
+    eager = Pipeline.load(fast_model_dir).generate("normal chest radiograph", steps=4, seed=2, fast=True)
+    pipe = Pipeline.load(fast_model_dir)
+    pipe.warm_up()
+    assert len(pipe._student_graphs) == 1 and list(cxrdesk_cache_dir.rglob("student-*.onnx"))
+    r = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True)
+    assert r.params["unet_engine"] == "onnxruntime" and eager.params["unet_engine"] == "eager"
+    assert np.abs(r.image_u8.astype(int) - eager.image_u8.astype(int)).max() <= 2
+    # a film with attention maps records them in torch on the recording steps, the graph on the others
+    a = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True, attention_words=["normal"])
+    assert a.attention and np.abs(a.image_u8.astype(int) - eager.image_u8.astype(int)).max() <= 2

@@ -66,6 +66,63 @@ def sampler_name(pipe) -> str:
     return model_sampler(pipe) if pipe.info["student"]["sampler"] == "model" else SAMPLER
 
 
+def plain_student(student):
+    """``student(sample, t, context, w)`` as a module returning a tensor, for export (w: the guidance
+    embedding)."""
+    import torch
+
+    class PlainStudent(torch.nn.Module):
+        def __init__(self, u):
+            super().__init__()
+            self.u = u
+
+        def forward(self, sample, t, context, w):
+            return self.u(sample, t, encoder_hidden_states=context, timestep_cond=w, return_dict=False)[0]
+
+    return PlainStudent(student).eval()
+
+
+def warm_up_student(pipe, engine: str | None = None) -> float:
+    """An ONNX Runtime graph of the loaded student for one film (cached per student weights, checked
+    against the student like the UNet's), as the UNet's "onnx" and "bf16" engines make for it.
+    Returns the seconds spent; 0 where none applies. A graph that cannot be made is logged and
+    skipped: fast mode then runs the student in torch."""
+    import logging
+    import os
+    import time
+
+    import torch
+
+    from ..modelfolder import component_weights, file_hash
+    from . import onnx_graphs
+    from .engines import trace_key
+
+    engine = engine or os.environ.get("CXRDESK_UNET_ENGINE") or "onnx"
+    if engine not in ("onnx", "bf16") or not pipe._can_trace():
+        return 0.0
+    t0 = time.perf_counter()
+    c, h, w = pipe.info["latent_shape"]
+    dtype = next(pipe.unet.parameters()).dtype
+    with pipe._lock, torch.no_grad():
+        context = pipe.text_encoder.encode([""]).embeddings.to(pipe.device, dtype)
+        sample = torch.randn((1, c, h, w), generator=torch.Generator("cpu").manual_seed(0), dtype=dtype)
+        inputs = (sample, torch.full((1,), 500, dtype=torch.long), context,
+                  guidance_embedding(torch.tensor([4.0])).to(dtype))
+        weights = file_hash(component_weights(Path(pipe.folder) / STUDENT_DIR))
+        try:
+            graph = onnx_graphs.load_or_export(plain_student(pipe._student), inputs, ("sample", "t", "context", "w"),
+                                               "student", weights, threads=torch.get_num_threads())
+        except onnx_graphs.OnnxUnavailable as e:
+            logging.getLogger(__name__).info("%s: running the student in torch", e)
+            return 0.0
+        except Exception:  # noqa: BLE001 - an optimisation must never stop generation
+            logging.getLogger(__name__).warning("could not run the student in ONNX Runtime; running it in torch",
+                                                exc_info=True)
+            return 0.0
+        pipe._student_graphs[trace_key(sample, context)] = graph
+    return time.perf_counter() - t0
+
+
 def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, store, on_step, cancel,
             preview_every: int, want_metrics: bool):
     """The student's loop: one UNet call per step. Returns (final latents, per-step metrics)."""
@@ -73,6 +130,8 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
     from diffusers import LCMScheduler
 
     from .pipeline import metrics_at_step
+
+    from .engines import trace_key
 
     consistency = isinstance(sched, LCMScheduler)
     w_emb = guidance_embedding(torch.tensor([guidance_scale])).to(latents.device, latents.dtype)
@@ -86,7 +145,12 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
             store.enabled = (i + 1) % ATTENTION_EVERY == 0 or last
         wants = not last and ((on_step is not None and preview_every > 0) or want_metrics)
         model_in = latents if consistency else sched.scale_model_input(latents, t)
-        out = student(model_in, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
+        graph = pipe._student_graphs.get(trace_key(model_in, context))
+        if graph is not None and (store is None or not store.enabled):  # attention is recorded in torch
+            out = graph(model_in, t.reshape(1).expand(model_in.shape[0]), context, w_emb).to(latents.dtype)
+            pipe._graph_steps += 1
+        else:
+            out = student(model_in, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
         if consistency:
             latents, x0 = sched.step(out, t, latents, generator=gen, return_dict=False)
         else:

@@ -119,6 +119,7 @@ class Pipeline:
         self._attention: dict = {}
         self._graph_steps = 0  # UNet calls of the current generation that ran a graph
         self._student = None  # the distilled student UNet (fast mode), loaded on first use
+        self._student_graphs = {}  # its ONNX Runtime graphs by input shape (fast.warm_up_student)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -211,6 +212,10 @@ class Pipeline:
             except PipelineError as exc:  # a damaged student: fast mode says so when asked for
                 log.warning("cannot load the distilled student: %s", exc)
             seconds += time.perf_counter() - t0
+        if self._student is not None and not self._student_graphs:
+            from .fast import warm_up_student
+
+            seconds += warm_up_student(self, engine)
         return seconds
 
     def _unet(self, sample, t, context, store: AttnStore | None = None):
