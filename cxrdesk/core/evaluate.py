@@ -260,10 +260,12 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     prng = __import__("random").Random(cfg.seed)
     prompts = [cap.make_caption(records[i].labels, "", prng) for i in chosen]
     gen = []
+    ran = {}  # what drew the films (sampler, engine), as the last one records it
     t0 = time.time()
     for j, p in enumerate(tqdm(prompts, desc="generate", disable=not progress, mininterval=2)):
         r = pipe.generate(p, steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed * 100000 + j,
                           sampler=cfg.sampler, guidance_interval=cfg.guidance_interval, fast=cfg.fast)
+        ran = r.params
         img = r.image
         if img.shape[0] != 256:
             img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
@@ -337,9 +339,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     result = {
         "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
-        "sampler": "lcm" if cfg.fast else (pipe.info["sampler"] if cfg.sampler in (None, "auto") else cfg.sampler),
-        "fast": cfg.fast,
-        "unet_engine": "eager" if cfg.fast else pipe.info["unet_engine"],
+        "sampler": ran.get("sampler"), "fast": cfg.fast, "unet_engine": ran.get("unet_engine"),
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},
