@@ -109,7 +109,7 @@ def test_one_film_shows_no_grid(qtbot, window, monkeypatch):
     owners = [a.text() for a in w.findChildren(QAction) if "Ctrl+Shift+B" in [k.toString() for k in a.shortcuts()]]
     assert owners == ["Show the last &batch"]  # the key is its own
     shown = []
-    monkeypatch.setattr("cxrdesk.ui.mainwindow.QMessageBox.information", lambda *a: shown.append(a[2]))
+    monkeypatch.setattr("cxrdesk.ui.mainwindow.show_html", lambda *a: shown.append(a[2]))
     w.show_shortcuts()
     assert "Show the last batch" in shown[0]
     status, msg = _batch(qtbot, w, 1)

@@ -344,3 +344,40 @@ def test_model_panel_starts_with_a_summary_for_instructors(qtbot):
     assert p.card.document().idealWidth() <= p.card.viewport().width()
     p.set_info({"name": "t", "random_weights": True})
     assert "random weights" in p.summary.text()
+
+
+# ---------------------------------------------------------------------------------------- item 11 (part)
+def test_shortcut_list_fits_the_screen_and_ok_gives_the_image_its_keys_back(window, qtbot):
+    """F1's list was a message box taller than a 1000-pixel screen (seen under Xvfb with openbox): its
+    OK button was off the screen. It fits now, scrolling where it must; OK gives the image its focus back."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QDialogButtonBox, QTextBrowser
+
+    w = window
+    show_doc(w, film(), params={"prompt": "right pleural effusion"})
+    w.activateWindow()
+    w.view.setFocus()
+    qtbot.waitUntil(w.view.hasFocus)
+    seen = {}
+
+    def look_and_close():
+        dlg = QApplication.activeModalWidget()
+        if dlg is None:
+            QTimer.singleShot(50, look_and_close)
+            return
+        avail = dlg.screen().availableGeometry()
+        ok = dlg.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok)
+        seen.update(title=dlg.windowTitle(), size=dlg.size(), avail=avail,
+                    ok_on_screen=avail.contains(ok.mapToGlobal(ok.rect().bottomRight())),
+                    text=dlg.findChild(QTextBrowser).toPlainText())
+        qtbot.mouseClick(ok, Qt.LeftButton)
+
+    QTimer.singleShot(0, look_and_close)
+    w.act_keys.trigger()  # F1
+    assert seen["title"] == "Keyboard shortcuts"
+    assert seen["size"].height() <= seen["avail"].height() and seen["size"].width() <= seen["avail"].width()
+    assert seen["ok_on_screen"]
+    assert "Show the prompt" in seen["text"] and "Right drag" in seen["text"]
+    qtbot.waitUntil(w.view.hasFocus)
+    qtbot.keyClick(w.view, Qt.Key_P)  # the image's keys work at once
+    assert w.act_reveal.isChecked()

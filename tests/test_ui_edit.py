@@ -124,7 +124,7 @@ def test_shortcuts_are_listed_and_every_edit_control_has_a_tooltip(make_window, 
     assert keys["Smaller brush"] == ["["] and keys["Larger brush"] == ["]"]
     assert keys["&Undo stroke"] == ["Ctrl+Z"] and keys["Edit &region"] == ["Ctrl+E"]
     shown = []
-    monkeypatch.setattr("cxrdesk.ui.mainwindow.QMessageBox.information", lambda *a: shown.append(a[2]))
+    monkeypatch.setattr("cxrdesk.ui.mainwindow.show_html", lambda *a: shown.append(a[2]))
     w.show_shortcuts()
     for text in ("Edit brush", "Edit eraser", "Smaller brush", "Larger brush", "Undo stroke", "Edit region",
                  "Cancel edit"):

@@ -202,7 +202,7 @@ def test_layout_and_link_remembered_tooltips_and_help(make_window, qtbot, monkey
     layout_menu = next(a.menu() for a in view_menu.actions() if a.menu() and a.text() == "&Layout")
     assert w.act_layouts["2x2"] in layout_menu.actions() and w.act_link_wl in layout_menu.actions()
     shown = {}
-    monkeypatch.setattr("cxrdesk.ui.mainwindow.QMessageBox.information",
+    monkeypatch.setattr("cxrdesk.ui.mainwindow.show_html",
                         lambda parent, title, text: shown.update(text=text))
     w.show_shortcuts()
     assert "Alt+4" in shown["text"] and "Ctrl+Tab" in shown["text"] and "Alt+L" in shown["text"]

@@ -204,7 +204,7 @@ def test_png_export_as_on_screen_applies_orientation_and_annotations(window, qtb
 
 def test_help_lists_the_viewer_tools(window, qtbot, monkeypatch):
     shown = {}
-    monkeypatch.setattr("PySide6.QtWidgets.QMessageBox.information",
+    monkeypatch.setattr("cxrdesk.ui.mainwindow.show_html",
                         lambda parent, title, text: shown.update(text=text))
     window.show_shortcuts()
     for words in ("Flip horizontally", "Rotate 90", "Original orientation", "Arrow", "Text label",

@@ -13,7 +13,8 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDockWidget,
                                QFileDialog, QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
-                               QPlainTextEdit, QProgressBar, QRadioButton, QTextEdit, QWidget)
+                               QPlainTextEdit, QProgressBar, QRadioButton, QTextBrowser, QTextEdit, QVBoxLayout,
+                               QWidget)
 
 from .. import __version__
 from ..core.imaging import imaging
@@ -234,6 +235,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self._connect_panels()
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
 
         self.host = WorkerHost(self.store, model)
         w = self.host.worker
@@ -1650,7 +1652,12 @@ class MainWindow(QMainWindow):
         rows.append("<tr><td><b>Click a viewport</b></td><td>Make it the active one (1x2 and 2x2 layouts)</td></tr>")
         rows.append("<tr><td><b>Drag a History thumbnail</b></td><td>Onto a viewport: show that result there</td></tr>")
         rows.append("<tr><td><b>Right drag</b></td><td>Window/level: horizontal = width, vertical = center</td></tr>")
-        QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(rows) + "</table>")
+        # two columns side by side: as one column in a message box it was taller than the screen, OK off it
+        cells = [r[len("<tr>"):-len("</tr>")] for r in rows]
+        half = (len(cells) + 1) // 2
+        body = "".join(f"<tr>{a}<td width=24></td>{b}</tr>"
+                       for a, b in zip(cells[:half], cells[half:] + ["<td></td><td></td>"]))
+        show_html(self, "Keyboard shortcuts", "<table cellspacing=4>" + body + "</table>")
 
     def _error(self, title: str, msg: str) -> None:
         self.statusBar().showMessage(f"{title}: {msg}", 10000)
@@ -1742,6 +1749,24 @@ class MainWindow(QMainWindow):
                 side = max(340, min(440, self.width() // 4))
                 self.resizeDocks([self.dock_generator, self.dock_dataset], [side, side + 20], Qt.Horizontal)
 
+    def _on_focus_changed(self, old, new) -> None:
+        """A dialog of ours closed and no window has the focus (X without a window manager, or one that
+        does not hand it back): the main window takes it back, so that the image's keys (F1, P, H) work
+        without a click. Another application taking the focus leaves the dialog open: nothing is done."""
+        dlg = QWidget.window(old) if old is not None else None  # ImageView.window() is its W/L window
+        if new is None and dlg is not None and dlg is not self:
+            QTimer.singleShot(0, self, lambda: self._take_focus_back(dlg))  # not once this window is deleted
+
+    def _take_focus_back(self, dlg) -> None:
+        try:
+            if dlg.isVisible():
+                return  # the focus went to another application, the dialog is still open
+        except RuntimeError:  # the dialog is already deleted: closed
+            pass
+        if (self.isVisible() and not self.isMinimized() and QApplication.activeWindow() is None
+                and QApplication.activeModalWidget() is None):
+            self.activateWindow()
+
     def closeEvent(self, ev) -> None:
         self._save_settings()
         self.drafts.shutdown()
@@ -1751,6 +1776,32 @@ class MainWindow(QMainWindow):
         self.dataset.model.loader.reset()
         self.dataset.model.loader.wait(3000)
         super().closeEvent(ev)
+
+
+def show_html(parent, title: str, html: str) -> None:
+    """A modal box of rich text sized to its text but never beyond the screen (it scrolls there), so that
+    its OK button stays on screen: a QMessageBox grows with its text and wraps it at about 500 pixels."""
+    dlg = QDialog(parent)
+    dlg.setWindowTitle(title)
+    text = QTextBrowser(dlg)
+    text.setHtml(html)
+    text.setFrameShape(QTextBrowser.NoFrame)
+    bb = QDialogButtonBox(QDialogButtonBox.Ok, dlg)
+    bb.accepted.connect(dlg.accept)
+    lay = QVBoxLayout(dlg)
+    lay.addWidget(text)
+    lay.addWidget(bb)
+    doc = text.document().clone(dlg)  # measured unwrapped: the browser's own is laid out at its width
+    doc.setTextWidth(10_000)
+    doc.setTextWidth(doc.idealWidth())
+    screen = (parent.screen() if parent is not None else None) or QGuiApplication.primaryScreen()
+    avail = screen.availableGeometry()
+    extra_w, extra_h = 2 * lay.contentsMargins().left() + 30, bb.sizeHint().height() + 3 * lay.spacing() + 40
+    dlg.resize(min(int(doc.size().width()) + extra_w, int(avail.width() * 0.9)),
+               min(int(doc.size().height()) + extra_h, int(avail.height() * 0.85)))
+    bb.button(QDialogButtonBox.Ok).setFocus()
+    dlg.exec()
+    dlg.deleteLater()
 
 
 def _copy_selected_text(widget) -> bool:
