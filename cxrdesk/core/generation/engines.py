@@ -213,17 +213,22 @@ def _bf16_part(pipe, part: str, sample, context=None):
 
 def _onnx_part(pipe, part: str, sample, context=None):
     """An ONNX Runtime graph of the part for this input shape, or None (logged)."""
+    module, names, inputs = _part_inputs(pipe, part, sample, context)
+    return onnx_graph(module, names, inputs, part, pipe.info["hash"])
+
+
+def onnx_graph(module, names, inputs, part: str, weights_hash: str):
+    """An ONNX Runtime graph of ``module`` for inputs shaped like ``inputs`` (cached under ``part`` and
+    ``weights_hash``), or None (logged): the caller then runs the module in torch."""
     import torch
 
     from . import onnx_graphs
 
-    module, names, inputs = _part_inputs(pipe, part, sample, context)
     try:
-        return onnx_graphs.load_or_export(module, inputs, names, part, pipe.info["hash"],
-                                          threads=torch.get_num_threads())
+        return onnx_graphs.load_or_export(module, inputs, names, part, weights_hash, threads=torch.get_num_threads())
     except onnx_graphs.OnnxUnavailable as e:
         log.info("%s: running the %s in torch", e, part)
     except Exception:  # noqa: BLE001 - an optimisation must never stop generation
         log.warning("could not run the %s in ONNX Runtime (input %s); running it in torch",
-                    part, tuple(sample.shape), exc_info=True)
+                    part, tuple(inputs[0].shape), exc_info=True)
     return None

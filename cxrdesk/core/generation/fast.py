@@ -87,15 +87,13 @@ def warm_up_student(pipe, engine: str | None = None) -> float:
     against the student like the UNet's), as the UNet's "onnx" and "bf16" engines make for it.
     Returns the seconds spent; 0 where none applies. A graph that cannot be made is logged and
     skipped: fast mode then runs the student in torch."""
-    import logging
     import os
     import time
 
     import torch
 
     from ..modelfolder import component_weights, file_hash
-    from . import onnx_graphs
-    from .engines import trace_key
+    from .engines import onnx_graph, trace_key
 
     engine = engine or os.environ.get("CXRDESK_UNET_ENGINE") or "onnx"
     if engine not in ("onnx", "bf16") or not pipe._can_trace():
@@ -109,15 +107,8 @@ def warm_up_student(pipe, engine: str | None = None) -> float:
         inputs = (sample, torch.full((1,), 500, dtype=torch.long), context,
                   guidance_embedding(torch.tensor([4.0])).to(dtype))
         weights = file_hash(component_weights(Path(pipe.folder) / STUDENT_DIR))
-        try:
-            graph = onnx_graphs.load_or_export(plain_student(pipe._student), inputs, ("sample", "t", "context", "w"),
-                                               "student", weights, threads=torch.get_num_threads())
-        except onnx_graphs.OnnxUnavailable as e:
-            logging.getLogger(__name__).info("%s: running the student in torch", e)
-            return 0.0
-        except Exception:  # noqa: BLE001 - an optimisation must never stop generation
-            logging.getLogger(__name__).warning("could not run the student in ONNX Runtime; running it in torch",
-                                                exc_info=True)
+        graph = onnx_graph(plain_student(pipe._student), ("sample", "t", "context", "w"), inputs, "student", weights)
+        if graph is None:
             return 0.0
         pipe._student_graphs[trace_key(sample, context)] = graph
     return time.perf_counter() - t0
@@ -129,9 +120,8 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
     import torch
     from diffusers import LCMScheduler
 
-    from .pipeline import metrics_at_step
-
     from .engines import trace_key
+    from .pipeline import metrics_at_step
 
     consistency = isinstance(sched, LCMScheduler)
     w_emb = guidance_embedding(torch.tensor([guidance_scale])).to(latents.device, latents.dtype)
