@@ -211,9 +211,10 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-2)
     step = 0
     ckpt = run.ckpt("distill")
+    teacher_hash = _teacher_hash(teacher_dir)  # read once: every checkpoint records it
     if ckpt.exists():
         state = load_ckpt(ckpt)
-        if state.get("teacher_hash") != _teacher_hash(teacher_dir):
+        if state.get("teacher_hash") != teacher_hash:
             raise ValueError(f"{run.root} distilled another teacher than {teacher_dir.name}: use a new run folder")
         if state.get("config", {}).get("method", "lcd") != cfg.method:
             raise ValueError(f"{run.root} distilled with another method ({state['config'].get('method', 'lcd')}): "
@@ -257,7 +258,7 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
             log.write({"step": step, "loss": f"{loss.item():.5f}", "lr": f"{lr:.2e}", "sec": f"{time.time() - t0:.1f}"})
         if dist.main and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             atomic_save({"model": student.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
-                         "step": step, "config": cfg.__dict__, "teacher_hash": _teacher_hash(teacher_dir)}, ckpt)
+                         "step": step, "config": cfg.__dict__, "teacher_hash": teacher_hash}, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == cfg.steps):
             export_student(teacher_dir, target, export_to or run.model_fast, step=step, config=cfg)
     if bar:
