@@ -138,16 +138,39 @@ def test_warm_up_loads_the_student_once_so_the_first_fast_film_does_not_wait(fas
     assert loads == [1]
 
 
-def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet_and_attention_steps_in_torch(fast_model_dir,
-                                                                                             cxrdesk_cache_dir):
+def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet(fast_model_dir, cxrdesk_cache_dir, monkeypatch):
     pytest.importorskip("onnxruntime")
-    eager = Pipeline.load(fast_model_dir).generate("normal chest radiograph", steps=4, seed=2, fast=True)
+    from cxrdesk.core.generation.attention import ATTENTION_EVERY
+
+    eager = Pipeline.load(fast_model_dir)
+    plain = eager.generate("normal chest radiograph", steps=4, seed=2, fast=True)
+    with_maps = eager.generate("normal chest radiograph", steps=4, seed=2, fast=True, attention_words=["normal"])
     pipe = Pipeline.load(fast_model_dir)
     pipe.warm_up()
     assert len(pipe._student_graphs) == 1 and list(cxrdesk_cache_dir.rglob("student-*.onnx"))
+    assert pipe._student_attention == {}  # only asked for with attention (the app's setting)
     r = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True)
-    assert r.params["unet_engine"] == "onnxruntime" and eager.params["unet_engine"] == "eager"
-    assert np.abs(r.image_u8.astype(int) - eager.image_u8.astype(int)).max() <= 2
-    # a film with attention maps records them in torch on the recording steps, the graph on the others
+    assert r.params["unet_engine"] == "onnxruntime" and plain.params["unet_engine"] == "eager"
+    assert np.abs(r.image_u8.astype(int) - plain.image_u8.astype(int)).max() <= 2
+    # without an attention graph, the steps that record attention run the student in torch
     a = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True, attention_words=["normal"])
-    assert a.attention and np.abs(a.image_u8.astype(int) - eager.image_u8.astype(int)).max() <= 2
+    assert a.attention and np.abs(a.image_u8.astype(int) - plain.image_u8.astype(int)).max() <= 2
+    # warm_up(attention=True) adds a student graph returning the maps: every step then runs a graph,
+    # with the maps torch records
+    pipe.warm_up(attention=True)
+    assert len(pipe._student_attention) == 1 and list(cxrdesk_cache_dir.rglob("student-attention-*.onnx"))
+    calls = {"plain": 0, "attention": 0}
+    for kind, graphs in (("plain", pipe._student_graphs), ("attention", pipe._student_attention)):
+        for key, graph in list(graphs.items()):
+            graphs[key] = lambda *x, _g=graph, _k=kind: calls.__setitem__(_k, calls[_k] + 1) or _g(*x)
+
+    def no_torch_student(*x, **k):
+        raise AssertionError("the torch student ran")
+
+    monkeypatch.setattr(pipe._student, "forward", no_torch_student)
+    g = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True, attention_words=["normal"])
+    assert calls == {"attention": 4 // ATTENTION_EVERY, "plain": 4 - 4 // ATTENTION_EVERY}
+    assert np.abs(g.image_u8.astype(int) - plain.image_u8.astype(int)).max() <= 2
+    np.testing.assert_allclose(g.attention["normal"], with_maps.attention["normal"], atol=1e-3)
+
+

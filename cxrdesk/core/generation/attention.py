@@ -71,10 +71,11 @@ class ProbsOutProcessor:
         return out
 
 
-def attention_unet(unet):
+def attention_unet(unet, guidance_input: bool = False):
     """``unet(sample, t, context)`` returning (output, probabilities of each cross-attention layer
-    for the conditional sample), for export as the attention graph. The UNet's own processors are
-    back in place after every call."""
+    for the conditional sample), for export as the attention graph; with ``guidance_input`` (a
+    distilled student) ``unet(sample, t, context, w)``, w its guidance embedding. The UNet's own
+    processors are back in place after every call."""
     import torch
 
     class AttentionUNet(torch.nn.Module):
@@ -82,16 +83,23 @@ def attention_unet(unet):
             super().__init__()
             self.u = u
 
-        def forward(self, sample, t, context):
+        def run(self, sample, t, context, w=None):
             sink: list = []
             saved = wrap_cross_attention(self.u, lambda inner: ProbsOutProcessor(sink, inner))
             try:
-                out = self.u(sample, t, encoder_hidden_states=context, return_dict=False)[0]
+                out = self.u(sample, t, encoder_hidden_states=context, timestep_cond=w, return_dict=False)[0]
             finally:
                 self.u.set_attn_processor(saved)
             return (out, *sink)
 
-    return AttentionUNet(unet).eval()
+        def forward(self, sample, t, context):
+            return self.run(sample, t, context)
+
+    class AttentionStudent(AttentionUNet):
+        def forward(self, sample, t, context, w):
+            return self.run(sample, t, context, w)
+
+    return (AttentionStudent if guidance_input else AttentionUNet)(unet).eval()
 
 
 def token_index(tokenizer, tokens: list[str], words: list[str]) -> dict[str, list[int]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..training.distill import DDIM_TIMESTEPS, TIMESTEP_SCALING, W_EMBED_DIM, guidance_embedding
 from ..errors import GenerationCancelled, ModelLoadError, PipelineError
 from ..modelfolder import STUDENT_DIR
-from .attention import ATTENTION_EVERY
+from .attention import ATTENTION_EVERY, attention_unet, record_probs
 
 SAMPLER = "lcm"
 
@@ -82,9 +82,10 @@ def plain_student(student):
     return PlainStudent(student).eval()
 
 
-def warm_up_student(pipe, engine: str | None = None) -> float:
+def warm_up_student(pipe, engine: str | None = None, attention: bool = False) -> float:
     """An ONNX Runtime graph of the loaded student for one film (cached per student weights, checked
-    against the student like the UNet's), as the UNet's "onnx" and "bf16" engines make for it.
+    against the student like the UNet's), as the UNet's "onnx" and "bf16" engines make for it; with
+    ``attention`` also one returning the cross-attention maps, for the steps that record them.
     Returns the seconds spent; 0 where none applies. A graph that cannot be made is logged and
     skipped: fast mode then runs the student in torch."""
     import os
@@ -107,10 +108,17 @@ def warm_up_student(pipe, engine: str | None = None) -> float:
         inputs = (sample, torch.full((1,), 500, dtype=torch.long), context,
                   guidance_embedding(torch.tensor([4.0])).to(dtype))
         weights = file_hash(component_weights(Path(pipe.folder) / STUDENT_DIR))
-        graph = onnx_graph(plain_student(pipe._student), ("sample", "t", "context", "w"), inputs, "student", weights)
-        if graph is None:
-            return 0.0
-        pipe._student_graphs[trace_key(sample, context)] = graph
+        key = trace_key(sample, context)
+        names = ("sample", "t", "context", "w")
+        if key not in pipe._student_graphs:
+            graph = onnx_graph(plain_student(pipe._student), names, inputs, "student", weights)
+            if graph is not None:
+                pipe._student_graphs[key] = graph
+        if attention and key not in pipe._student_attention:
+            graph = onnx_graph(attention_unet(pipe._student, guidance_input=True), names, inputs,
+                               "student-attention", weights)
+            if graph is not None:
+                pipe._student_attention[key] = graph
     return time.perf_counter() - t0
 
 
@@ -135,12 +143,19 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
             store.enabled = (i + 1) % ATTENTION_EVERY == 0 or last
         wants = not last and ((on_step is not None and preview_every > 0) or want_metrics)
         model_in = latents if consistency else sched.scale_model_input(latents, t)
-        graph = pipe._student_graphs.get(trace_key(model_in, context))
-        if graph is not None and (store is None or not store.enabled):  # attention is recorded in torch
-            out = graph(model_in, t.reshape(1).expand(model_in.shape[0]), context, w_emb).to(latents.dtype)
-            pipe._graph_steps += 1
-        else:
+        record = store is not None and store.enabled
+        key = trace_key(model_in, context)
+        graph = (pipe._student_attention if record else pipe._student_graphs).get(key)
+        if graph is None:  # the student's own modules (their recording processors fill the store)
             out = student(model_in, t, encoder_hidden_states=context, timestep_cond=w_emb).sample.to(latents.dtype)
+        else:
+            out = graph(model_in, t.reshape(1).expand(model_in.shape[0]), context, w_emb)
+            pipe._graph_steps += 1
+            if record:
+                out, *probs = out
+                for p in probs:
+                    record_probs(store, p)
+            out = out.to(latents.dtype)
         if consistency:
             latents, x0 = sched.step(out, t, latents, generator=gen, return_dict=False)
         else:

@@ -120,6 +120,7 @@ class Pipeline:
         self._graph_steps = 0  # UNet calls of the current generation that ran a graph
         self._student = None  # the distilled student UNet (fast mode), loaded on first use
         self._student_graphs = {}  # its ONNX Runtime graphs by input shape (fast.warm_up_student)
+        self._student_attention = {}  # and those returning the cross-attention maps
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -212,10 +213,10 @@ class Pipeline:
             except PipelineError as exc:  # a damaged student: fast mode says so when asked for
                 log.warning("cannot load the distilled student: %s", exc)
             seconds += time.perf_counter() - t0
-        if self._student is not None and not self._student_graphs:
+        if self._student is not None and (not self._student_graphs or (attention and not self._student_attention)):
             from .fast import warm_up_student
 
-            seconds += warm_up_student(self, engine)
+            seconds += warm_up_student(self, engine, attention)
         return seconds
 
     def _unet(self, sample, t, context, store: AttnStore | None = None):
