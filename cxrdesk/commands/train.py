@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import INTERVAL_HELP, CliError, interval_arg
 
-STAGES = ("vae", "encode", "unet", "decoder", "distill", "export", "classifier", "all")
+STAGES = ("vae", "encode", "unet", "decoder", "distill", "preview-decoder", "export", "classifier", "all")
 
 
 def _guidance_range(value: str) -> tuple[float, float]:
@@ -32,7 +32,8 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train a model on a local dataset folder (resumable)",
                        description=__doc__)
     t.add_argument("stage", choices=STAGES, help="vae, encode, unet, decoder (decoder-only fine-tune, latents unchanged), distill (a few-step "
-                        "student of --teacher), export, classifier, or all")
+                        "student of --teacher), preview-decoder (a tiny decoder for step previews, of --model's VAE), export, "
+                        "classifier, or all")
     t.add_argument("--data", help="dataset folder (metadata.csv layout, Indiana layout, or images)")
     t.add_argument("--run-dir", dest="run", required=True, help="run folder for checkpoints, caches, logs and samples")
     t.add_argument("--out", help="model folder to write (default RUN/model)")
@@ -107,6 +108,13 @@ def register(sub) -> None:
                         "(guidance distillation: one UNet call per step of the model's own sampler, 8 steps)")
     t.add_argument("--guidance-range", type=_guidance_range, metavar="LO,HI",
                    help="distill: the guidance scales the student learns to draw (default 2,8)")
+    t.add_argument("--model", metavar="MODEL_DIR",
+                   help="preview-decoder: the model folder whose VAE decoder the tiny preview decoder imitates (the "
+                        "run's latents must be encoded by that VAE; --out MODEL_DIR writes it into a folder with that "
+                        "VAE when done). export --preview-decoder: the folder it imitated")
+    t.add_argument("--preview-decoder", action="store_true",
+                   help="export: write the run's preview decoder (RUN/preview-decoder/ckpt.pt) into --out MODEL_DIR "
+                        "(default --model): its preview_decoder/ folder and cxrdesk.json's record")
     t.add_argument("--captions-only", action="store_true",
                    help="encode: re-encode only the captions of an encoded run (after the caption rules change), "
                         "keeping its image latents; then resume 'train unet' to fine-tune on them")
@@ -205,12 +213,16 @@ def cmd_train(args) -> int:
                 print(f"model folder: {out}")
         elif stage == "distill":
             _distill(args, run, progress)
+        elif stage == "preview-decoder":
+            _preview_decoder(args, run, progress)
         elif stage == "export":
             from ..core.generation.sampling import MAX_GUIDANCE
 
             if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
                 raise CliError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}")
-            if args.teacher:
+            if args.preview_decoder:
+                out = _export_preview_decoder(args, run)
+            elif args.teacher:
                 out = _export_student(args, run)
             elif args.init_from:
                 _need_model(args.init_from)
@@ -259,6 +271,42 @@ def _distill(args, run: Path, progress: bool) -> None:
         raise CliError(str(e)) from None
     if os.environ.get("RANK", "0") == "0":
         print(f"model folder with the student: {out}")
+
+
+def _preview_decoder(args, run: Path, progress: bool) -> None:
+    from ..core.training import preview_decoder as P
+
+    if not args.model:
+        raise CliError("train preview-decoder needs --model MODEL_DIR (the model folder whose VAE decoder it imitates)")
+    _need_model(args.model)
+    if not (run / "cache" / "done.json").is_file():
+        raise CliError(f"no encoded dataset in {run}/cache: copy the model's VAE to {run}/vae/final and run "
+                       f"'cxrdesk train encode' first")
+    cfg = P.PreviewDecoderConfig()
+    _apply(cfg, args)
+    if cfg.steps < 1 or cfg.batch < 1:
+        raise CliError("--steps and --batch must be 1 or more")
+    try:
+        out = P.train_preview_decoder(run, args.model, cfg, threads=args.threads, device=args.device,
+                                      progress=progress, export_to=args.out)
+    except (ValueError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None
+    if os.environ.get("RANK", "0") == "0":
+        print(f"preview decoder: {Path(args.out) / 'preview_decoder' if args.out else out / 'ckpt.pt'}")
+
+
+def _export_preview_decoder(args, run: Path) -> Path:
+    from ..core.training import preview_decoder as P
+
+    dest = args.out or args.model
+    if not dest:
+        raise CliError("export --preview-decoder needs --out MODEL_DIR (or --model MODEL_DIR)")
+    _need_model(dest)
+    try:
+        P.export_preview_decoder(run, args.model or dest, dest)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    return Path(dest)
 
 
 def _export_student(args, run: Path) -> Path:

@@ -164,7 +164,7 @@ def denoise(pipe, student, latents, sched, context, guidance_scale: float, gen, 
         preview = None
         if wants:
             full = preview_every > 0 and (i + 1) % preview_every == 0
-            preview = pipe.decode(x0) if (full or want_metrics) else pipe.fast_preview(x0)
+            preview = pipe.decode(x0) if (full or want_metrics) else pipe.quick_preview(x0)
             if want_metrics:
                 metrics.append(metrics_at_step(preview, i + 1))
         if on_step is not None and not last:

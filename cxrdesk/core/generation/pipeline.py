@@ -188,6 +188,16 @@ class Pipeline:
         size = self.info["native_size"]
         return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1).astype(np.float32)
 
+    def quick_preview(self, latents) -> np.ndarray:
+        """A step preview between full decodes: the folder's tiny preview decoder (preview_decoder.py)
+        where it has a usable one, else the linear map (fast_preview)."""
+        from . import preview_decoder
+
+        decoder = preview_decoder.for_pipeline(self)
+        if decoder is None:
+            return self.fast_preview(latents)
+        return preview_decoder.decode(decoder, unet_to_vae_latents(latents[:1].float(), self.vae.config))
+
     def _precision(self):
         import contextlib
 
@@ -312,7 +322,8 @@ class Pipeline:
 
         ``on_step(i, total, preview)`` is called after every step. The preview is the current
         denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
-        near-free linear approximation on the other steps; ``preview_every=0`` gives no previews.
+        near-free one on the other steps (the folder's tiny preview decoder, else a linear
+        approximation); ``preview_every=0`` gives no previews.
         ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
         ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
         lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
@@ -452,8 +463,8 @@ class Pipeline:
             latents = sched.step(out, t, latents).prev_sample
             preview = None
             if x0 is not None:
-                # A full VAE decode every `preview_every` steps; a near-free linear map on the others.
-                preview = self.decode(x0) if (full or want_metrics) else self.fast_preview(x0)
+                # A full VAE decode every `preview_every` steps; a near-free one (quick_preview) on the others.
+                preview = self.decode(x0) if (full or want_metrics) else self.quick_preview(x0)
                 if want_metrics:
                     metrics.append(metrics_at_step(preview, i + 1))
             if on_step is not None and not last:
