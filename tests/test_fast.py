@@ -174,3 +174,31 @@ def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet(fast_model_dir, 
     np.testing.assert_allclose(g.attention["normal"], with_maps.attention["normal"], atol=1e-3)
 
 
+
+
+def _with_student_sampler(folder, sampler, tmp_path):
+    out = tmp_path / "m"
+    shutil.copytree(folder, out)
+    meta = json.loads((out / "cxrdesk.json").read_text())
+    meta["student"]["sampler"] = sampler
+    (out / "cxrdesk.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_a_guided_student_runs_the_sampler_its_record_names_or_the_one_asked_for(fast_model_dir, tmp_path):
+    kw = dict(steps=4, seed=3, fast=True)
+    own = Pipeline.load(_with_student_sampler(fast_model_dir, "model", tmp_path / "a"))
+    auto = own.generate("normal chest radiograph", **kw)
+    assert auto.params["sampler"] == own.info["sampler"]
+    ddim = own.generate("normal chest radiograph", sampler="ddim", **kw)
+    assert ddim.params["sampler"] == "ddim" and not np.array_equal(ddim.image_u16, auto.image_u16)
+    named = Pipeline.load(_with_student_sampler(fast_model_dir, "ddim", tmp_path / "b"))
+    assert named.info["student"]["sampler"] == "ddim"
+    r = named.generate("normal chest radiograph", **kw)
+    assert r.params["sampler"] == "ddim" and np.array_equal(r.image_u16, ddim.image_u16)
+    # a consistency student runs only its own
+    lcm = Pipeline.load(fast_model_dir).generate("normal chest radiograph", sampler="ddim", **kw)
+    assert lcm.params["sampler"] == "lcm"
+    # a record naming no known sampler: no usable student
+    bad = Pipeline.load(_with_student_sampler(fast_model_dir, "heun", tmp_path / "c"))
+    assert bad.info["student"] is None

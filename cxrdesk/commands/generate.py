@@ -52,11 +52,11 @@ def register(sub) -> None:
                    help="output PNG; with --n > 1 files are numbered (cxr_001.png, ...)")
     g.add_argument("--negative", default="", help="negative prompt")
     g.add_argument("--steps", type=_int("steps"), default=None,
-                   help="denoising steps (default 20; with --fast, the student's own, 4)")
+                   help="denoising steps (default 20; with --fast, the student's own, e.g. 8)")
     g.add_argument("--fast", action="store_true",
                    help="draw with the model folder's distilled student: a film in a few UNet calls instead of "
-                        "40 (made by 'cxrdesk train distill'; the sampler, guidance interval and negative prompt "
-                        "do not apply)")
+                        "40 (made by 'cxrdesk train distill'; with its own sampler unless --sampler names one; the "
+                        "guidance interval and negative prompt do not apply)")
     g.add_argument("--guidance", type=_float("guidance"), default=None,
                    help="prompt adherence (CFG scale); default: the value the model recommends")
     g.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
@@ -315,7 +315,9 @@ def cmd_info(args) -> int:
           + (f", start-noise offset {i['noise_offset']:g}" if i["noise_offset"] else ""))
     student = i.get("student")
     if student:
-        how = "of the model's sampler" if student.get("sampler") == "model" else "(consistency sampling)"
+        rec = student.get("sampler")
+        how = ("of the model's sampler" if rec == "model" else "(consistency sampling)" if rec == "lcm"
+               else f"of {rec}")
         print(f"fast mode:    a distilled student, {student['steps']} steps {how}, one UNet call each (distilled "
               f"{student['distill_steps']} training steps): generate --fast")
     else:

@@ -38,7 +38,8 @@ FINDINGS_CHECK_FILE = "findings_check.json"
 STUDENT_DIR = "student"
 FAST_STEPS = 4  # a consistency student's steps when its record does not say
 GUIDED_FAST_STEPS = 8  # a guidance-distilled student's (sampled with the model's own sampler)
-FAST_SAMPLERS = ("lcm", "model")  # a student's sampler: LCMScheduler, or the model's own
+# a student's sampler: LCMScheduler, the model's own ("model"), or a named one of SAMPLERS
+FAST_SAMPLERS = ("lcm", "model") + tuple(s for s in SAMPLERS if s != "auto")
 MAX_FAST_STEPS = 50  # the grid the student was distilled on
 NO_STUDENT = "this model folder has no distilled student ('cxrdesk train distill' makes one): use full generation"
 STALE_STUDENT = ("the student in this model folder was distilled from other weights than this model's: "

@@ -46,8 +46,8 @@ FAST_TIP = ("Fast: the model's distilled student draws the film in {steps} steps
             "(several times quicker than Full); the sampler and the negative prompt do not apply ({key})")
 FULL_TIP = ("Full: the model itself, guided, in the steps and with the sampler below; slower, the "
             "reference quality ({key})")
-NOT_IN_FAST = ("Not used in Fast mode: the distilled student draws with its own sampler (LCM) in its own "
-               "steps. Switch to Full ({key}) to choose it.")
+NOT_IN_FAST = ("Not used in Fast mode: the distilled student draws with its own sampler (Model info names "
+               "it) in its own steps. Switch to Full ({key}) to choose it.")
 NEGATIVE_NOT_IN_FAST = ("Not used in Fast mode: the distilled student draws without a negative prompt. "
                         "Switch to Full ({key}) to use one; the text is kept.")
 DRAFT_TIP = ("Draw a quick draft film with the distilled student after a short pause in typing the prompt "

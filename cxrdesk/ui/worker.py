@@ -230,7 +230,7 @@ class GenerationWorker(QObject):
                     job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
                     guidance_scale=job.get("guidance_scale"), seed=seed + k,
                     width=int(job.get("size", 256)), height=int(job.get("size", 256)),
-                    sampler=job.get("sampler", DEFAULT_SAMPLER), on_step=on_step, cancel=self._cancel,
+                    sampler=DEFAULT_SAMPLER if fast else job.get("sampler", DEFAULT_SAMPLER), on_step=on_step, cancel=self._cancel,
                     preview_every=preview_every, attention_words=words, fast=fast)
             except GenerationCancelled:
                 return "cancelled", f"cancelled after {k} of {batch} image(s)"

@@ -38,13 +38,14 @@ def load_student(folder: Path, device: str, dtype):
     return unet
 
 
-def scheduler(pipe, steps: int):
+def scheduler(pipe, steps: int, sampler: str = "auto"):
     """The scheduler that walks the folder's student, its timesteps set: LCMScheduler on the teacher's
-    noise schedule and the grid a consistency student was distilled on, or the model's own sampler."""
+    noise schedule and the grid a consistency student was distilled on, or for a guidance-distilled
+    student ``sampler`` ("auto": the one its record names, see guided_sampler)."""
     from diffusers import LCMScheduler
 
-    if pipe.info["student"]["sampler"] == "model":
-        sched = pipe.make_scheduler(model_sampler(pipe))
+    if pipe.info["student"]["sampler"] != SAMPLER:
+        sched = pipe.make_scheduler(guided_sampler(pipe, sampler))
         sched.set_timesteps(steps, device=pipe.device)
         return sched
     cfg = {k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")}
@@ -55,15 +56,21 @@ def scheduler(pipe, steps: int):
     return sched
 
 
-def model_sampler(pipe) -> str:
+def guided_sampler(pipe, sampler: str = "auto") -> str:
+    """The sampler a guidance-distilled student runs: ``sampler`` where one is named, else the one
+    its record names ("model": the model's own)."""
     from .sampling import FALLBACK_SAMPLER
 
-    return pipe.info.get("sampler", FALLBACK_SAMPLER)
+    if sampler not in (None, "auto"):
+        return sampler
+    record = pipe.info["student"]["sampler"]
+    return pipe.info.get("sampler", FALLBACK_SAMPLER) if record == "model" else record
 
 
-def sampler_name(pipe) -> str:
-    """The sampler a fast film records: "lcm", or the model's own for a guidance-distilled student."""
-    return model_sampler(pipe) if pipe.info["student"]["sampler"] == "model" else SAMPLER
+def sampler_name(pipe, sampler: str = "auto") -> str:
+    """The sampler a fast film records: "lcm" for a consistency student (which runs no other), else
+    guided_sampler's."""
+    return SAMPLER if pipe.info["student"]["sampler"] == SAMPLER else guided_sampler(pipe, sampler)
 
 
 def plain_student(student):

@@ -328,8 +328,9 @@ class Pipeline:
         ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
         lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
         ``fast``: draw with the folder's distilled student (generation.fast): one UNet call per step,
-        ``steps`` of them (the student's own, ``info["student"]["steps"]``, is the one to use); the
-        sampler, the guidance interval and the negative prompt do not apply. PipelineError where the folder has no usable student.
+        ``steps`` of them (the student's own, ``info["student"]["steps"]``, is the one to use), with
+        its own sampler unless ``sampler`` names one (a consistency student has only its own); the
+        guidance interval and the negative prompt do not apply. PipelineError where the folder has no usable student.
         """
         import torch
 
@@ -345,7 +346,7 @@ class Pipeline:
             from . import fast as fast_mode
 
             student = self.student_unet()
-            sampler = fast_mode.sampler_name(self)
+            sampler = fast_mode.sampler_name(self, sampler)
         elif sampler == "auto":
             sampler = self.info.get("sampler", FALLBACK_SAMPLER)
         guidance_scale = float(guidance_scale)
@@ -360,7 +361,7 @@ class Pipeline:
             enc = self.encode_prompt(prompt, negative_prompt, use_cfg)
             timings["text"] = time.perf_counter() - t0
             if fast:
-                sched = fast_mode.scheduler(self, steps)
+                sched = fast_mode.scheduler(self, steps, sampler)
             else:
                 sched = self.make_scheduler(sampler)
                 sched.set_timesteps(steps, device=self.device)
