@@ -36,12 +36,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .generation.limits import MAX_PROMPT_CHARS, MAX_SEED
+
 FORMAT = "cxrdesk-lesson"
 VERSION = 1
 MAX_FILE_BYTES = 1024 * 1024
 MAX_CASES = 100
-MAX_PROMPT_CHARS = 4000  # as cxrdesk.core.generation.pipeline (not imported: it pulls in torch)
-MAX_SEED = 2 ** 63 - 1
 MAX_TEXT = 2000  # answer, note
 MAX_TITLE = 200
 NORMAL_ANSWER = "Normal"

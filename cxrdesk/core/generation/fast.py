@@ -59,12 +59,10 @@ def scheduler(pipe, steps: int, sampler: str = "auto"):
 def guided_sampler(pipe, sampler: str = "auto") -> str:
     """The sampler a guidance-distilled student runs: ``sampler`` where one is named, else the one
     its record names ("model": the model's own)."""
-    from .sampling import FALLBACK_SAMPLER
-
     if sampler not in (None, "auto"):
         return sampler
     record = pipe.info["student"]["sampler"]
-    return pipe.info.get("sampler", FALLBACK_SAMPLER) if record == "model" else record
+    return pipe.own_sampler() if record == "model" else record
 
 
 def sampler_name(pipe, sampler: str = "auto") -> str:

@@ -25,10 +25,7 @@ from .models import fit_preview_map, unet_to_vae_latents, vae_to_unet_latents
 from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
                        denoised, guided, make_scheduler)
 
-SIZES = (256, 512, 768)
-MAX_STEPS = 200
-MAX_SEED = 2 ** 63 - 1  # what torch, numpy and the JSON in PNG/DICOM all hold
-MAX_PROMPT_CHARS = 4000  # the encoder reads 64 tokens; longer text is a mistake or an attack
+from .limits import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, SIZES  # noqa: F401 - also imported from here
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +138,11 @@ class Pipeline:
     # ------------------------------------------------------------------ components
     def make_scheduler(self, sampler: str):
         """A fresh scheduler for ``sampler`` ("auto": the model's recommended one)."""
-        if sampler in (None, "auto"):
-            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
-        return make_scheduler(self.scheduler_config, sampler)
+        return make_scheduler(self.scheduler_config, self.own_sampler() if sampler in (None, "auto") else sampler)
+
+    def own_sampler(self) -> str:
+        """The sampler the model folder recommends: the one "auto" stands for."""
+        return self.info.get("sampler", FALLBACK_SAMPLER)
 
     def _x0(self, sched, latents, out, t):
         """Current denoised estimate from the model output (for previews)."""
@@ -348,7 +347,7 @@ class Pipeline:
             student = self.student_unet()
             sampler = fast_mode.sampler_name(self, sampler)
         elif sampler == "auto":
-            sampler = self.info.get("sampler", FALLBACK_SAMPLER)
+            sampler = self.own_sampler()
         guidance_scale = float(guidance_scale)
         g_lo, g_hi = (float(v) for v in guidance_interval)
         if seed is None or int(seed) < 0:
