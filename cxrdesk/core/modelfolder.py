@@ -12,6 +12,9 @@ A model folder uses the diffusers layout::
     cxrdesk.json         name, training record, preview map, noise offset, recommended sampling
     student/             optional (`cxrdesk train distill`): a few-step student UNet with a guidance
                          input, usable while cxrdesk.json's "student" record names these weights
+    preview_decoder/     optional (`cxrdesk train preview-decoder`): a tiny decoder for step previews
+                         (generation/preview_decoder.py), used while cxrdesk.json's "preview_decoder"
+                         record names this folder's VAE weights
     model_card.md
     findings_check.json  optional (`cxrdesk evaluate --findings`): how a classifier read the films the
                          model drew for common findings; the app warns about findings drawn poorly
@@ -36,6 +39,8 @@ from .jsonfile import JsonObjectError, load_object
 
 FINDINGS_CHECK_FILE = "findings_check.json"
 STUDENT_DIR = "student"
+PREVIEW_DECODER_DIR = "preview_decoder"
+NO_PREVIEW_DECODER = "this model folder has no preview decoder"
 FAST_STEPS = 4  # a consistency student's steps when its record does not say
 GUIDED_FAST_STEPS = 8  # a guidance-distilled student's (sampled with the model's own sampler)
 # a student's sampler: LCMScheduler, the model's own ("model"), or a named one of SAMPLERS
@@ -107,6 +112,33 @@ def student_record(folder: Path, extra: dict, weights_hash: str) -> tuple[dict |
     if sampler not in FAST_SAMPLERS:
         return None, NO_STUDENT
     return {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done, "sampler": sampler}, ""
+
+
+def preview_decoder_record(folder: Path) -> tuple[dict | None, str]:
+    """cxrdesk.json's "preview_decoder" record when preview_decoder/ is there and imitates this folder's
+    VAE (the record's "vae_hash": its weights' file_hash); otherwise None and the one-line reason."""
+    folder = Path(folder)
+    try:
+        rec = model_json(folder, "cxrdesk.json").get("preview_decoder")
+        if not isinstance(rec, dict) or not (folder / PREVIEW_DECODER_DIR / "config.json").is_file():
+            return None, NO_PREVIEW_DECODER
+        same = rec.get("vae_hash") == file_hash(component_weights(folder / "vae"))
+    except (OSError, ModelLoadError) as exc:
+        return None, str(exc)
+    if not same:
+        return None, "the preview decoder was trained on another VAE than this model's"
+    return rec, ""
+
+
+def write_preview_decoder_record(folder: Path, record: dict) -> None:
+    """Add or replace cxrdesk.json's "preview_decoder" record, the rest of the file as it was (0644)."""
+    path = Path(folder) / "cxrdesk.json"
+    extra = json.loads(path.read_text()) if path.is_file() else {}
+    extra["preview_decoder"] = record
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(extra, indent=2))
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
 
 
 def default_model_path() -> Path | None:

@@ -19,8 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..modelfolder import (
+    PREVIEW_DECODER_DIR,
+    preview_decoder_record,
+    write_preview_decoder_record,
+)
 
-PREVIEW_DECODER_DIR = "preview_decoder"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 # widths at latent size, 2x, 4x; the last stage predicts 2x2 pixels per position (pixel shuffle) -> 8x
@@ -110,34 +114,13 @@ def vae_hash(folder: str | Path) -> str:
 
 
 def record(folder: str | Path) -> tuple[dict | None, str]:
-    """The folder's preview decoder record when it imitates this folder's VAE; otherwise None and why."""
-    from ..modelfolder import model_json
-
-    folder = Path(folder)
-    try:
-        rec = model_json(folder, "cxrdesk.json").get("preview_decoder")
-    except ModelLoadError as exc:
-        return None, str(exc)
-    if not isinstance(rec, dict) or not (folder / PREVIEW_DECODER_DIR / CONFIG_FILE).is_file():
-        return None, "this model folder has no preview decoder"
-    try:
-        same = rec.get("vae_hash") == vae_hash(folder)
-    except (OSError, ModelLoadError) as exc:
-        return None, str(exc)
-    if not same:
-        return None, "the preview decoder was trained on another VAE than this model's"
-    return rec, ""
+    """The folder's preview decoder record when it imitates this folder's VAE; otherwise None and why
+    (modelfolder.preview_decoder_record)."""
+    return preview_decoder_record(Path(folder))
 
 
 def write_record(folder: str | Path, rec: dict) -> None:
-    """Add or replace cxrdesk.json's "preview_decoder" record (the rest of the file as it was)."""
-    path = Path(folder) / "cxrdesk.json"
-    extra = json.loads(path.read_text()) if path.is_file() else {}
-    extra["preview_decoder"] = rec
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(extra, indent=2))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_preview_decoder_record(Path(folder), rec)
 
 
 def decode(decoder, latents) -> np.ndarray:
