@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,17 @@ def load_folder(path: str | os.PathLike | None, device: str = "auto", precision:
     if not index_path.is_file():
         raise ModelLoadError(f"{folder} is not a model folder (no model_index.json)")
     model_json(folder, "model_index.json", required=True)
+    parts, t0 = {}, time.perf_counter()
     device = pick_device(device)
     import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401 - timed here, used by load_components
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401 - timed here, used by the text encoder
 
-    vae, unet, text, te_kind, weights = load_components(folder, device)
+    parts["imports"] = time.perf_counter() - t0
+    vae, unet, text, te_kind, weights = load_components(folder, device, parts)
+    t0 = time.perf_counter()
     mf = ModelFolder.read(folder, unet.config.in_channels, weights)
+    parts["folder_record"] = time.perf_counter() - t0
     use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and engines._cpu_has_bf16())
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     for m in (vae, unet):
@@ -109,6 +116,12 @@ def load_folder(path: str | os.PathLike | None, device: str = "auto", precision:
         # fast mode: the distilled student's record, or None and why
         "student": mf.student,
         "student_note": mf.student_note,
+        # where the load's seconds went (imports, weights, text_encoder, folder_record, schedulers)
+        "load_parts": parts,
     }
+    t0 = time.perf_counter()
     check_schedulers(mf.scheduler, folder)
+    parts["schedulers"] = time.perf_counter() - t0
+    for k, v in parts.items():
+        parts[k] = round(v, 3)
     return LoadedFolder(vae, unet, text, mf.scheduler, folder, device, info, use_bf16)

@@ -179,15 +179,20 @@ class _quiet_diffusers:
         return False
 
 
-def load_components(folder, device: str):
+def load_components(folder, device: str, parts: dict | None = None):
     """A model folder's VAE, UNet and text encoder (safetensors only; ModelLoadError, one line, for
-    what cannot be loaded): (vae, unet, text encoder, its kind, the VAE and UNet weight files)."""
+    what cannot be loaded): (vae, unet, text encoder, its kind, the VAE and UNet weight files). With
+    ``parts``, the seconds of the weights and of the text encoder go into it."""
+    import time
+
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from ..errors import ModelLoadError, PipelineError
     from ..modelfolder import component_weights
     from .text import TextEncoder
 
+    parts = {} if parts is None else parts
+    t0 = time.perf_counter()
     weights = []
     for comp in ("vae", "unet"):
         if not (folder / comp / "config.json").is_file():
@@ -200,6 +205,8 @@ def load_components(folder, device: str):
                                                         use_safetensors=True)
     except Exception as exc:  # corrupt weights, wrong shapes
         raise ModelLoadError(f"cannot load weights from {folder.name}: {str(exc).splitlines()[0][:200]}") from None
+    parts["weights"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     te_dir = folder / "text_encoder"
     ref = te_dir / "cxrdesk_text_encoder.json"
     try:
@@ -214,6 +221,7 @@ def load_components(folder, device: str):
         raise
     except Exception as exc:
         raise ModelLoadError(f"cannot load the text encoder: {str(exc).splitlines()[0][:200]}") from None
+    parts["text_encoder"] = time.perf_counter() - t0
     if unet.config.cross_attention_dim != text.dim:
         raise ModelLoadError(f"text encoder width {text.dim} does not match the UNet's "
                              f"cross-attention width {unet.config.cross_attention_dim}")
