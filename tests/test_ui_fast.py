@@ -284,3 +284,26 @@ def test_drafts_never_queue_the_newest_wins_and_a_generation_comes_first(qtbot, 
     assert w.drafts.running()
     w.close()  # closing stops a running draft and the typing timer
     assert not g._draft_timer.isActive()
+
+
+def test_fast_films_use_the_students_own_sampler_whatever_the_full_mode_sampler_box_says(qtbot, make_window,
+                                                                                        fast_model_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "guided"
+    shutil.copytree(fast_model_dir, folder)
+    meta = json.loads((folder / "cxrdesk.json").read_text())
+    meta["student"]["sampler"] = "model"  # a guidance-distilled student: sampled with the model's own sampler
+    (folder / "cxrdesk.json").write_text(json.dumps(meta))
+    w = make_window(folder)
+    g = w.generator
+    g.draft_check.setChecked(False)
+    _quick(g)
+    qtbot.mouseClick(g.full_button, Qt.LeftButton)
+    g.sampler_box.setCurrentIndex(g.sampler_box.findData("ddim"))  # chosen for Full
+    qtbot.mouseClick(g.fast_button, Qt.LeftButton)
+    e = _generate(qtbot, w)
+    assert e.params["fast"] is True and e.params["sampler"] == w.host.worker.pipe.own_sampler() != "ddim"
+    qtbot.mouseClick(g.full_button, Qt.LeftButton)
+    assert _generate(qtbot, w).params["sampler"] == "ddim"
