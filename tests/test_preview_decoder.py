@@ -194,3 +194,8 @@ def test_cli_stage_and_export(trained_run, tiny_model_dir, tmp_path, capsys):
     assert main(["train", "export", "--preview-decoder", "--run-dir", str(trained_run), "--model",
                  str(tiny_model_dir), "--out", str(dest)]) == 0
     assert PD.record(dest)[0]["steps"] == 4
+    capsys.readouterr()
+    assert main(["info", "--model", str(dest)]) == 0
+    assert "a tiny preview decoder" in capsys.readouterr().out
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0
+    assert "the linear latent map (this model folder has no preview decoder)" in capsys.readouterr().out

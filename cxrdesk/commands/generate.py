@@ -322,6 +322,16 @@ def cmd_info(args) -> int:
               f"{student['distill_steps']} training steps): generate --fast")
     else:
         print(f"fast mode:    none ({i.get('student_note')})")
+    from ..core.generation import preview_decoder
+
+    pd, pd_note = preview_decoder.record(pipe.folder)
+    if pd:
+        held = pd.get("held_out") or {}
+        print(f"previews:     a tiny preview decoder ({pd.get('params', 0) / 1e3:.0f} k parameters, {pd.get('steps')} "
+              f"training steps" + (f", {held['mae_grey']:.1f} grey levels from the VAE's films on held-out latents"
+                                   if "mae_grey" in held else "") + "); final films: the VAE decoder")
+    else:
+        print(f"previews:     the linear latent map ({pd_note})")
     print(f"load time:    {i['load_seconds']:.2f} s")
     from ..core.generation import onnx_graphs
 
