@@ -307,3 +307,25 @@ def test_fast_films_use_the_students_own_sampler_whatever_the_full_mode_sampler_
     assert e.params["fast"] is True and e.params["sampler"] == w.host.worker.pipe.own_sampler() != "ddim"
     qtbot.mouseClick(g.full_button, Qt.LeftButton)
     assert _generate(qtbot, w).params["sampler"] == "ddim"
+
+
+def test_fast_films_show_quick_previews_and_decode_once_full_films_decode_every_n_steps(qtbot, make_window,
+                                                                                       fast_model_dir):
+    w = make_window(fast_model_dir)
+    g = w.generator
+    g.draft_check.setChecked(False)
+    _quick(g)
+    g.preview_spin.setValue(1)  # a sharp (VAE) preview after every step
+    seen = []
+    w.host.worker.preview.connect(lambda job, image, step, total, full: seen.append((step, total, full)))
+    e = _generate(qtbot, w)
+    assert e.params["fast"] is True
+    steps = e.params["steps"]
+    assert [s for s, t, f in seen if f] == [steps]  # the one VAE decode: the film itself
+    assert [m["step"] for m in e.step_metrics] == [steps]
+    assert [s for s, t, f in seen if not f] == list(range(1, steps))  # every step got a quick preview
+    seen.clear()
+    qtbot.mouseClick(g.full_button, Qt.LeftButton)
+    g.steps_spin.setValue(3)
+    full = _generate(qtbot, w)
+    assert [s for s, t, f in seen if f][:2] == [1, 2] and [m["step"] for m in full.step_metrics][:2] == [1, 2]

@@ -269,7 +269,8 @@ class GeneratorPanel(QWidget):
         self.preview_spin.setToolTip("A quick approximate preview appears after every step; a sharp preview "
                                      "(one VAE decode, about as long as a step) every N steps, and the quality "
                                      "chart uses those. 1 = sharp every step (slower on a CPU); raise it on "
-                                     "slow machines.")
+                                     "slow machines. Fast films (a few steps in under a second) get only the "
+                                     "quick previews, and the film itself.")
         form.addRow("Sharp preview every", self.preview_spin)
         self.attention_check = QCheckBox("Record attention maps")
         self.attention_check.setChecked(True)

@@ -198,6 +198,8 @@ class GenerationWorker(QObject):
             seed = random.SystemRandom().randrange(0, 2 ** 31 - 1 - batch)
         seed = int(seed)
         preview_every = max(1, int(job.get("preview_every", 1)))
+        if fast:  # a few steps in well under a second: the steps get quick previews, the film the one VAE decode
+            preview_every = max(preview_every, steps)
         words = list(job.get("attention_words") or []) or None
         self.jobStarted.emit(jid, batch, steps)
         t_start = time.perf_counter()
