@@ -169,7 +169,7 @@ def _session(path: Path, threads: int):
             os.replace(tmp, opt)
         return session
     except Exception as e:  # noqa: BLE001 - e.g. a folder it cannot write: a session without the saved form
-        log.info("could not save the optimised form of %s (%s)", path.name, e)
+        log.info("could not make or save the optimised form of %s (%s); optimising it in memory", path.name, e)
     finally:
         tmp.unlink(missing_ok=True)
     return _make_session(ort, path, threads, optimize=True)
