@@ -60,8 +60,9 @@ def test_bf16_engine_draws_nearly_the_eager_images_where_the_cpu_has_bfloat16(ti
     eager = p.generate(PROMPT, **KW)
     assert p.warm_up(engine="bf16", attention=True) > 0
     assert p.info["unet_engine"] == "torchscript-bf16"
-    assert all(isinstance(g, E.Bf16Graph) for g in (*p._traced.values(), *p._attention.values(),
-                                                       *p._decoders.values()))
+    made = p.graphs()
+    assert set(made) == {"unet", "unet-attention", "decoder"}
+    assert {e for part in made.values() for e in part.values()} == {"torchscript-bf16"}
     assert not list(cxrdesk_cache_dir.glob("**/*.onnx"))  # nothing was exported
     r = p.generate(PROMPT, attention_words=["consolidation"], **KW)
     assert r.params["unet_engine"] == "torchscript-bf16"
@@ -86,4 +87,4 @@ def test_bf16_engine_falls_back_to_onnx_without_bfloat16_or_when_the_graph_fails
     monkeypatch.setenv("CXRDESK_UNET_ENGINE", "bf16")
     q.warm_up()
     assert q.info["unet_engine"] == "onnxruntime"
-    assert q._decoders and not any(isinstance(g, E.Bf16Graph) for g in q._decoders.values())
+    assert q.graphs()["decoder"] == {1: "onnxruntime"}

@@ -147,8 +147,8 @@ def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet(fast_model_dir, 
     with_maps = eager.generate("normal chest radiograph", steps=4, seed=2, fast=True, attention_words=["normal"])
     pipe = Pipeline.load(fast_model_dir)
     pipe.warm_up()
-    assert len(pipe._student_graphs) == 1 and list(cxrdesk_cache_dir.rglob("student-*.onnx"))
-    assert pipe._student_attention == {}  # only asked for with attention (the app's setting)
+    assert pipe.graphs()["student"] == {1: "onnxruntime"} and list(cxrdesk_cache_dir.rglob("student-*.onnx"))
+    assert "student-attention" not in pipe.graphs()  # only asked for with attention (the app's setting)
     r = pipe.generate("normal chest radiograph", steps=4, seed=2, fast=True)
     assert r.params["unet_engine"] == "onnxruntime" and plain.params["unet_engine"] == "eager"
     assert np.abs(r.image_u8.astype(int) - plain.image_u8.astype(int)).max() <= 2
@@ -158,7 +158,8 @@ def test_warm_up_runs_the_student_in_onnx_runtime_like_the_unet(fast_model_dir, 
     # warm_up(attention=True) adds a student graph returning the maps: every step then runs a graph,
     # with the maps torch records
     pipe.warm_up(attention=True)
-    assert len(pipe._student_attention) == 1 and list(cxrdesk_cache_dir.rglob("student-attention-*.onnx"))
+    assert pipe.graphs()["student-attention"] == {1: "onnxruntime"}
+    assert list(cxrdesk_cache_dir.rglob("student-attention-*.onnx"))
     calls = {"plain": 0, "attention": 0}
     for kind, graphs in (("plain", pipe._student_graphs), ("attention", pipe._student_attention)):
         for key, graph in list(graphs.items()):

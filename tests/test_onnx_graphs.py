@@ -35,11 +35,10 @@ def test_onnx_graphs_draws_the_eager_images_and_is_exported_once(tiny, cxrdesk_c
     assert p.info["unet_engine"] == "eager"
     assert p.warm_up((1, 2)) > 0
     assert p.info["unet_engine"] == "onnxruntime"
-    assert sorted(k[0][0] for k in p._traced) == [1, 2]
-    assert all(isinstance(g, onnx_graphs.OnnxGraph) for g in p._traced.values())
+    assert p.graphs()["unet"] == {1: "onnxruntime", 2: "onnxruntime"}
     files = _onnx_files(cxrdesk_cache_dir)
     assert len(files) == 2 and all(p.info["hash"] in f.name for f in files)
-    assert len(_onnx_files(cxrdesk_cache_dir, "decoder")) == 1 and list(p._decoders) == [(1, 4, 32, 32)]
+    assert len(_onnx_files(cxrdesk_cache_dir, "decoder")) == 1 and p.graphs()["decoder"] == {1: "onnxruntime"}
     used = []
     for key, graph in list(p._traced.items()):
         def spy(*a, _g=graph, _b=key[0][0]):
@@ -100,7 +99,7 @@ def test_without_onnx_runtime_or_when_export_fails_the_unet_is_traced(tiny, monk
     eager = Pipeline.load(tiny).generate(PROMPT, **KW).image
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     p = Pipeline.load(tiny)
-    assert p.warm_up() > 0 and p.info["unet_engine"] == "torchscript" and p._decoders == {}
+    assert p.warm_up() > 0 and p.info["unet_engine"] == "torchscript" and "decoder" not in p.graphs()
     assert np.array_equal(p.generate(PROMPT, **KW).image, eager)
     monkeypatch.delitem(sys.modules, "onnxruntime")
     import torch
@@ -129,7 +128,7 @@ def test_the_engine_is_chosen_by_argument_or_environment(tiny, monkeypatch):
     p.warm_up()
     assert p.info["unet_engine"] == "torchscript"
     assert p.warm_up(engine="onnx") >= 0  # the shape already has a graph: nothing new is made
-    assert len(p._traced) == 1
+    assert len(p.graphs()["unet"]) == 1
 
 
 def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
@@ -155,7 +154,7 @@ def test_attention_maps_come_from_the_attention_graph(tiny, monkeypatch):
     fresh = Pipeline.load(tiny).generate(PROMPT, **kw8)
     p = Pipeline.load(tiny)
     p.warm_up((1, 2), attention=True)
-    assert sorted(k[0][0] for k in p._attention) == [1, 2]
+    assert sorted(p.graphs()["unet-attention"]) == [1, 2]
     calls = {"plain": 0, "attention": 0}
     for kind, graphs in (("plain", p._traced), ("attention", p._attention)):
         for key, graph in list(graphs.items()):
@@ -191,7 +190,7 @@ def test_without_the_attention_graph_recording_steps_run_the_torch_unet(tiny, mo
     monkeypatch.setattr(onnx_graphs, "load_or_export", no_attention)
     p = Pipeline.load(tiny)
     p.warm_up((1, 2), attention=True)
-    assert p._attention == {} and len(p._traced) == 2 and p.info["unet_engine"] == "onnxruntime"
+    assert "unet-attention" not in p.graphs() and len(p.graphs()["unet"]) == 2 and p.info["unet_engine"] == "onnxruntime"
     r = p.generate(PROMPT, **kw8)
     np.testing.assert_allclose(r.attention["mass"], fresh.attention["mass"], atol=1e-4)
     assert np.abs(r.image - fresh.image).max() < 1e-3

@@ -315,9 +315,9 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     kw = dict(steps=4, seed=5)
     eager = p.generate("right upper lobe mass", **kw)
     eager_part = p.generate("right upper lobe mass", guidance_interval=(0.3, 0.7), **kw)
-    assert p.warm_up(engine="trace") > 0 and len(p._traced) == 1  # guided every step: the batch-2 graph only
+    assert p.warm_up(engine="trace") > 0 and p.graphs() == {"unet": {2: "torchscript"}}  # guided every step: batch 2 only
     p.warm_up((1, 2), engine="trace")
-    assert len(p._traced) == 2 and p.info["unet_engine"] == "torchscript"
+    assert p.graphs()["unet"] == {1: "torchscript", 2: "torchscript"} and p.info["unet_engine"] == "torchscript"
     used = []
     for graph_key, graph in list(p._traced.items()):
         def spy(*a, _g=graph, _k=graph_key):
@@ -349,7 +349,7 @@ def test_traced_unet_draws_the_same_images_and_failures_fall_back(tmp_path, monk
     q = Pipeline.load(tmp_path / "tiny")
     monkeypatch.setattr(torch.jit, "trace", broken)
     q.warm_up((1, 2), engine="trace")
-    assert q._traced == {} and q.info["unet_engine"] == "eager" and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)
+    assert q.graphs() == {} and q.info["unet_engine"] == "eager" and np.array_equal(q.generate("right upper lobe mass", **kw).image, eager.image)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])

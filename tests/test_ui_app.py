@@ -130,7 +130,7 @@ def test_generate_shows_previews_then_final_image(qtbot, window):
     assert e.params["unet_engine"] == "eager"
     qtbot.waitUntil(w.host.worker.warm_ready.is_set, timeout=GEN_TIMEOUT)
     qtbot.waitUntil(lambda: "s warm-up (ONNX Runtime)" in w.model_panel.fields["load"].text())
-    assert w.host.worker.pipe._traced
+    assert w.host.worker.pipe.graphs()["unet"]
     assert "Random test model" in w.model_panel.card.toPlainText()
     # attention highlighting: words from the prompt, overlay drawn on demand
     words = [w.generator.word_box.itemText(i) for i in range(w.generator.word_box.count())]

@@ -97,6 +97,12 @@ def bf16_graph(module, inputs, tolerance: float | None = None) -> Bf16Graph:
     return graph
 
 
+def graph_engine(graph) -> str:
+    """What a graph of warm_up's runs on: "onnxruntime", "torchscript-bf16" or "torchscript"."""
+    name = type(graph).__name__
+    return "onnxruntime" if name == "OnnxGraph" else "torchscript-bf16" if isinstance(graph, Bf16Graph) else "torchscript"
+
+
 def trace_key(sample, context) -> tuple:
     """The key of a UNet graph: input shapes and dtype."""
     return tuple(sample.shape), tuple(context.shape), sample.dtype

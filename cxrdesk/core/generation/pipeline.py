@@ -197,6 +197,18 @@ class Pipeline:
             return self.fast_preview(latents)
         return preview_decoder.decode(decoder, unet_to_vae_latents(latents[:1].float(), self.vae.config))
 
+    def graphs(self) -> dict[str, dict[int, str]]:
+        """The faster graphs warm_up made: for each part ("unet", "unet-attention", "decoder",
+        "student", "student-attention") the batch sizes it has one for, and what each runs on
+        ("onnxruntime", "torchscript-bf16" or "torchscript"). Parts without a graph are left out."""
+        out = {}
+        for part, graphs in (("unet", self._traced), ("unet-attention", self._attention), ("decoder", self._decoders),
+                             ("student", self._student_graphs), ("student-attention", self._student_attention)):
+            if graphs:  # keys: engines.trace_key (shapes first), or a decoder's latent shape
+                out[part] = {int(k[0] if part == "decoder" else k[0][0]): engines.graph_engine(g)
+                             for k, g in graphs.items()}
+        return out
+
     def _precision(self):
         import contextlib
 
