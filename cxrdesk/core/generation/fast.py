@@ -3,8 +3,8 @@
 The student takes the guidance scale as an input, so each step is one UNet call on one latent
 (a guided step of the teacher is two). A consistency student (sampler "lcm") is walked by
 ``LCMScheduler`` along the teacher's 50-point grid from pure noise, predicting the clean film at each
-step and re-noising it to the next; a guidance-distilled one (sampler "model") by the model's own
-sampler, in fewer steps than full generation.
+step and re-noising it to the next; a guidance-distilled one by the sampler its record names (the
+model's own, "model", or a named one), in fewer steps than full generation.
 """
 from __future__ import annotations
 
