@@ -35,16 +35,10 @@ LIBRARIES = ("torch", "diffusers", "transformers")
 
 
 def import_libraries() -> None:
-    """Import the libraries a model load needs, with Python's cyclic garbage collector paused.
-
-    They make about 700,000 objects, and as they do the collector runs full collections, each of
-    which walks every object made so far: nine during these imports. Paused, the imports took
-    5.5-6.9 s instead of 7.3-9.1 s (3 runs each, 2-core CPU under other load; `import torch, diffusers'
-    AutoencoderKL and UNet2DConditionModel, transformers' AutoModel`). Afterwards the imported objects
-    are frozen (``gc.freeze``: left out of later collections; they live as long as the process, as does
-    most of what the process held then, its window among them), so that the collection after a load
-    (memory.release) walks only what the load made: it took 0.3-0.5 s (issue 33). The few cycles the imports left as garbage (about 11,000 objects) stay. Nothing is
-    paused or frozen where the libraries were already imported."""
+    """Import the libraries a model load needs with Python's cyclic garbage collector paused, then
+    freeze what they made (``gc.freeze``: it lives as long as the process), so that neither the
+    imports' own collections nor the one after a load walk those objects again (the README's
+    "Start-up" figures). Nothing is paused or frozen where the libraries were already imported."""
     import gc
     import sys
 
