@@ -135,6 +135,20 @@ def test_pipeline_previews_use_the_decoder_when_the_folder_has_one(model_with_de
     assert all(p.shape == (256, 256) and p.dtype == np.float32 for p in seen)
 
 
+def test_after_warm_up_previews_run_an_onnx_runtime_graph_of_it(model_with_decoder, cxrdesk_cache_dir):
+    pytest.importorskip("onnxruntime")
+    pipe = Pipeline.load(model_with_decoder)
+    plain = PD.for_pipeline(pipe)
+    z = torch.randn(1, 4, 32, 32)
+    want = pipe.quick_preview(z)
+    pipe.warm_up(batches=(1,))
+    graphed = PD.for_pipeline(pipe)
+    assert graphed is not plain and graphed.module is plain
+    assert any("preview_decoder" in f.name for f in (cxrdesk_cache_dir / "onnx").glob("*.onnx"))
+    assert np.abs(pipe.quick_preview(z) - want).max() < 1e-3
+    _previews(pipe)
+
+
 def test_pipeline_falls_back_to_the_linear_map_without_one(tiny_model_dir, monkeypatch):
     pipe = Pipeline.load(tiny_model_dir)
     calls = []
