@@ -102,86 +102,107 @@ def test_iu_layout_is_read(tmp_path):
     assert "XXXX" not in recs[0].text and "Enlarged heart" in recs[0].text
 
 
-def test_train_stages_end_to_end_resume_and_export(tmp_path):
-    data = make_dataset(tmp_path / "data", n=12, corrupt=True)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The stages run once on a tiny dataset (one corrupt file): VAE 3 steps then resumed to 5,
+    encoding, UNet 4 steps (its export) then resumed to 6. Tests copy ``run`` before changing it."""
+    tmp = tmp_path_factory.mktemp("stages")
+    data = make_dataset(tmp / "data", n=12, corrupt=True)
+    run = tmp / "run"
+    facts = {"data": data, "run": run, "tmp": tmp}
     cfg = VAEConfig(steps=3, batch=2, crop=64, preset="tiny", ckpt_every=2, sample_every=3)
-    final = train_vae(str(data), run, cfg, threads=1, progress=False)
-    assert (final / "config.json").is_file()
-    index = json.loads((run / "images_256.json").read_text())
-    assert index["skipped"] == 1 and len(index["uids"]) == 12  # corrupt file skipped, not fatal
-    rows = list(csv.DictReader(open(run / "vae" / "loss.csv")))
-    assert rows[-1]["step"] == "3"
-    # resume: more steps continue from the checkpoint, not from zero
+    facts["vae_final"] = train_vae(str(data), run, cfg, threads=1, progress=False)
+    facts["vae_steps_first"] = [r["step"] for r in csv.DictReader(open(run / "vae" / "loss.csv"))]
     cfg.steps = 5
     train_vae(str(data), run, cfg, threads=1, progress=False)
-    rows = list(csv.DictReader(open(run / "vae" / "loss.csv")))
-    assert [r["step"] for r in rows][-1] == "5"
-    assert list((run / "vae").glob("recon_*.png"))
-
-    cache = encode_dataset(str(data), run, threads=1, progress=False)
-    lat = np.load(cache / "latents.npy")
-    assert lat.shape == (12, 4, 32, 32)
-    meta = json.loads((cache / "done.json").read_text())
-    assert meta["scaling_factor"] > 0
-    assert json.loads((cache / "captions.json").read_text())[0] == ""  # unconditional caption
-
+    facts["cache"] = encode_dataset(str(data), run, threads=1, progress=False)
     ucfg = UNetConfig(steps=4, batch=4, preset="tiny", ckpt_every=2, export_every=4, sample_every=4)
-    model = train_unet(run, ucfg, threads=1, progress=False)
-    assert list((run / "unet").glob("samples_*.png"))
-    pipe = Pipeline.load(model)
-    assert pipe.info["training"]["unet_steps"] == 4
-    assert pipe.vae.config.scaling_factor == pytest.approx(meta["scaling_factor"])
-    assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)
+    facts["model"] = train_unet(run, ucfg, threads=1, progress=False)
+    facts["model_steps_first"] = json.loads((facts["model"] / "cxrdesk.json").read_text())["training"]["unet_steps"]
     ucfg.steps = 6
     train_unet(run, ucfg, threads=1, progress=False)
-    out = export_from_checkpoint(run, tmp_path / "exported", name="my-model")
-    p2 = Pipeline.load(out)
-    assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6
+    return facts
+
+
+def test_vae_skips_a_corrupt_file_and_resumes_from_its_checkpoint(trained):
+    run = trained["run"]
+    assert (trained["vae_final"] / "config.json").is_file()
+    index = json.loads((run / "images_256.json").read_text())
+    assert index["skipped"] == 1 and len(index["uids"]) == 12  # corrupt file skipped, not fatal
+    assert trained["vae_steps_first"][-1] == "3"
+    # resumed: the steps continue from the checkpoint, not from zero
+    steps = [r["step"] for r in csv.DictReader(open(run / "vae" / "loss.csv"))]
+    assert steps[-1] == "5" and steps[:len(trained["vae_steps_first"])] == trained["vae_steps_first"]
+    assert list((run / "vae").glob("recon_*.png"))
+
+
+def test_encode_caches_latents_their_scaling_and_an_unconditional_caption(trained):
+    cache = trained["cache"]
+    assert np.load(cache / "latents.npy").shape == (12, 4, 32, 32)
+    assert json.loads((cache / "done.json").read_text())["scaling_factor"] > 0
+    assert json.loads((cache / "captions.json").read_text())[0] == ""
+
+
+def test_unet_exports_a_model_folder_that_generates_and_records_its_training(trained, tmp_path):
+    run = trained["run"]
+    assert list((run / "unet").glob("samples_*.png"))
+    assert trained["model_steps_first"] == 4  # exported at step 4 (export_every), again when resumed
+    pipe = Pipeline.load(trained["model"])
+    scaling = json.loads((trained["cache"] / "done.json").read_text())["scaling_factor"]
+    assert pipe.vae.config.scaling_factor == pytest.approx(scaling)
+    assert pipe.generate("normal chest radiograph", steps=2, seed=0).image.shape == (256, 256)
+    p2 = Pipeline.load(export_from_checkpoint(run, tmp_path / "exported", name="my-model"))
+    assert p2.info["name"] == "my-model" and p2.info["training"]["unet_steps"] == 6  # the resumed run's
     assert p2.info["guidance"] == 4.0  # no recommendation given: the default
-    assert p2.info["guidance_interval"] == (0.0, 1.0)
+    assert p2.info["guidance_interval"] == (0.0, 1.0) and p2.info["noise_offset"] == 0.0
     # training-film counts per finding (validation films left out: 9 of the 12 fixture films)
     assert p2.info["training"]["label_counts"] == {"No Finding": 3, "COVID-19": 3, "Effusion": 3, "Pneumonia": 3}
     tuned = Pipeline.load(export_from_checkpoint(run, tmp_path / "tuned", guidance=5.5, guidance_interval=(0.25, 1)))
     assert tuned.info["guidance"] == 5.5 and tuned.info["guidance_interval"] == (0.25, 1.0)
-    # a new run initialised from the exported model starts from its weights, not at random
+
+
+def test_a_run_initialised_from_a_model_starts_from_its_weights(trained, tmp_path):
     import shutil
 
     import torch
 
+    out = export_from_checkpoint(trained["run"], tmp_path / "exported")
     run2 = tmp_path / "run2"
-    shutil.copytree(run / "cache", run2 / "cache")
-    shutil.copytree(run / "vae", run2 / "vae")
+    shutil.copytree(trained["run"] / "cache", run2 / "cache")
+    shutil.copytree(trained["run"] / "vae", run2 / "vae")
     m2 = train_unet(run2, UNetConfig(steps=1, batch=2, preset="tiny", lr=0.0, init_from=str(out),
                                      export_every=1, sample_every=10), threads=1, progress=False)
     a = Pipeline.load(out).unet.state_dict()
     b = Pipeline.load(m2).unet.state_dict()
     assert all(torch.allclose(a[k], b[k]) for k in a)
 
-    # offset noise as a fine-tune: resuming with a new offset records where it started, resuming
-    # without one keeps it, and the exported folder makes generation use it
-    train_unet(run, UNetConfig(steps=7, batch=4, preset="tiny", noise_offset=0.1, sample_every=100,
-                               export_every=100), threads=1, progress=False)
-    params = json.loads((run / "unet" / "params.json").read_text())
-    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
-    train_unet(run, UNetConfig(steps=8, batch=4, preset="tiny", sample_every=100, export_every=100),
-               threads=1, progress=False)
-    params = json.loads((run / "unet" / "params.json").read_text())
-    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
-    train_unet(run, UNetConfig(steps=9, batch=4, preset="tiny", class_balance=0.5, sample_every=100,
-                               export_every=100), threads=1, progress=False)
-    params = json.loads((run / "unet" / "params.json").read_text())
-    assert params["class_balance"] == 0.5 and params["class_balance_since"] == 8
-    assert params["noise_offset"] == 0.1 and params["noise_offset_since"] == 6
+
+def test_resuming_with_a_new_offset_or_balance_records_where_it_started(trained, tmp_path):
+    """Offset noise as a fine-tune: resuming with a new offset records where it started, resuming
+    without one keeps it, and the exported folder makes generation use it; asking for the finding
+    balance turns the class balance off, from that step."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run, symlinks=True)
+    more = dict(batch=4, preset="tiny", sample_every=100, export_every=100)
+
+    def params():
+        return json.loads((run / "unet" / "params.json").read_text())
+
+    train_unet(run, UNetConfig(steps=7, noise_offset=0.1, **more), threads=1, progress=False)
+    assert params()["noise_offset"] == 0.1 and params()["noise_offset_since"] == 6
+    train_unet(run, UNetConfig(steps=8, **more), threads=1, progress=False)
+    assert params()["noise_offset"] == 0.1 and params()["noise_offset_since"] == 6
+    train_unet(run, UNetConfig(steps=9, class_balance=0.5, **more), threads=1, progress=False)
+    assert params()["class_balance"] == 0.5 and params()["class_balance_since"] == 8
+    assert params()["noise_offset"] == 0.1 and params()["noise_offset_since"] == 6
     p3 = Pipeline.load(export_from_checkpoint(run, tmp_path / "offset"))
     assert p3.info["training"]["unet"]["class_balance"] == 0.5
-    # asking for the finding balance on resume turns the class balance off, from that step
-    train_unet(run, UNetConfig(steps=10, batch=4, preset="tiny", finding_balance=0.5, sample_every=100,
-                               export_every=100), threads=1, progress=False)
-    params = json.loads((run / "unet" / "params.json").read_text())
-    assert params["finding_balance"] == 0.5 and params["finding_balance_since"] == 9
-    assert params["class_balance"] == 0.0 and params["class_balance_since"] == 9
-    assert p3.info["noise_offset"] == 0.1 and p2.info["noise_offset"] == 0.0
+    train_unet(run, UNetConfig(steps=10, finding_balance=0.5, **more), threads=1, progress=False)
+    assert params()["finding_balance"] == 0.5 and params()["finding_balance_since"] == 9
+    assert params()["class_balance"] == 0.0 and params()["class_balance_since"] == 9
+    assert p3.info["noise_offset"] == 0.1
     with_offset = p3.generate("normal chest radiograph", steps=2, seed=3).image
     assert np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
     p3.info["noise_offset"] = 0.0
