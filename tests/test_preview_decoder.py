@@ -142,9 +142,11 @@ def test_after_warm_up_previews_run_an_onnx_runtime_graph_of_it(model_with_decod
     z = torch.randn(1, 4, 32, 32)
     want = pipe.quick_preview(z)
     pipe.warm_up(batches=(1,))
+    # warm-up made its graph (the first preview does not wait for it)
+    assert pipe.graphs()["preview_decoder"] == {1: "onnxruntime"}
+    assert any("preview_decoder" in f.name for f in (cxrdesk_cache_dir / "onnx").glob("*.onnx"))
     graphed = PD.for_pipeline(pipe)
     assert graphed is not plain and graphed.module is plain
-    assert any("preview_decoder" in f.name for f in (cxrdesk_cache_dir / "onnx").glob("*.onnx"))
     assert np.abs(pipe.quick_preview(z) - want).max() < 1e-3
     _previews(pipe)
 

@@ -199,7 +199,7 @@ class Pipeline:
 
     def graphs(self) -> dict[str, dict[int, str]]:
         """The faster graphs warm_up made: for each part ("unet", "unet-attention", "decoder",
-        "student", "student-attention") the batch sizes it has one for, and what each runs on
+        "student", "student-attention", "preview_decoder") the batch sizes it has one for, and what each runs on
         ("onnxruntime", "torchscript-bf16" or "torchscript"). Parts without a graph are left out."""
         out = {}
         for part, graphs in (("unet", self._traced), ("unet-attention", self._attention), ("decoder", self._decoders),
@@ -207,6 +207,9 @@ class Pipeline:
             if graphs:  # keys: engines.trace_key (shapes first), or a decoder's latent shape
                 out[part] = {int(k[0] if part == "decoder" else k[0][0]): engines.graph_engine(g)
                              for k, g in graphs.items()}
+        graph = getattr(getattr(self, "_preview_decoder", None), "graph", None)
+        if graph is not None:
+            out["preview_decoder"] = {1: engines.graph_engine(graph)}
         return out
 
     def _precision(self):
@@ -224,8 +227,8 @@ class Pipeline:
     def warm_up(self, batches: tuple[int, ...] | None = None, engine: str | None = None,
                 attention: bool = False) -> float:
         """Make faster UNet and decoder graphs that later generations run (see engines.warm_up), and
-        load the distilled student where the folder has one, so that the first fast film does not wait
-        for it. ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
+        load the distilled student and the preview decoder where the folder has them (with their
+        graphs), so that the first fast film and the first preview do not wait for them. ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
         seconds = engines.warm_up(self, batches, engine, attention)
         if self.info.get("student") is not None and self._student is None:
             t0 = time.perf_counter()
@@ -238,6 +241,12 @@ class Pipeline:
             from .fast import warm_up_student
 
             seconds += warm_up_student(self, engine, attention)
+        if self._decoders:  # the tiny preview decoder's graph too, so that the first preview does not make it
+            from . import preview_decoder
+
+            t0 = time.perf_counter()
+            preview_decoder.for_pipeline(self)
+            seconds += time.perf_counter() - t0
         return seconds
 
     def _unet(self, sample, t, context, store: AttnStore | None = None):
