@@ -249,15 +249,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _need_cache_of(run: Path, whose: str) -> None:
+    """CliError unless ``run`` holds latents encoded (by ``whose`` VAE, which the stage needs)."""
+    if not (run / "cache" / "done.json").is_file():
+        raise CliError(f"no encoded dataset in {run}/cache: copy the {whose}'s VAE to {run}/vae/final and run "
+                       f"'cxrdesk train encode' first")
+
+
 def _distill(args, run: Path, progress: bool) -> None:
     from ..core.training import distill as D
 
     if not args.teacher:
         raise CliError("train distill needs --teacher MODEL_DIR (the model folder to distil)")
     _need_model(args.teacher)
-    if not (run / "cache" / "done.json").is_file():
-        raise CliError(f"no encoded dataset in {run}/cache: copy the teacher's VAE to {run}/vae/final and run "
-                       f"'cxrdesk train encode' first")
+    _need_cache_of(run, "teacher")
     cfg = D.DistillConfig()
     _apply(cfg, args)
     if args.guidance_range is not None:
@@ -279,9 +284,7 @@ def _preview_decoder(args, run: Path, progress: bool) -> None:
     if not args.model:
         raise CliError("train preview-decoder needs --model MODEL_DIR (the model folder whose VAE decoder it imitates)")
     _need_model(args.model)
-    if not (run / "cache" / "done.json").is_file():
-        raise CliError(f"no encoded dataset in {run}/cache: copy the model's VAE to {run}/vae/final and run "
-                       f"'cxrdesk train encode' first")
+    _need_cache_of(run, "model")
     cfg = P.PreviewDecoderConfig()
     _apply(cfg, args)
     if cfg.steps < 1 or cfg.batch < 1:
