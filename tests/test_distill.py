@@ -208,3 +208,38 @@ def test_guidance_distillation_matches_the_guided_teacher_and_samples_with_the_m
     # a run is one method: resuming it with the other is refused
     with pytest.raises(ValueError, match="another method"):
         D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=3, batch=2), threads=1, progress=False)
+
+
+def test_a_student_of_an_earlier_teacher_starts_the_next_distillation_moved_by_the_teachers_change(tiny_model_dir,
+                                                                                                   tmp_path):
+    """--init-from: the earlier student plus how the new teacher differs from the one it was distilled from;
+    the same teacher gives the earlier student back exactly, a folder without a student is refused."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    run = _fake_run(tmp_path / "run", tiny_model_dir)
+    first = D.train_distill(run, tiny_model_dir, D.DistillConfig(steps=2, batch=2, method="guidance", warmup=1,
+                                                                 lr=1e-2), threads=1, progress=False)
+    old_student = UNet2DConditionModel.from_pretrained(first / D.STUDENT_DIR).state_dict()
+    teacher = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    same = D.moved_student(first, teacher)
+    assert all(torch.equal(same[k], old_student[k]) for k in old_student)
+    # a teacher trained on: every weight moved by the same amount in the student
+    newer = tmp_path / "newer"
+    shutil.copytree(tiny_model_dir, newer)
+    changed = UNet2DConditionModel.from_pretrained(newer / "unet")
+    with torch.no_grad():
+        changed.conv_in.weight.add_(0.25)
+    changed.save_pretrained(newer / "unet", safe_serialization=True)
+    moved = D.moved_student(first, changed)
+    assert torch.allclose(moved["conv_in.weight"], old_student["conv_in.weight"] + 0.25, atol=1e-6)
+    assert torch.equal(moved["time_embedding.cond_proj.weight"], old_student["time_embedding.cond_proj.weight"])
+    # the distillation starts from it (its first loss is the moved student's, not a fresh one's)
+    run2 = _fake_run(tmp_path / "run2", newer)
+    out = D.train_distill(run2, newer, D.DistillConfig(steps=1, batch=2, method="guidance", warmup=1, lr=0.0,
+                                                       init_from=str(first)), threads=1, progress=False)
+    got = UNet2DConditionModel.from_pretrained(out / D.STUDENT_DIR).state_dict()
+    assert torch.allclose(got["conv_in.weight"], (old_student["conv_in.weight"] + 0.25).half().float(), atol=1e-3)
+    with pytest.raises(ValueError, match="no usable student"):
+        D.moved_student(tiny_model_dir, teacher)

@@ -51,7 +51,8 @@ def register(sub) -> None:
                         "(trained on the same VAE's latents; for a VAE with another --latent-channels, all but "
                         "its input and output layers); decoder: its VAE (to sharpen a shipped model's decoder); "
                         "export: its UNet, scheduler and sampling settings with the run's VAE (a run that "
-                        "fine-tuned only a decoder; the encoder must be unchanged)")
+                        "fine-tuned only a decoder; the encoder must be unchanged); distill: its student, moved "
+                        "by how --teacher differs from its UNet (a teacher trained on from that folder's)")
     t.add_argument("--adv-weight", type=float,
                    help="vae/decoder: weight of the adversarial (PatchGAN) term that restores film grain and fine "
                         "texture; 0 turns it off (default 0.1 for decoder, 0 for vae)")
@@ -269,6 +270,9 @@ def _distill(args, run: Path, progress: bool) -> None:
         cfg.guidance_min, cfg.guidance_max = args.guidance_range
     if args.method is not None:
         cfg.method = args.method
+    if args.init_from:
+        _need_model(args.init_from)
+        cfg.init_from = str(Path(args.init_from).resolve())
     try:
         out = D.train_distill(run, args.teacher, cfg, threads=args.threads, device=args.device, progress=progress,
                               export_to=args.out)

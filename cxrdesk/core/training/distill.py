@@ -8,7 +8,8 @@ an input, so each step is one UNet call. Two methods:
   steps (8) than the teacher's 20 guided ones (40 calls).
 
 The student is the teacher's UNet plus a guidance embedding (diffusers' ``time_cond_proj_dim``),
-initialised from the teacher with that embedding at zero, so it starts as the teacher. Each ``lcd`` step:
+initialised from the teacher with that embedding at zero, so it starts as the teacher (or from an earlier
+student of a teacher this one was fine-tuned from: ``moved_student``). Each ``lcd`` step:
 noise a cached latent to a timestep t on a 50-step DDIM grid, let the teacher (guided, scale drawn
 in a range) take one DDIM step to the grid point before it, and teach the student to map both
 points to the same clean latent, the far one through the student and the near one through a slow
@@ -52,6 +53,7 @@ class DistillConfig:
     export_every: int = 500
     seed: int = 0
     method: str = "lcd"          # "lcd" or "guidance" (see the module's docstring)
+    init_from: str = ""          # a model folder whose student starts this one (moved_student)
 
 
 def guidance_embedding(scale: torch.Tensor, dim: int = W_EMBED_DIM) -> torch.Tensor:
@@ -112,6 +114,30 @@ def build_student(teacher_unet):
     with torch.no_grad():
         student.time_embedding.cond_proj.weight.zero_()
     return student
+
+
+def moved_student(folder: Path, teacher_unet) -> dict:
+    """A starting student for ``teacher_unet`` from ``folder``'s student: that student's weights moved by
+    how the teacher differs from ``folder``'s own UNet (student + teacher - its teacher), so a teacher
+    trained on from ``folder``'s starts from a student that already follows guidance. ValueError where
+    the folder has no student or its UNets have another shape."""
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    try:
+        old_student = UNet2DConditionModel.from_pretrained(folder / STUDENT_DIR, local_files_only=True,
+                                                           use_safetensors=True)
+        old_teacher = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True,
+                                                           use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{folder.name} has no usable student to start from ({str(exc).splitlines()[0][:160]})") from None
+    if old_student.config.time_cond_proj_dim != W_EMBED_DIM:
+        raise ValueError(f"{folder.name}'s student has no guidance input")
+    new, old = teacher_unet.state_dict(), old_teacher.state_dict()
+    state = old_student.state_dict()
+    if set(old) != set(new) or any(old[k].shape != new[k].shape for k in new) or not set(new) <= set(state):
+        raise ValueError(f"{folder.name}'s UNet has another shape than the teacher's")
+    return {k: v + (new[k].to(v) - old[k].to(v)) if k in new else v for k, v in state.items()}
 
 
 def lcd_loss(student, teacher, target, grid: DDIMGrid, x0: torch.Tensor, cond: torch.Tensor,
@@ -207,10 +233,12 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     student = build_student(teacher).to(dist.device).train().requires_grad_(True)
+    ckpt = run.ckpt("distill")
+    if cfg.init_from and not ckpt.exists():
+        student.load_state_dict(moved_student(Path(cfg.init_from), teacher))
     target = copy.deepcopy(student).eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-2)
     step = 0
-    ckpt = run.ckpt("distill")
     teacher_hash = _teacher_hash(teacher_dir)  # read once: every checkpoint records it
     if ckpt.exists():
         state = load_ckpt(ckpt)
@@ -290,7 +318,7 @@ def export_from_checkpoint(run_dir: str | Path, teacher_dir: str | Path, dest: s
 def _teacher_hash(teacher_dir: Path) -> str:
     from ..modelfolder import component_weights, file_hash
 
-    # the model's own hash (Pipeline.load's info["hash"]: the VAE's weights, then the UNet's)
+    # the model's own hash (Pipeline.model.hash: the VAE's weights, then the UNet's)
     return file_hash(component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet"))
 
 
