@@ -37,6 +37,23 @@ def test_generate_returns_image_and_exact_params(pipe):
     assert p["model_hash"] == pipe.info["hash"] and p["upscale"] is None
 
 
+def test_the_model_record_and_info_are_read_only(pipe):
+    """What the folder says (model) and what runs it (runtime) are frozen; info is a view of them that
+    follows the pipeline (warm-up's engine, the seconds) but cannot be written."""
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pipe.model.guidance = 9.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pipe.runtime.native_size = 512
+    with pytest.raises(TypeError):
+        pipe.info["guidance"] = 9.0
+    info = pipe.info
+    assert (info["name"], info["hash"], info["guidance"]) == (pipe.model.name, pipe.model.hash, pipe.model.guidance)
+    assert info["latent_shape"] == list(pipe.runtime.latent_shape) and info["native_size"] == 256
+    assert info["unet_engine"] == pipe.unet_engine and info["load_seconds"] == pipe.load_seconds > 0
+
+
 @pytest.mark.parametrize("sampler", ["dpm++-karras", "dpm++", "ddim", "euler"])
 def test_same_seed_reproduces_pixels_and_other_seed_differs(pipe, sampler):
     a = pipe.generate("normal chest radiograph", steps=3, seed=11, sampler=sampler)

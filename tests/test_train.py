@@ -1,3 +1,4 @@
+import dataclasses
 import csv
 import json
 import os
@@ -205,7 +206,7 @@ def test_resuming_with_a_new_offset_or_balance_records_where_it_started(trained,
     assert p3.info["noise_offset"] == 0.1
     with_offset = p3.generate("normal chest radiograph", steps=2, seed=3).image
     assert np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
-    p3.info["noise_offset"] = 0.0
+    p3.model = dataclasses.replace(p3.model, noise_offset=0.0)
     assert not np.array_equal(with_offset, p3.generate("normal chest radiograph", steps=2, seed=3).image)
 
 

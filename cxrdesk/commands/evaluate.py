@@ -56,10 +56,10 @@ def cmd_evaluate(args) -> int:
         pipe = Pipeline.load(args.model)
     except PipelineError as exc:
         raise CliError(str(exc)) from None
-    if args.fast and pipe.info.get("student") is None:
-        raise CliError(f"--fast: {pipe.info.get('student_note')}")
+    if args.fast and pipe.model.student is None:
+        raise CliError(f"--fast: {pipe.model.student_note}")
     if args.steps is None:
-        args.steps = pipe.info["student"]["steps"] if args.fast else 20
+        args.steps = pipe.model.student["steps"] if args.fast else 20
     records, images = load_image_cache(args.data, run)
     if args.split == "val" and not any(r.split == "val" for r in records):
         raise CliError("the dataset has no validation split (split column 'val')")

@@ -200,16 +200,16 @@ def cmd_generate(args) -> int:
     if args.dicom:
         _dicom_folder(args.dicom)
     pipe = _load(args.model, args.device)
-    if pipe.info["random_weights"]:
+    if pipe.model.random_weights:
         print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
     if args.guidance is None:
-        args.guidance = pipe.info["guidance"]
+        args.guidance = pipe.model.guidance
     if args.guidance_interval is None:
-        args.guidance_interval = pipe.info["guidance_interval"]
-    if args.fast and pipe.info.get("student") is None:
-        raise CliError(f"--fast: {pipe.info.get('student_note')}")
+        args.guidance_interval = pipe.model.guidance_interval
+    if args.fast and pipe.model.student is None:
+        raise CliError(f"--fast: {pipe.model.student_note}")
     if args.steps is None:
-        args.steps = pipe.info["student"]["steps"] if args.fast else 20
+        args.steps = pipe.model.student["steps"] if args.fast else 20
     from ..core.data.findings import rare_findings, rare_note, weak_findings, weak_note
 
     for i, (prompt, _) in enumerate(jobs):
@@ -219,10 +219,10 @@ def cmd_generate(args) -> int:
                           args.guidance_interval, negative_prompt=args.negative)
         except PipelineError as exc:
             raise CliError(f"{which}{exc}") from None
-        rare = rare_findings(prompt, (pipe.info.get("training") or {}).get("label_counts", {}))
+        rare = rare_findings(prompt, (pipe.model.training or {}).get("label_counts", {}))
         if rare:
             print(f"cxrdesk: note: {which}{rare_note(rare)}", file=sys.stderr)
-        for f in weak_findings(prompt, pipe.info.get("findings_check")):
+        for f in weak_findings(prompt, pipe.model.findings_check):
             print(f"cxrdesk: note: {which}{weak_note(f)}", file=sys.stderr)
     total = sum(len(outs) for _, outs in jobs)
     if total >= WARM_UP_FROM:  # costs 0.5-4 s once and saves a quarter of every image's time

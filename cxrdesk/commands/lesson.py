@@ -137,14 +137,14 @@ def cmd_lesson_run(args) -> int:
             pipe = Pipeline.load(args.model, device=args.device)
         except PipelineError as exc:
             raise CliError(str(exc)) from None
-        if pipe.info["random_weights"]:
+        if pipe.model.random_weights:
             print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
         if guidance is None:
-            guidance = pipe.info["guidance"]
+            guidance = pipe.model.guidance
         for i in to_generate:
             try:
                 pipe.check_inputs(lesson.cases[i].prompt, steps, guidance, 256, 256, DEFAULT_SAMPLER,
-                              pipe.info["guidance_interval"], seed=lesson.cases[i].seed)
+                              pipe.model.guidance_interval, seed=lesson.cases[i].seed)
             except PipelineError as exc:
                 raise CliError(f"case {i + 1}: {exc}") from None
         if len(to_generate) >= 5:
@@ -160,7 +160,7 @@ def cmd_lesson_run(args) -> int:
                     image, params = films[i]
                 else:
                     res = pipe.generate(c.prompt, steps=steps, guidance_scale=guidance,
-                                        guidance_interval=pipe.info["guidance_interval"],
+                                        guidance_interval=pipe.model.guidance_interval,
                                         seed=c.seed if c.seed is not None else -1,
                                         on_step=lambda *_: bar.update(1), preview_every=0)
                     image, params = res.image_u16, res.params

@@ -240,9 +240,9 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     cfg = cfg or EvalConfig()
     if cfg.guidance is None:
-        cfg = replace(cfg, guidance=pipe.info["guidance"])
+        cfg = replace(cfg, guidance=pipe.model.guidance)
     if cfg.guidance_interval is None:
-        cfg = replace(cfg, guidance_interval=tuple(pipe.info["guidance_interval"]))
+        cfg = replace(cfg, guidance_interval=tuple(pipe.model.guidance_interval))
     pipe.warm_up((1, 2))  # hundreds of images: faster UNet graphs for both step kinds (same numbers)
     rng = np.random.default_rng(cfg.seed)
     y = np.array([CLASSES.index(record_class(r.labels)) for r in records])
@@ -337,7 +337,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     real_ssim = float(np.mean([d["real_ssim"] for d in paired])) if paired else float("nan")
 
     result = {
-        "model": pipe.info["name"], "model_hash": pipe.info["hash"], "n": int(n), "split": cfg.split,
+        "model": pipe.model.name, "model_hash": pipe.model.hash, "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
         "sampler": ran.get("sampler"), "fast": cfg.fast, "unet_engine": ran.get("unet_engine"),
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
@@ -421,8 +421,8 @@ def findings_check(pipe, classifier: CxrClassifier, records: list[Record], image
             # on it can show the judge
             "real_autoencoded": judge_reading(classifier, rec) if rec is not None else None,
         })
-    result = {"model": pipe.info["name"], "model_hash": pipe.info["hash"], "steps": steps,
-              "seeds": [seed, seed + n - 1], "guidance": pipe.info["guidance"],
-              "guidance_interval": list(pipe.info["guidance_interval"]), "split": split,
+    result = {"model": pipe.model.name, "model_hash": pipe.model.hash, "steps": steps,
+              "seeds": [seed, seed + n - 1], "guidance": pipe.model.guidance,
+              "guidance_interval": list(pipe.model.guidance_interval), "split": split,
               "classes": list(CLASSES), "findings": findings}
     return result, generated

@@ -132,12 +132,10 @@ class GenerationWorker(QObject):
         if gen != self._warm_gen or pipe is None or self.stopping.is_set():
             return  # another model was loaded since, or the window is closing
         try:
-            t = pipe.warm_up(attention=attention)
+            pipe.warm_up(attention=attention)  # adds its seconds to pipe.warm_up_seconds
         except Exception:  # noqa: BLE001 - generation stays on the eager modules
             log.warning("warm-up failed\n%s", traceback.format_exc())
             attention = True
-            t = 0.0
-        pipe.info["warm_up_seconds"] = round(pipe.info.get("warm_up_seconds", 0.0) + t, 3)
         if not attention:
             QTimer.singleShot(0, lambda: self._warm_up_part(gen, attention=True))
             return
@@ -186,7 +184,7 @@ class GenerationWorker(QObject):
         # where the model has one, in its own steps. A draft (drawn while the prompt is typed) is never
         # saved: it goes out on draftReady and the window saves it only if the user keeps it.
         fast = job.get("fast", False)
-        student = self.pipe.info.get("student")
+        student = self.pipe.model.student
         if fast == "auto":
             fast = student is not None
             if fast:
@@ -279,7 +277,7 @@ class GenerationWorker(QObject):
                 # the pipeline previews at the model's size: put it back on the film at the film's size,
                 # so that the view shows the film itself around the region while it is redrawn
                 if weights is None and mask.shape == image.shape and mask.any():
-                    native = int(self.pipe.info["native_size"])
+                    native = self.pipe.runtime.native_size
                     weights = feather_weights(mask, FEATHER_PX * max(image.shape) / native)
                 big = cv2.resize(np.asarray(preview, np.float32), (image.shape[1], image.shape[0]),
                                  interpolation=cv2.INTER_CUBIC)

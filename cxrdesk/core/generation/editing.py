@@ -130,11 +130,11 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
         raise EditError(f"strength must be above 0 and at most 1, not {strength:g}")
     m_full = prepare_mask(mask, img.shape)
     if guidance_scale is None:
-        guidance_scale = pipe.info["guidance"]
-    native = int(pipe.info["native_size"])
+        guidance_scale = pipe.model.guidance
+    native = pipe.runtime.native_size
     pipe.check_inputs(prompt, steps, guidance_scale, native, native, sampler)
     if sampler in (None, "auto"):
-        sampler = pipe.info.get("sampler", "dpm++")
+        sampler = pipe.own_sampler()
     if seed is None or int(seed) < 0:
         seed = random.SystemRandom().randrange(0, 2 ** 31 - 1)
     seed = int(seed)
@@ -146,7 +146,7 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
     t0 = time.perf_counter()
     small = _fit(img, native)
     m_small = _fit(m_full.astype(np.float32), native) > 0
-    c, h, w = pipe.info["latent_shape"]
+    c, h, w = pipe.runtime.latent_shape
     with pipe._lock, torch.no_grad():
         pipe._graph_steps = 0
         dtype = next(pipe.unet.parameters()).dtype
@@ -212,8 +212,8 @@ def edit(pipe, image, mask, prompt: str, negative_prompt: str = "", strength: fl
     params = {
         "prompt": prompt, "negative_prompt": negative_prompt or "", "steps": steps, "guidance_scale": guidance_scale,
         "seed": seed, "sampler": sampler, "width": int(img.shape[1]), "height": int(img.shape[0]),
-        "native_size": native, "model": pipe.info["name"], "model_hash": pipe.info["hash"], "device": pipe.device,
-        "precision": pipe.info["dtype"], "unet_engine": pipe.info["unet_engine"] if pipe._graph_steps else "eager",
+        "native_size": native, "model": pipe.model.name, "model_hash": pipe.model.hash, "device": pipe.device,
+        "precision": pipe.runtime.dtype, "unet_engine": pipe.unet_engine if pipe._graph_steps else "eager",
         "edit": {"derived_from": "an edited film", "strength": strength, "denoised_steps": total,
                  "mask_area": round(float(m_full.mean()), 4), "feather_px": round(float(feather_px), 2),
                  "source_sha256": hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()[:16]},

@@ -131,10 +131,10 @@ def warm_up(pipe, batches: tuple[int, ...] | None = None, engine: str | None = N
     if not pipe._can_trace():
         return 0.0
     if batches is None:
-        guided = pipe.info["guidance"] != 1.0
-        batches = (2,) if guided and pipe.info["guidance_interval"] == FULL_INTERVAL else (1, 2)
+        guided = pipe.model.guidance != 1.0
+        batches = (2,) if guided and pipe.model.guidance_interval == FULL_INTERVAL else (1, 2)
     t0 = time.perf_counter()
-    c, h, w = pipe.info["latent_shape"]
+    c, h, w = pipe.runtime.latent_shape
     dtype = next(pipe.unet.parameters()).dtype
     with pipe._lock, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic the graph keeps
@@ -169,7 +169,7 @@ def _prepare_unet(pipe, key, engine: str, sample, context) -> None:
         graph = _fast_graph(pipe, engine, "unet", sample, context)
         if graph is not None:
             pipe._traced[key] = graph
-            pipe.info["unet_engine"] = "torchscript-bf16" if isinstance(graph, Bf16Graph) else "onnxruntime"
+            pipe.unet_engine = "torchscript-bf16" if isinstance(graph, Bf16Graph) else "onnxruntime"
             return
     t = torch.full((sample.shape[0],), 500, dtype=torch.long)
     try:
@@ -180,7 +180,7 @@ def _prepare_unet(pipe, key, engine: str, sample, context) -> None:
         log.warning("could not trace the UNet (batch %d); generating without it", sample.shape[0], exc_info=True)
         return
     pipe._traced[key] = graph
-    pipe.info["unet_engine"] = "torchscript"
+    pipe.unet_engine = "torchscript"
 
 
 def _fast_graph(pipe, engine: str, part: str, sample, context=None):
@@ -220,7 +220,7 @@ def _bf16_part(pipe, part: str, sample, context=None):
 def _onnx_part(pipe, part: str, sample, context=None):
     """An ONNX Runtime graph of the part for this input shape, or None (logged)."""
     module, names, inputs = _part_inputs(pipe, part, sample, context)
-    return onnx_graph(module, names, inputs, part, pipe.info["hash"])
+    return onnx_graph(module, names, inputs, part, pipe.model.hash)
 
 
 def onnx_graph(module, names, inputs, part: str, weights_hash: str):

@@ -44,7 +44,7 @@ def scheduler(pipe, steps: int, sampler: str = "auto"):
     student ``sampler`` ("auto": the one its record names, see guided_sampler)."""
     from diffusers import LCMScheduler
 
-    if pipe.info["student"]["sampler"] != SAMPLER:
+    if pipe.model.student["sampler"] != SAMPLER:
         sched = pipe.make_scheduler(guided_sampler(pipe, sampler))
         sched.set_timesteps(steps, device=pipe.device)
         return sched
@@ -61,14 +61,14 @@ def guided_sampler(pipe, sampler: str = "auto") -> str:
     its record names ("model": the model's own)."""
     if sampler not in (None, "auto"):
         return sampler
-    record = pipe.info["student"]["sampler"]
+    record = pipe.model.student["sampler"]
     return pipe.own_sampler() if record == "model" else record
 
 
 def sampler_name(pipe, sampler: str = "auto") -> str:
     """The sampler a fast film records: "lcm" for a consistency student (which runs no other), else
     guided_sampler's."""
-    return SAMPLER if pipe.info["student"]["sampler"] == SAMPLER else guided_sampler(pipe, sampler)
+    return SAMPLER if pipe.model.student["sampler"] == SAMPLER else guided_sampler(pipe, sampler)
 
 
 def plain_student(student):
@@ -105,7 +105,7 @@ def warm_up_student(pipe, engine: str | None = None, attention: bool = False) ->
     if engine not in ("onnx", "bf16") or not pipe._can_trace():
         return 0.0
     t0 = time.perf_counter()
-    c, h, w = pipe.info["latent_shape"]
+    c, h, w = pipe.runtime.latent_shape
     dtype = next(pipe.unet.parameters()).dtype
     with pipe._lock, torch.no_grad():
         context = pipe.text_encoder.encode([""]).embeddings.to(pipe.device, dtype)

@@ -1,4 +1,4 @@
-"""Read a model folder onto a device: its components, their precision and the pipeline's ``info``.
+"""Read a model folder onto a device: its components, their precision and what runs them (``Runtime``).
 
 ``Pipeline.load`` is the entry point; this module does the reading and checking behind it.
 """
@@ -16,16 +16,30 @@ from .models import load_components, n_params
 from .sampling import SAMPLERS, make_scheduler
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What runs a loaded model, fixed at load: device, precision and the shapes it works in."""
+    device: str
+    dtype: str  # "float32", "float16" or "bf16-autocast"
+    native_size: int  # films are drawn at native_size x native_size
+    latent_shape: tuple[int, int, int]  # the UNet's (channels, height, width)
+    image_channels: int
+    params: dict  # parameter counts: unet, vae, text_encoder
+    text_encoder: str
+    prediction_type: str
+    load_parts: dict  # where the load's seconds went (imports, weights, text_encoder, folder_record, schedulers)
+
+
 @dataclass
 class LoadedFolder:
-    """A model folder's components on their device, and the facts ``Pipeline.info`` starts from."""
+    """A model folder's components on their device, its record and what runs it."""
     vae: object
     unet: object
     text_encoder: object
     scheduler_config: dict
     folder: Path
-    device: str
-    info: dict
+    model: ModelFolder
+    runtime: Runtime
     autocast: bool  # run the models under bfloat16 autocast (CPU)
 
 
@@ -118,37 +132,20 @@ def load_folder(path: str | os.PathLike | None, device: str = "auto", precision:
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     native = unet.config.sample_size * (2 ** (len(vae.config.block_out_channels) - 1))
-    info = {
-        "name": mf.name,
-        "folder": str(folder),
-        "hash": mf.hash,
-        "random_weights": mf.random_weights,
-        "device": device,
-        "dtype": "float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
-        # warm_up() may switch it to "onnxruntime", "torchscript" or "torchscript-bf16"
-        "unet_engine": "eager",
-        "native_size": int(native),
-        "latent_shape": [unet.config.in_channels, unet.config.sample_size, unet.config.sample_size],
-        "image_channels": vae.config.out_channels,
-        "params": {"unet": n_params(unet), "vae": n_params(vae), "text_encoder": text.n_params()},
-        "text_encoder": te_kind,
-        "prediction_type": mf.scheduler.get("prediction_type", "epsilon"),
-        "training": mf.training,
-        "preview_map": mf.preview_map,
-        "noise_offset": mf.noise_offset,
-        "guidance": mf.guidance,
-        "guidance_interval": mf.guidance_interval,
-        "sampler": mf.sampler,
-        "findings_check": mf.findings_check,
-        # fast mode: the distilled student's record, or None and why
-        "student": mf.student,
-        "student_note": mf.student_note,
-        # where the load's seconds went (imports, weights, text_encoder, folder_record, schedulers)
-        "load_parts": parts,
-    }
+    runtime = Runtime(
+        device=device,
+        dtype="float16" if dtype == torch.float16 else ("bf16-autocast" if use_bf16 else "float32"),
+        native_size=int(native),
+        latent_shape=(unet.config.in_channels, unet.config.sample_size, unet.config.sample_size),
+        image_channels=vae.config.out_channels,
+        params={"unet": n_params(unet), "vae": n_params(vae), "text_encoder": text.n_params()},
+        text_encoder=te_kind,
+        prediction_type=mf.scheduler.get("prediction_type", "epsilon"),
+        load_parts=parts,
+    )
     t0 = time.perf_counter()
     check_schedulers(mf.scheduler, folder)
     parts["schedulers"] = time.perf_counter() - t0
     for k, v in parts.items():
         parts[k] = round(v, 3)
-    return LoadedFolder(vae, unet, text, mf.scheduler, folder, device, info, use_bf16)
+    return LoadedFolder(vae, unet, text, mf.scheduler, folder, mf, runtime, use_bf16)

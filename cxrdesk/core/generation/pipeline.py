@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -20,7 +21,8 @@ from ..errors import GenerationCancelled, PipelineError
 from . import engines
 from .attention import (ATTENTION_EVERY, AttnStore, RecordingAttnProcessor, attention_maps, record_probs,
                         token_index, wrap_cross_attention)
-from .loading import load_folder
+from ..modelfolder import ModelFolder
+from .loading import Runtime, load_folder
 from .models import fit_preview_map, unet_to_vae_latents, vae_to_unet_latents
 from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
                        denoised, guided, make_scheduler)
@@ -96,18 +98,25 @@ class _Prompt:
 class Pipeline:
     """Text-to-chest-radiograph latent diffusion, offline, CPU first.
 
-    ``info`` holds the model folder's facts (ModelFolder) and what runs it: device, precision and the
-    UNet engine (``warm_up`` may change it)."""
+    ``model`` is the folder's record (a frozen ModelFolder), ``runtime`` what runs it (a frozen
+    Runtime), ``unet_engine`` what the UNet runs on (``warm_up`` may change it); ``info`` is a
+    read-only view of all three for display and records."""
 
     def __init__(self, vae, unet, text_encoder, scheduler_config: dict, folder: Path | None,
-                 device: str, info: dict):
+                 model: ModelFolder, runtime: Runtime):
         self.vae = vae
         self.unet = unet
         self.text_encoder = text_encoder
         self.scheduler_config = scheduler_config
         self.folder = folder
-        self.device = device
-        self.info = info
+        self.model = model
+        self.runtime = runtime
+        self.device = runtime.device
+        self.unet_engine = "eager"  # or "onnxruntime", "torchscript", "torchscript-bf16" after warm_up
+        self.load_seconds: float | None = None
+        self.warm_up_seconds = 0.0
+        self.preview_decoder_note: str | None = None  # set when the preview decoder is first looked for
+        self._preview_map = model.preview_map  # or one fitted on first use (_fit_preview_map)
         self._lock = threading.Lock()
         # Faster graphs made by warm_up (core.generation.engines): UNet graphs per input shape, UNet
         # graphs that also return the cross-attention maps, VAE decoders per latent shape.
@@ -119,6 +128,26 @@ class Pipeline:
         self._student_graphs = {}  # its ONNX Runtime graphs by input shape (fast.warm_up_student)
         self._student_attention = {}  # and those returning the cross-attention maps
 
+    @property
+    def info(self) -> MappingProxyType:
+        """A read-only view of the model's record and what runs it (the keys the model panel, ``cxrdesk
+        info`` and tests read)."""
+        m, r = self.model, self.runtime
+        info = {
+            "name": m.name, "folder": str(self.folder), "hash": m.hash, "random_weights": m.random_weights,
+            "device": r.device, "dtype": r.dtype, "unet_engine": self.unet_engine,
+            "native_size": r.native_size, "latent_shape": list(r.latent_shape), "image_channels": r.image_channels,
+            "params": dict(r.params), "text_encoder": r.text_encoder, "prediction_type": r.prediction_type,
+            "training": m.training, "preview_map": self._preview_map, "noise_offset": m.noise_offset,
+            "guidance": m.guidance, "guidance_interval": m.guidance_interval, "sampler": m.sampler,
+            "findings_check": m.findings_check, "student": m.student, "student_note": m.student_note,
+            "load_parts": dict(r.load_parts), "load_seconds": self.load_seconds,
+            "warm_up_seconds": round(self.warm_up_seconds, 3),
+        }
+        if self.preview_decoder_note is not None:
+            info["preview_decoder_note"] = self.preview_decoder_note
+        return MappingProxyType(info)
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
@@ -127,12 +156,12 @@ class Pipeline:
         touches the network."""
         t0 = time.perf_counter()
         m = load_folder(path, device, precision)
-        pipe = cls(m.vae, m.unet, m.text_encoder, m.scheduler_config, m.folder, m.device, m.info)
+        pipe = cls(m.vae, m.unet, m.text_encoder, m.scheduler_config, m.folder, m.model, m.runtime)
         pipe._autocast = m.autocast
         from ..memory import release
 
         release()  # the float16 -> float32 conversion's buffers
-        pipe.info["load_seconds"] = round(time.perf_counter() - t0, 3)
+        pipe.load_seconds = round(time.perf_counter() - t0, 3)
         return pipe
 
     # ------------------------------------------------------------------ components
@@ -142,7 +171,7 @@ class Pipeline:
 
     def own_sampler(self) -> str:
         """The sampler the model folder recommends: the one "auto" stands for."""
-        return self.info.get("sampler", FALLBACK_SAMPLER)
+        return self.model.sampler or FALLBACK_SAMPLER
 
     def _x0(self, sched, latents, out, t):
         """Current denoised estimate from the model output (for previews)."""
@@ -168,14 +197,14 @@ class Pipeline:
         """The folder's latent-to-grey map, or one fitted on decoded random latents."""
         import torch
 
-        if self.info.get("preview_map"):
-            return self.info["preview_map"]
-        c, h, w = self.info["latent_shape"]
+        if self._preview_map:
+            return self._preview_map
+        c, h, w = self.runtime.latent_shape
         gen = torch.Generator("cpu").manual_seed(0)
         z = torch.randn((1, c, h, w), generator=gen).to(self.device, next(self.vae.parameters()).dtype)
         img = self.decode(vae_to_unet_latents(z, self.vae.config))
-        self.info["preview_map"] = fit_preview_map([z[0].float().cpu().numpy().astype(np.float64)], [img])
-        return self.info["preview_map"]
+        self._preview_map = fit_preview_map([z[0].float().cpu().numpy().astype(np.float64)], [img])
+        return self._preview_map
 
     def fast_preview(self, latents) -> np.ndarray:
         """A blurry but near-free preview: a linear map of the (scaled) latents, upsampled."""
@@ -184,7 +213,7 @@ class Pipeline:
         coef = np.asarray(self._fit_preview_map(), np.float32)
         z = unet_to_vae_latents(latents[:1].float(), self.vae.config)[0].cpu().numpy()
         small = np.tensordot(coef[:-1], z, axes=(0, 0)) + coef[-1]
-        size = self.info["native_size"]
+        size = self.runtime.native_size
         return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1).astype(np.float32)
 
     def quick_preview(self, latents) -> np.ndarray:
@@ -228,9 +257,10 @@ class Pipeline:
                 attention: bool = False) -> float:
         """Make faster UNet and decoder graphs that later generations run (see engines.warm_up), and
         load the distilled student and the preview decoder where the folder has them (with their
-        graphs), so that the first fast film and the first preview do not wait for them. ``info["unet_engine"]`` says what the UNet runs on. Returns the seconds spent."""
+        graphs), so that the first fast film and the first preview do not wait for them. ``unet_engine`` says
+        what the UNet runs on. Returns the seconds spent (also added to ``warm_up_seconds``)."""
         seconds = engines.warm_up(self, batches, engine, attention)
-        if self.info.get("student") is not None and self._student is None:
+        if self.model.student is not None and self._student is None:
             t0 = time.perf_counter()
             try:
                 self.student_unet()
@@ -247,6 +277,7 @@ class Pipeline:
             t0 = time.perf_counter()
             preview_decoder.for_pipeline(self)
             seconds += time.perf_counter() - t0
+        self.warm_up_seconds += seconds
         return seconds
 
     def _unet(self, sample, t, context, store: AttnStore | None = None):
@@ -308,11 +339,11 @@ class Pipeline:
         ``sched``."""
         import torch
 
-        c, h, w = self.info["latent_shape"]
+        c, h, w = self.runtime.latent_shape
         gen = torch.Generator("cpu").manual_seed(seed)
         latents = torch.randn((1, c, h, w), generator=gen, dtype=torch.float32)
-        if self.info.get("noise_offset"):
-            latents += self.info["noise_offset"] * torch.randn((1, c, 1, 1), generator=gen)
+        if self.model.noise_offset:
+            latents += self.model.noise_offset * torch.randn((1, c, 1, 1), generator=gen)
         return latents.to(self.device, next(self.unet.parameters()).dtype) * sched.init_noise_sigma
 
     def decode_latents(self, latents) -> np.ndarray:
@@ -344,20 +375,20 @@ class Pipeline:
         denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
         near-free one on the other steps (the folder's tiny preview decoder, else a linear
         approximation); ``preview_every=0`` gives no previews.
-        ``guidance_scale=None`` uses the model's recommended guidance (``info["guidance"]``).
+        ``guidance_scale=None`` uses the model's recommended guidance (``model.guidance``).
         ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
-        lo <= t / T <= hi (T: training timesteps); None uses the model's (``info["guidance_interval"]``).
+        lo <= t / T <= hi (T: training timesteps); None uses the model's (``model.guidance_interval``).
         ``fast``: draw with the folder's distilled student (generation.fast): one UNet call per step,
-        ``steps`` of them (the student's own, ``info["student"]["steps"]``, is the one to use), with
+        ``steps`` of them (the student's own, ``model.student["steps"]``, is the one to use), with
         its own sampler unless ``sampler`` names one (a consistency student has only its own); the
         guidance interval and the negative prompt do not apply. PipelineError where the folder has no usable student.
         """
         import torch
 
         if guidance_scale is None:
-            guidance_scale = self.info["guidance"]
+            guidance_scale = self.model.guidance
         if guidance_interval is None:
-            guidance_interval = self.info["guidance_interval"]
+            guidance_interval = self.model.guidance_interval
         if sampler is None:
             sampler = "auto"
         self.check_inputs(prompt, steps, guidance_scale, width, height, sampler, guidance_interval, seed=seed,
@@ -428,19 +459,19 @@ class Pipeline:
             "seed": seed, "sampler": sampler, "fast": bool(fast), "width": width,
             "height": height, "native_size": native, "upscale": upscale,
             "prompt_truncated": enc.truncated, "max_tokens": self.text_encoder.max_tokens,
-            "model": self.info["name"], "model_hash": self.info["hash"], "device": self.device,
-            "precision": self.info["dtype"],
+            "model": self.model.name, "model_hash": self.model.hash, "device": self.device,
+            "precision": self.runtime.dtype,
             # what ran the UNet (ONNX Runtime and torch round differently: a redraw on the other
             # may differ by a grey level in a few pixels)
-            "unet_engine": self.info["unet_engine"] if self._graph_steps else "eager",
+            "unet_engine": self.unet_engine if self._graph_steps else "eager",
         }
         return GenerationResult(image=image, params=params, attention=attention, step_metrics=metrics,
                                 timings=timings)
 
     def student_unet(self):
         """The folder's distilled student, loaded on first use (PipelineError where there is none)."""
-        if self.info.get("student") is None:
-            raise PipelineError(self.info.get("student_note") or "this model has no distilled student")
+        if self.model.student is None:
+            raise PipelineError(self.model.student_note or "this model has no distilled student")
         if self._student is None:
             from .fast import load_student
 

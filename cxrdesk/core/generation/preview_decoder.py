@@ -152,7 +152,7 @@ def _with_graph(pipe, decoder):
     from ..modelfolder import file_hash
     from .engines import onnx_graph
 
-    c, h, w = pipe.info["latent_shape"]
+    c, h, w = pipe.runtime.latent_shape
     z = torch.zeros((1, c, h, w))
     weights = file_hash([Path(pipe.folder) / PREVIEW_DECODER_DIR / WEIGHTS_FILE])
     graph = onnx_graph(decoder, ("latents",), (z,), "preview_decoder", weights)
@@ -162,21 +162,21 @@ def _with_graph(pipe, decoder):
 def for_pipeline(pipe):
     """The pipeline's preview decoder, loaded on first use (in ONNX Runtime once warm_up has made the
     VAE decoder's graph); None where the folder has none or it cannot be loaded (said once in the log
-    and in ``info["preview_decoder_note"]``)."""
-    if "preview_decoder_note" not in pipe.info:
+    and in ``pipe.preview_decoder_note``)."""
+    if pipe.preview_decoder_note is None:
         pipe._preview_decoder = None
         rec, note = record(pipe.folder) if pipe.folder is not None else (None, "no model folder")
         if rec is not None:
             try:
                 decoder = load(pipe.folder, pipe.device)
-                c, h, _ = pipe.info["latent_shape"]
-                if decoder.config["latent_channels"] != c or 8 * h != pipe.info["native_size"]:
+                c, h, _ = pipe.runtime.latent_shape
+                if decoder.config["latent_channels"] != c or 8 * h != pipe.runtime.native_size:
                     raise ModelLoadError("the preview decoder does not fit this model's latents")
                 pipe._preview_decoder = decoder
             except ModelLoadError as exc:
                 note = str(exc)
                 log.warning("%s; previews use the linear latent map", exc)
-        pipe.info["preview_decoder_note"] = note
+        pipe.preview_decoder_note = note
     decoder = getattr(pipe, "_preview_decoder", None)
     if decoder is not None and pipe._decoders and not getattr(pipe, "_preview_graph_tried", False):
         pipe._preview_graph_tried = True
