@@ -37,6 +37,30 @@ def test_generate_returns_image_and_exact_params(pipe):
     assert p["model_hash"] == pipe.info["hash"] and p["upscale"] is None
 
 
+def test_condition_noise_varies_the_noisiest_steps_only_and_reproduces(pipe, monkeypatch):
+    """CADS: 0 (the tiny model's default) is the plain film; a scale changes the film, the same seed
+    redraws it exactly, and the prompt's embedding is noised only where t/T > 0.6, with its mean and
+    spread kept."""
+    import torch
+
+    from cxrdesk.core.generation import sampling
+
+    kw = dict(steps=4, seed=5, guidance_scale=3.0, sampler="dpm++")
+    plain = pipe.generate("left pleural effusion", **kw)
+    assert plain.params["condition_noise"] == 0.0
+    assert np.array_equal(plain.image, pipe.generate("left pleural effusion", condition_noise=0.0, **kw).image)
+    noisy = pipe.generate("left pleural effusion", condition_noise=0.5, **kw)
+    assert noisy.params["condition_noise"] == 0.5 and not np.array_equal(noisy.image, plain.image)
+    assert np.array_equal(noisy.image, pipe.generate("left pleural effusion", condition_noise=0.5, **kw).image)
+    cond = torch.randn(1, 8, 384, generator=torch.Generator().manual_seed(0)) * 0.3 + 0.1
+    assert sampling.annealed_condition(cond, 0.5, 0.5, torch.Generator()) is cond
+    mixed = sampling.annealed_condition(cond, 0.95, 0.5, torch.Generator().manual_seed(1))
+    assert not torch.allclose(mixed, cond) and torch.isclose(mixed.std(), cond.std(), rtol=1e-4)
+    assert torch.isclose(mixed.mean(), cond.mean(), atol=1e-5)
+    with pytest.raises(PipelineError, match="condition noise"):
+        pipe.generate("left pleural effusion", condition_noise=2.0, **kw)
+
+
 def test_the_model_record_and_info_are_read_only(pipe):
     """What the folder says (model) and what runs it (runtime) are frozen; info is a view of them that
     follows the pipeline (warm-up's engine, the seconds) but cannot be written."""

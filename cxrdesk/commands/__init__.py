@@ -26,4 +26,8 @@ INTERVAL_HELP = ("apply guidance only where the timestep t satisfies LO <= t/T <
                  "schedule, 0 = clean, 1 = pure noise); steps outside it run the UNet once instead of twice. "
                  "0,1 is everywhere")
 
+CONDITION_NOISE_HELP = ("condition-annealed sampling (CADS): noise of this scale on the prompt's embedding at the "
+                        "noisiest steps (t/T above 0.6, fully above 0.9), for more varied films of one prompt; 0 is "
+                        "off; not in fast mode")
+
 MODULES = ["generate", "edit", "lesson", "train", "evaluate", "dicom", "enhance"]

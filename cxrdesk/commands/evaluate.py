@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..core.generation.sampling import DEFAULT_SAMPLER, SAMPLERS
-from . import INTERVAL_HELP, CliError, interval_arg
+from . import CONDITION_NOISE_HELP, INTERVAL_HELP, CliError, interval_arg
 
 
 def register(sub) -> None:
@@ -27,6 +27,8 @@ def register(sub) -> None:
     e.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
                    help=INTERVAL_HELP + " (default: the model's)")
     e.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS)
+    e.add_argument("--condition-noise", type=float, default=None, metavar="S",
+                   help=CONDITION_NOISE_HELP + " (default: the model's)")
     e.add_argument("--split", choices=("val", "tune"), default="val",
                    help="val: the dataset's validation films (for reporting). tune: a fixed tenth of the "
                         "training films, for choosing a checkpoint or sampling setting without looking at "
@@ -82,7 +84,8 @@ def cmd_evaluate(args) -> int:
         return _findings(args, pipe, clf, records, images, out)
     res = evaluate(pipe, images, records, clf, out,
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                              split=args.split, guidance_interval=args.guidance_interval, fast=args.fast),
+                              split=args.split, guidance_interval=args.guidance_interval, fast=args.fast,
+                              condition_noise=args.condition_noise),
                    progress=not args.quiet)
     res["classifier"] = {"folder": str(cls_dir), **_json_or_empty(cls_dir / "classifier.json")}
     (out / "eval.json").write_text(json.dumps(res, indent=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.fsutil import check_path_length
 from ..core.generation.pipeline import MAX_PROMPT_CHARS, MAX_SEED
 from ..core.generation.sampling import DEFAULT_SAMPLER, SAMPLERS
-from . import INTERVAL_HELP, CliError, interval_arg
+from . import CONDITION_NOISE_HELP, INTERVAL_HELP, CliError, interval_arg
 
 
 # From this many images on, `generate` prepares the faster UNet graphs first (Pipeline.warm_up: ONNX
@@ -61,6 +61,8 @@ def register(sub) -> None:
                    help="prompt adherence (CFG scale); default: the value the model recommends")
     g.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
                    help=INTERVAL_HELP + " (default: the model's)")
+    g.add_argument("--condition-noise", type=_float("condition noise"), default=None, metavar="S",
+                   help=CONDITION_NOISE_HELP + " (default: the model's)")
     g.add_argument("--seed", type=_int("seed"), default=-1, help="-1 = random (the seed used is printed)")
     g.add_argument("--size", type=_int("size"), default=256, help="256, 512 or 768")
     g.add_argument("--sampler", default=DEFAULT_SAMPLER, help=", ".join(SAMPLERS) + f" (default {DEFAULT_SAMPLER}: the one the model recommends)")
@@ -206,6 +208,13 @@ def cmd_generate(args) -> int:
         args.guidance = pipe.model.guidance
     if args.guidance_interval is None:
         args.guidance_interval = pipe.model.guidance_interval
+    if args.condition_noise is not None:
+        from ..core.generation.sampling import check_condition_noise
+
+        try:
+            check_condition_noise(args.condition_noise)
+        except PipelineError as exc:
+            raise CliError(str(exc)) from None
     if args.fast and pipe.model.student is None:
         raise CliError(f"--fast: {pipe.model.student_note}")
     if args.steps is None:
@@ -250,7 +259,8 @@ def cmd_generate(args) -> int:
                     res = pipe.generate(prompt, negative_prompt=args.negative, steps=args.steps,
                                         guidance_scale=args.guidance, guidance_interval=args.guidance_interval, seed=s,
                                         width=args.size, height=args.size, sampler=args.sampler,
-                                        on_step=lambda *_: bar.update(1), preview_every=0, fast=args.fast)
+                                        on_step=lambda *_: bar.update(1), preview_every=0, fast=args.fast,
+                                        condition_noise=args.condition_noise)
                     if k == 0 and res.params["prompt_truncated"]:
                         print(f"cxrdesk: warning: the prompt is longer than the encoder takes; it was cut to "
                               f"{res.params['max_tokens']} tokens", file=sys.stderr)

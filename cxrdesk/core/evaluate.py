@@ -207,6 +207,7 @@ class EvalConfig:
     seed: int = 0
     split: str = "val"  # "val", or "tune": a fixed tenth of the training split (see held_out_split)
     fast: bool = False  # draw with the folder's distilled student (Pipeline.generate(fast=True))
+    condition_noise: float | None = None  # CADS scale (None: the model's; see Pipeline.generate)
 
 
 TUNE_FRACTION = 0.1
@@ -264,7 +265,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     t0 = time.time()
     for j, p in enumerate(tqdm(prompts, desc="generate", disable=not progress, mininterval=2)):
         r = pipe.generate(p, steps=cfg.steps, guidance_scale=cfg.guidance, seed=cfg.seed * 100000 + j,
-                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval, fast=cfg.fast)
+                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval, fast=cfg.fast,
+                          condition_noise=cfg.condition_noise)
         ran = r.params
         img = r.image
         if img.shape[0] != 256:
@@ -321,7 +323,8 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     for k, c in enumerate(CLASSES):
         imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
                               seed=cfg.seed * 1000 + s, sampler=cfg.sampler,
-                              guidance_interval=cfg.guidance_interval, fast=cfg.fast).image
+                              guidance_interval=cfg.guidance_interval, fast=cfg.fast,
+                              condition_noise=cfg.condition_noise).image
                 for s in range(cfg.diversity_k)]
         pool = train[y[train] == k]
         kk = min(cfg.diversity_k, len(pool))  # same count on both sides where a class is small
@@ -340,6 +343,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
         "model": pipe.model.name, "model_hash": pipe.model.hash, "n": int(n), "split": cfg.split,
         "steps": cfg.steps, "guidance": cfg.guidance, "guidance_interval": list(cfg.guidance_interval),
         "sampler": ran.get("sampler"), "fast": cfg.fast, "unet_engine": ran.get("unet_engine"),
+        "condition_noise": ran.get("condition_noise"),
         "frechet": {"generated_vs_train": fd_gen, "real_val_vs_train": fd_real,
                     "real_val_blurred_1px_vs_train": fd_blur,
                     "ratio": fd_gen / fd_real if fd_real > 0 else None, "target_ratio": 2.0},

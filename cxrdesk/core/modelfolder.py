@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import ModelLoadError, PipelineError
 from .generation.sampling import (DEFAULT_GUIDANCE, FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS,
-                                  ZERO_SNR_SAMPLER, check_interval)
+                                  ZERO_SNR_SAMPLER, check_condition_noise, check_interval)
 from .jsonfile import JsonObjectError, load_object
 
 FINDINGS_CHECK_FILE = "findings_check.json"
@@ -70,6 +70,7 @@ class ModelFolder:
     guidance_interval: tuple[float, float]
     sampler: str  # the sampler "auto" stands for
     findings_check: dict | None  # how the judge read the films it drew for common findings
+    condition_noise: float = 0.0  # CADS noise on the prompt's embedding at the noisiest steps (0: off)
     student: dict | None = None  # {"steps", "distill_steps"} of a usable distilled student
     student_note: str = NO_STUDENT  # why there is none
 
@@ -91,7 +92,7 @@ class ModelFolder:
                    training=extra.get("training", {}), preview_map=extra.get("preview_map"),
                    noise_offset=float(extra.get("noise_offset") or 0.0), guidance=recommended_guidance(extra),
                    guidance_interval=recommended_interval(extra), sampler=recommended_sampler(extra, scheduler),
-                   findings_check=check, **dict(zip(("student", "student_note"),
+                   condition_noise=recommended_condition_noise(extra), findings_check=check, **dict(zip(("student", "student_note"),
                                                     student_record(folder, extra, weights_hash))))
 
 
@@ -289,6 +290,15 @@ def recommended_guidance(extra: dict) -> float:
     except (TypeError, ValueError, AttributeError):
         return DEFAULT_GUIDANCE
     return g if 0.0 <= g <= MAX_GUIDANCE else DEFAULT_GUIDANCE
+
+
+def recommended_condition_noise(extra: dict) -> float:
+    """The condition noise (CADS) a model folder's ``cxrdesk.json`` recommends; 0 (off) when it has none
+    or the value is unusable."""
+    try:
+        return check_condition_noise((extra.get("sampling") or {}).get("condition_noise", 0.0))
+    except (PipelineError, AttributeError):
+        return 0.0
 
 
 def write_model_folder(dest: str | os.PathLike, vae, unet, name: str | None = None, training: dict | None = None,

@@ -24,8 +24,8 @@ from .attention import (ATTENTION_EVERY, AttnStore, RecordingAttnProcessor, atte
 from ..modelfolder import ModelFolder
 from .loading import Runtime, load_folder
 from .models import fit_preview_map, unet_to_vae_latents, vae_to_unet_latents
-from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER, check_interval,
-                       denoised, guided, make_scheduler)
+from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER,
+                       annealed_condition, check_condition_noise, check_interval, denoised, guided, make_scheduler)
 
 from .limits import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, SIZES  # noqa: F401 - also imported from here
 
@@ -140,6 +140,7 @@ class Pipeline:
             "params": dict(r.params), "text_encoder": r.text_encoder, "prediction_type": r.prediction_type,
             "training": m.training, "preview_map": self._preview_map, "noise_offset": m.noise_offset,
             "guidance": m.guidance, "guidance_interval": m.guidance_interval, "sampler": m.sampler,
+            "condition_noise": m.condition_noise,
             "findings_check": m.findings_check, "student": m.student, "student_note": m.student_note,
             "load_parts": dict(r.load_parts), "load_seconds": self.load_seconds,
             "warm_up_seconds": round(self.warm_up_seconds, 3),
@@ -368,7 +369,8 @@ class Pipeline:
                  on_step: StepCallback | None = None, cancel: threading.Event | None = None,
                  preview_every: int | None = None, attention_words: list[str] | None = None,
                  step_metrics: bool = False,
-                 guidance_interval: tuple[float, float] | None = None, fast: bool = False) -> GenerationResult:
+                 guidance_interval: tuple[float, float] | None = None, fast: bool = False,
+                 condition_noise: float | None = None) -> GenerationResult:
         """Generate one image. Raises PipelineError on bad input, GenerationCancelled on cancel.
 
         ``on_step(i, total, preview)`` is called after every step. The preview is the current
@@ -382,6 +384,8 @@ class Pipeline:
         ``steps`` of them (the student's own, ``model.student["steps"]``, is the one to use), with
         its own sampler unless ``sampler`` names one (a consistency student has only its own); the
         guidance interval and the negative prompt do not apply. PipelineError where the folder has no usable student.
+        ``condition_noise``: CADS noise on the prompt's embedding at the noisiest steps (sampling.annealed_condition;
+        None: the model's, ``model.condition_noise``; not in fast mode).
         """
         import torch
 
@@ -391,6 +395,8 @@ class Pipeline:
             guidance_interval = self.model.guidance_interval
         if sampler is None:
             sampler = "auto"
+        condition_noise = 0.0 if fast else check_condition_noise(
+            self.model.condition_noise if condition_noise is None else condition_noise)
         self.check_inputs(prompt, steps, guidance_scale, width, height, sampler, guidance_interval, seed=seed,
                           negative_prompt=negative_prompt)
         if fast:
@@ -435,8 +441,10 @@ class Pipeline:
                                                          guidance_scale, noise, store, on_step, cancel,
                                                          preview_every, step_metrics)
                 else:
+                    cads = (condition_noise, torch.Generator("cpu").manual_seed(seed + 2)) if condition_noise else None
                     latents, guided_steps, metrics = self._denoise(latents, sched, enc, guidance_scale, (g_lo, g_hi),
-                                                                   store, on_step, cancel, preview_every, step_metrics)
+                                                                   store, on_step, cancel, preview_every, step_metrics,
+                                                                   cads)
                 timings["denoise"] = time.perf_counter() - t1
                 t2 = time.perf_counter()
                 image = self.decode_latents(latents)
@@ -456,7 +464,7 @@ class Pipeline:
         params = {
             "prompt": prompt, "negative_prompt": "" if fast else (negative_prompt or ""), "steps": steps,
             "guidance_scale": guidance_scale, "guidance_interval": [g_lo, g_hi], "guided_steps": guided_steps,
-            "seed": seed, "sampler": sampler, "fast": bool(fast), "width": width,
+            "seed": seed, "sampler": sampler, "fast": bool(fast), "condition_noise": condition_noise, "width": width,
             "height": height, "native_size": native, "upscale": upscale,
             "prompt_truncated": enc.truncated, "max_tokens": self.text_encoder.max_tokens,
             "model": self.model.name, "model_hash": self.model.hash, "device": self.device,
@@ -479,8 +487,9 @@ class Pipeline:
         return self._student
 
     def _denoise(self, latents, sched, enc: _Prompt, guidance_scale: float, interval: tuple[float, float],
-                 store: AttnStore | None, on_step, cancel, preview_every: int, want_metrics: bool):
-        """The denoising loop. Returns (final latents, number of guided steps, per-step metrics)."""
+                 store: AttnStore | None, on_step, cancel, preview_every: int, want_metrics: bool, cads=None):
+        """The denoising loop (``cads``: (scale, generator) of condition-annealed sampling, or None).
+        Returns (final latents, number of guided steps, per-step metrics)."""
         import torch
 
         use_cfg = guidance_scale != 1.0
@@ -503,9 +512,12 @@ class Pipeline:
             record = store is not None and ((i + 1) % ATTENTION_EVERY == 0 or last)
             if store is not None:
                 store.enabled = record
+            context = enc.context if guide else enc.cond_context
+            if cads is not None:
+                cond = annealed_condition(enc.cond_context, float(t) / n_train, *cads)
+                context = torch.cat([enc.context[:1], cond]) if guide else cond
             with self._precision():
-                out = self._unet(model_in, t, enc.context if guide else enc.cond_context,
-                                 store=store if record else None).to(latents.dtype)
+                out = self._unet(model_in, t, context, store=store if record else None).to(latents.dtype)
             if guide:
                 out = guided(out, guidance_scale)
             full = preview_every > 0 and (i + 1) % preview_every == 0

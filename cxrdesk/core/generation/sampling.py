@@ -17,6 +17,10 @@ MAX_GUIDANCE = 30.0
 # Where in the noise schedule guidance applies, as fractions t / T of the training timesteps: (0, 1)
 # is everywhere. Outside the interval a step runs the conditional half only.
 FULL_INTERVAL = (0.0, 1.0)
+# Condition-annealed sampling (Sadat et al., "CADS", ICLR 2024): the prompt's embedding is noised at the
+# noisiest steps, fully above t/T = CADS_TAU[1], not at all below CADS_TAU[0], linearly between.
+CADS_TAU = (0.6, 0.9)
+MAX_CONDITION_NOISE = 1.0
 
 
 def make_scheduler(scheduler_config: dict, sampler: str):
@@ -54,6 +58,32 @@ def guided(out, guidance_scale: float):
     """Classifier-free guidance on a (unconditional, conditional) batch of model outputs."""
     out_u, out_c = out.chunk(2)
     return out_u + guidance_scale * (out_c - out_u)
+
+
+def check_condition_noise(scale) -> float:
+    """A condition-noise scale from 0 (off) to MAX_CONDITION_NOISE; PipelineError otherwise."""
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise PipelineError(f"condition noise must be a number, not {scale!r}") from None
+    if not 0.0 <= s <= MAX_CONDITION_NOISE:
+        raise PipelineError(f"condition noise must be between 0 and {MAX_CONDITION_NOISE:g}, not {scale!r}")
+    return s
+
+
+def annealed_condition(cond, t_frac: float, scale: float, gen):
+    """CADS: the conditional embedding ``cond`` at a step whose timestep is ``t_frac`` of the schedule,
+    mixed with Gaussian noise (``scale``, drawn from ``gen``) where t_frac > CADS_TAU[0] and rescaled to
+    the embedding's own mean and spread; ``cond`` itself below CADS_TAU[0] or at scale 0."""
+    import torch
+
+    lo, hi = CADS_TAU
+    gamma = min(1.0, max(0.0, (hi - t_frac) / (hi - lo)))
+    if scale <= 0 or gamma >= 1.0:
+        return cond
+    noise = torch.randn(cond.shape, generator=gen, dtype=torch.float32).to(cond)
+    y = gamma ** 0.5 * cond + scale * (1.0 - gamma) ** 0.5 * noise
+    return (y - y.mean()) / y.std() * cond.std() + cond.mean()
 
 
 def check_interval(interval) -> tuple[float, float]:
