@@ -185,35 +185,15 @@ def init_across_latent_channels(unet: nn.Module, sd: dict) -> bool:
     return bool(left)
 
 
-def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
-               device: str = "auto", progress: bool = True, on_progress: ProgressFn | None = None,
-               export_to: str | Path | None = None) -> Path:
-    from diffusers import DDPMScheduler
-
-    cfg = cfg or UNetConfig()
-    cpu_setup(threads)
-    dist = init_dist(device)
-    run = Path(run_dir)
-    meta, latents, text_emb, cap_ids, recs, train_idx = RunFolder(run).read_cache()
-    out = RunFolder(run).stage("unet")
-    out.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(cfg.seed)
-    c, h, _ = latents.shape[1:]
-    unet = build_unet(cfg.preset, h, c).to(dist.device)
-    ema = [p.detach().clone() for p in unet.parameters()]
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    step = 0
-    ckpt = RunFolder(run).ckpt("unet")
-    # Settings whose change on resume starts a fine-tune of the model trained so far: the step it
-    # began is recorded as "<name>_since". None in cfg keeps the checkpoint's value, else 0.
-    since = {k: 0 for k in FINE_TUNE_SETTINGS}
+def _settle_config(cfg: UNetConfig, state: dict | None, run: Path, latents: torch.Tensor, train_idx) -> dict | None:
+    """Check ``cfg`` against the run's checkpoint (ValueError for a setting a run cannot change) and fill
+    in what the checkpoint fixes: the balance left off, latent normalisation, prediction, schedule.
+    Returns the per-channel latent normalisation (None: one scale)."""
     # The two balances are alternatives: asking for one (when resuming too) turns the other off.
     if cfg.finding_balance and cfg.class_balance is None:
         cfg.class_balance = 0.0
     if cfg.class_balance and cfg.finding_balance is None:
         cfg.finding_balance = 0.0
-    state = load_ckpt(ckpt) if ckpt.exists() else None
     norm = state.get("latent_norm") if state else None
     if state and cfg.channel_norm is not None and cfg.channel_norm != bool(norm):
         raise ValueError(f"{run} trained its UNet {'with' if norm else 'without'} per-channel latent "
@@ -233,36 +213,99 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     cfg.zero_snr = zero_before if state else bool(cfg.zero_snr)
     if cfg.zero_snr and cfg.prediction != "v_prediction":
         raise ValueError("--zero-snr needs v prediction (--prediction v)")
+    return norm
+
+
+def _resume(state: dict, cfg: UNetConfig, unet, ema: list, opt) -> tuple[int, dict]:
+    """Load the checkpoint's weights, EMA and optimiser; returns its step and, for each fine-tune
+    setting, the step it took its current value ("<name>_since": a changed value starts now)."""
+    unet.load_state_dict(state["model"])
+    for e, v in zip(ema, state["ema"]):
+        e.copy_(v)
+    opt.load_state_dict(state["opt"])
+    step = int(state["step"])
+    since = {}
+    for k in FINE_TUNE_SETTINGS:
+        since[k] = int(state.get(f"{k}_since", 0))
+        before = float(state.get("config", {}).get(k) or 0.0)
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, before)
+        elif getattr(cfg, k) != before:
+            since[k] = step
+    return step, since
+
+
+def _start_from_model(folder: str, unet, ema: list, channels: int, say: bool) -> None:
+    """Start the UNet (and its EMA) from a model folder's UNet (init_across_latent_channels)."""
+    from safetensors.torch import load_file
+
+    weights = sorted((Path(folder) / "unet").glob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"no UNet safetensors in {folder}/unet")
+    sd = load_file(str(weights[0]))
+    adapted = init_across_latent_channels(unet, sd)
+    if adapted and say:
+        print(f"{folder}: its UNet denoises {sd['conv_in.weight'].shape[1]} latent channels and this "
+              f"run's latents have {channels}: starting from its weights with new input and output layers")
+    with torch.no_grad():
+        for e, p in zip(ema, unet.parameters()):
+            e.copy_(p)
+
+
+def _draw_batch(cfg: UNetConfig, latents, text_emb, cap_ids, train_idx, draw_weights, n: int, n_train: int, gen,
+                device):
+    """One training batch of ``n`` films: clean latents, caption embeddings (dropped to the empty caption
+    at cfg.cond_dropout), noise (with cfg.noise_offset) and timesteps, drawn from ``gen`` in a fixed order."""
+    if draw_weights is None:
+        pick = train_idx[torch.randint(len(train_idx), (n,), generator=gen)]
+    else:
+        pick = train_idx[torch.multinomial(draw_weights, n, replacement=True, generator=gen)]
+    x0 = latents[pick].to(device)
+    which = torch.randint(cap_ids.shape[1], (n,), generator=gen)
+    tid = cap_ids[pick, which]
+    drop = torch.rand(n, generator=gen) < cfg.cond_dropout
+    tid = torch.where(drop, torch.zeros_like(tid), tid)
+    cond = text_emb[tid].float().to(device)
+    noise = torch.randn(x0.shape, generator=gen)
+    if cfg.noise_offset:
+        noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
+    t = torch.randint(0, n_train, (n,), generator=gen).to(device)
+    return x0, cond, noise.to(device), t
+
+
+def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int | None = None,
+               device: str = "auto", progress: bool = True, on_progress: ProgressFn | None = None,
+               export_to: str | Path | None = None) -> Path:
+    """Train the run's UNet on its cached latents (``train encode``), resuming from RUN/unet/ckpt.pt;
+    exports a model folder every cfg.export_every steps (default RUN/model)."""
+    from diffusers import DDPMScheduler
+
+    cfg = cfg or UNetConfig()
+    cpu_setup(threads)
+    dist = init_dist(device)
+    run = Path(run_dir)
+    meta, latents, text_emb, cap_ids, recs, train_idx = RunFolder(run).read_cache()
+    out = RunFolder(run).stage("unet")
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    c, h, _ = latents.shape[1:]
+    unet = build_unet(cfg.preset, h, c).to(dist.device)
+    ema = [p.detach().clone() for p in unet.parameters()]
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    ckpt = RunFolder(run).ckpt("unet")
+    state = load_ckpt(ckpt) if ckpt.exists() else None
+    norm = _settle_config(cfg, state, run, latents, train_idx)
     sched = DDPMScheduler(**scheduler_config(cfg.prediction, cfg.zero_snr))
     alphas = sched.alphas_cumprod.to(dist.device)
     latents = vae_to_unet_latents(latents, latent_scaling(meta["scaling_factor"], norm))
+    # Settings whose change on resume starts a fine-tune of the model trained so far: the step it
+    # began is recorded as "<name>_since". None in cfg keeps the checkpoint's value, else 0.
+    step, since = 0, {k: 0 for k in FINE_TUNE_SETTINGS}
     if state:
-        unet.load_state_dict(state["model"])
-        for e, v in zip(ema, state["ema"]):
-            e.copy_(v)
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        for k in FINE_TUNE_SETTINGS:
-            since[k] = int(state.get(f"{k}_since", 0))
-            before = float(state.get("config", {}).get(k) or 0.0)
-            if getattr(cfg, k) is None:
-                setattr(cfg, k, before)
-            elif getattr(cfg, k) != before:
-                since[k] = step
+        step, since = _resume(state, cfg, unet, ema, opt)
     elif cfg.init_from:
-        from safetensors.torch import load_file
-
-        weights = sorted((Path(cfg.init_from) / "unet").glob("*.safetensors"))
-        if not weights:
-            raise FileNotFoundError(f"no UNet safetensors in {cfg.init_from}/unet")
-        sd = load_file(str(weights[0]))
-        adapted = init_across_latent_channels(unet, sd)
-        if adapted and dist.main:
-            print(f"{cfg.init_from}: its UNet denoises {sd['conv_in.weight'].shape[1]} latent channels and this "
-                  f"run's latents have {c}: starting from its weights with new input and output layers")
-        with torch.no_grad():
-            for e, p in zip(ema, unet.parameters()):
-                e.copy_(p)
+        _start_from_model(cfg.init_from, unet, ema, c, dist.main)
     for k in FINE_TUNE_SETTINGS:
         if getattr(cfg, k) is None:
             setattr(cfg, k, 0.0)
@@ -278,21 +321,8 @@ def train_unet(run_dir: str | Path, cfg: UNetConfig | None = None, threads: int 
     if dist.main:
         (out / "params.json").write_text(json.dumps({"unet_params": n_params(unet), **cfg.__dict__, **since_meta}))
     while step < cfg.steps:
-        if draw_weights is None:
-            pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
-        else:
-            pick = train_idx[torch.multinomial(draw_weights, per_rank, replacement=True, generator=gen)]
-        x0 = latents[pick].to(dist.device)
-        which = torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)
-        tid = cap_ids[pick, which]
-        drop = torch.rand(per_rank, generator=gen) < cfg.cond_dropout
-        tid = torch.where(drop, torch.zeros_like(tid), tid)
-        cond = text_emb[tid].float().to(dist.device)
-        noise = torch.randn(x0.shape, generator=gen)
-        if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
-        noise = noise.to(dist.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (per_rank,), generator=gen).to(dist.device)
+        x0, cond, noise, t = _draw_batch(cfg, latents, text_emb, cap_ids, train_idx, draw_weights, per_rank,
+                                         sched.config.num_train_timesteps, gen, dist.device)
         xt = sched.add_noise(x0, noise, t)
         pred = model(xt, t, encoder_hidden_states=cond).sample
         loss = diffusion_loss(pred, x0, noise, alphas[t], cfg.prediction, cfg.snr_gamma,
