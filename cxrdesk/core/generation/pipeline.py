@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable
@@ -27,63 +27,12 @@ from .models import fit_preview_map, unet_to_vae_latents, vae_to_unet_latents
 from .sampling import (FALLBACK_SAMPLER, FULL_INTERVAL, MAX_GUIDANCE, SAMPLERS, DEFAULT_SAMPLER,
                        annealed_condition, check_condition_noise, check_interval, denoised, guided, make_scheduler)
 
-from .limits import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, SIZES  # noqa: F401 - also imported from here
+from .limits import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, SIZES, check_text  # noqa: F401 - also imported from here
+from .outputs import GenerationResult, metrics_at_step  # noqa: F401 - also imported from here
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, "np.ndarray | None"], None]
-
-
-@dataclass
-class GenerationResult:
-    image: np.ndarray  # float32 (H, W) in [0, 1]
-    params: dict
-    attention: dict = field(default_factory=dict)  # word -> float32 (H, W) in [0, 1]
-    step_metrics: list = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-
-    @property
-    def seed(self) -> int:
-        return int(self.params["seed"])
-
-    @property
-    def image_u16(self) -> np.ndarray:
-        """The stored image: 12-bit values (0..4095) in a uint16 array (pngio.to_stored12)."""
-        from ..imaging.pngio import to_stored12
-
-        return to_stored12(self.image)
-
-    @property
-    def image_u8(self) -> np.ndarray:
-        return np.round(np.clip(self.image, 0, 1) * 255).astype(np.uint8)
-
-    @property
-    def pil(self):
-        from PIL import Image
-
-        return Image.fromarray(self.image_u8, mode="L")
-
-
-def check_text(what: str, text: str) -> None:
-    """PipelineError unless ``text`` is UTF-8 text (no undecodable bytes, as argv may carry) of at most
-    :data:`MAX_PROMPT_CHARS` characters."""
-    if not isinstance(text, str):
-        raise PipelineError(f"the {what} must be text, not {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PipelineError(f"the {what} is not valid UTF-8 text (it holds undecodable bytes)") from None
-    if len(text) > MAX_PROMPT_CHARS:
-        raise PipelineError(f"the {what} is too long ({len(text)} characters; at most {MAX_PROMPT_CHARS})")
-
-
-def metrics_at_step(image: np.ndarray, step: int) -> dict:
-    """Image metrics of one step's preview (metrics.image_metrics) with the step number."""
-    from ..imaging.metrics import image_metrics
-
-    m = image_metrics(image)
-    m["step"] = step
-    return m
 
 
 @dataclass
