@@ -203,3 +203,27 @@ def test_a_guided_student_runs_the_sampler_its_record_names_or_the_one_asked_for
     # a record naming no known sampler: no usable student
     bad = Pipeline.load(_with_student_sampler(fast_model_dir, "heun", tmp_path / "c"))
     assert bad.info["student"] is None
+
+
+def test_a_student_record_naming_its_guidance_is_the_fast_default_and_full_keeps_the_models(fast_model_dir, tmp_path,
+                                                                                            capsys):
+    from cxrdesk.cli import main
+
+    out = _with_student_sampler(fast_model_dir, "model", tmp_path / "g")
+    meta = json.loads((out / "cxrdesk.json").read_text())
+    meta["student"]["guidance"] = 7.0
+    (out / "cxrdesk.json").write_text(json.dumps(meta))
+    p = Pipeline.load(out)
+    assert p.info["student"]["guidance"] == 7.0 and p.default_guidance(fast=True) == 7.0
+    assert p.default_guidance() == p.model.guidance != 7.0
+    kw = dict(steps=2, seed=3)
+    fast = p.generate("normal chest radiograph", fast=True, **kw)
+    assert fast.params["guidance_scale"] == 7.0
+    assert np.array_equal(fast.image_u16, p.generate("normal chest radiograph", fast=True, guidance_scale=7.0,
+                                                     **kw).image_u16)
+    assert p.generate("normal chest radiograph", **kw).params["guidance_scale"] == p.model.guidance
+    assert main(["info", "--model", str(out)]) == 0 and "guidance 7" in capsys.readouterr().out
+    for bad in (0.5, "x", 99):  # unusable values: the record stays usable, without a guidance of its own
+        meta["student"]["guidance"] = bad
+        (out / "cxrdesk.json").write_text(json.dumps(meta))
+        assert "guidance" not in Pipeline.load(out).info["student"]

@@ -93,6 +93,30 @@ def test_switch_follows_the_model_disables_what_does_not_apply_and_is_remembered
     assert not g2.is_fast() and g2.full_button.isChecked() and g2.steps_spin.value() == 17
 
 
+def test_the_adherence_box_follows_the_students_own_guidance_in_fast_mode_until_the_user_picks_one(qtbot):
+    g = GeneratorPanel()
+    qtbot.addWidget(g)
+    g.set_recommended_guidance(4.0)
+    g.set_student({**STUDENT, "guidance": 7.0})  # Fast by default: the student's guidance
+    assert g.is_fast() and g.guidance_spin.value() == 7.0 and "recommends 7" in g.guidance_spin.toolTip()
+    assert g.job_params()["guidance_scale"] == 7.0
+    g.set_fast(False)  # Full: the model's
+    assert g.guidance_spin.value() == 4.0 and g.job_params()["guidance_scale"] == 4.0
+    g.guidance_spin.setValue(5.5)  # the user's own value stays in both modes
+    g.set_fast(True)
+    assert g.guidance_spin.value() == 5.5 and "You chose 5.5" in g.guidance_spin.toolTip()
+    g.guidance_spin.setValue(7.0)  # set back to the recommendation: follows the model again
+    g.set_fast(False)
+    assert g.guidance_spin.value() == 4.0
+    g.set_student(STUDENT)  # a student without its own guidance: the model's in both modes
+    g.set_fast(True)
+    assert g.guidance_spin.value() == 4.0
+    from cxrdesk.ui.model_panel import student_text
+
+    assert student_text({"student": {**STUDENT, "guidance": 7.0}})[0].startswith("yes: distilled student, 4 steps at "
+                                                                                "adherence 7,")
+
+
 def test_settings_from_before_fast_mode_give_fast_where_the_model_has_a_student(qtbot, tmp_path):
     s = QSettings(str(tmp_path / "old.ini"), QSettings.IniFormat)
     for k, v in {"settings_version": 3, "steps": 23, "sampler": "euler", "prompt": "Cardiomegaly"}.items():

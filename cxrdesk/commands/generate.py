@@ -205,7 +205,7 @@ def cmd_generate(args) -> int:
     if pipe.model.random_weights:
         print("cxrdesk: warning: this model has random weights (a test model): it draws noise", file=sys.stderr)
     if args.guidance is None:
-        args.guidance = pipe.model.guidance
+        args.guidance = pipe.default_guidance(args.fast)
     if args.guidance_interval is None:
         args.guidance_interval = pipe.model.guidance_interval
     if args.condition_noise is not None:
@@ -328,7 +328,8 @@ def cmd_info(args) -> int:
         rec = student.get("sampler")
         how = ("of the model's sampler" if rec == "model" else "(consistency sampling)" if rec == "lcm"
                else f"of {rec}")
-        print(f"fast mode:    a distilled student, {student['steps']} steps {how}, one UNet call each (distilled "
+        g = f", guidance {student['guidance']:g}" if "guidance" in student else ""
+        print(f"fast mode:    a distilled student, {student['steps']} steps {how}{g}, one UNet call each (distilled "
               f"{student['distill_steps']} training steps): generate --fast")
     else:
         print(f"fast mode:    none ({i.get('student_note')})")

@@ -241,7 +241,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 
     cfg = cfg or EvalConfig()
     if cfg.guidance is None:
-        cfg = replace(cfg, guidance=pipe.model.guidance)
+        cfg = replace(cfg, guidance=pipe.default_guidance(cfg.fast))
     if cfg.guidance_interval is None:
         cfg = replace(cfg, guidance_interval=tuple(pipe.model.guidance_interval))
     pipe.warm_up((1, 2))  # hundreds of images: faster UNet graphs for both step kinds (same numbers)

@@ -97,7 +97,8 @@ class ModelFolder:
 
 
 def student_record(folder: Path, extra: dict, weights_hash: str) -> tuple[dict | None, str]:
-    """The folder's distilled student ({"steps", "distill_steps", "sampler"}) when it was distilled from these
+    """The folder's distilled student ({"steps", "distill_steps", "sampler"}, and "guidance" where its record
+    names one) when it was distilled from these
     weights; otherwise None and the one-line reason."""
     record = extra.get("student") if isinstance(extra, dict) else None
     if not isinstance(record, dict) or not (Path(folder) / STUDENT_DIR / "config.json").is_file():
@@ -112,7 +113,14 @@ def student_record(folder: Path, extra: dict, weights_hash: str) -> tuple[dict |
         return None, NO_STUDENT
     if sampler not in FAST_SAMPLERS:
         return None, NO_STUDENT
-    return {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done, "sampler": sampler}, ""
+    out = {"steps": max(1, min(steps, MAX_FAST_STEPS)), "distill_steps": done, "sampler": sampler}
+    try:  # the guidance the student is sampled with by default, where it was chosen for it
+        g = float(record["guidance"])
+        if 1.0 <= g <= MAX_GUIDANCE:
+            out["guidance"] = g
+    except (KeyError, TypeError, ValueError):
+        pass
+    return out, ""
 
 
 def preview_decoder_record(folder: Path) -> tuple[dict | None, str]:

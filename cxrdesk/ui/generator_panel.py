@@ -227,7 +227,7 @@ class GeneratorPanel(QWidget):
         # The spin box follows the loaded model's recommended guidance until the user picks another
         # value; that choice is kept across models and runs. Until a model is loaded it shows "model's
         # default" (and a job asks for the model's value), not a number the model may not use.
-        self.recommended_guidance = DEFAULT_GUIDANCE
+        self._model_guidance = DEFAULT_GUIDANCE
         self.guidance_custom = False
         self.model_guidance_known = False
         self._show_model_default(True)
@@ -481,6 +481,7 @@ class GeneratorPanel(QWidget):
         self.sampler_box.setToolTip(NOT_IN_FAST.format(key=key) if fast else SAMPLER_TIP)
         self.negative_edit.setEnabled(not fast)
         self.negative_edit.setToolTip(NEGATIVE_NOT_IN_FAST.format(key=key) if fast else NEGATIVE_TIP)
+        self._follow_recommended_guidance()  # the student's own guidance in Fast mode, where it has one
         self._apply_draft()
 
     # drafts ----------------------------------------------------------------------------------
@@ -646,13 +647,25 @@ class GeneratorPanel(QWidget):
     def _guidance_unknown(self) -> bool:
         return self.guidance_spin.value() < 0
 
+    @property
+    def recommended_guidance(self) -> float:
+        """The guidance the loaded model recommends for the current mode: its student's own in Fast mode
+        where the student's record names one, else the model's."""
+        if self.is_fast() and "guidance" in (self.student or {}):
+            return float(self.student["guidance"])
+        return self._model_guidance
+
     def set_recommended_guidance(self, value: float) -> None:
         """The loaded model's recommended guidance: shown unless the user chose their own."""
-        self.recommended_guidance = float(value)
+        self._model_guidance = float(value)
         self.model_guidance_known = True
         if self._guidance_unknown():
             self._show_model_default(False)
-        if not self.guidance_custom:
+        self._follow_recommended_guidance()
+
+    def _follow_recommended_guidance(self) -> None:
+        """Show the current mode's recommended guidance unless the user chose their own."""
+        if self.model_guidance_known and not self.guidance_custom and not self._guidance_unknown():
             with QSignalBlocker(self.guidance_spin):  # following the model is not a user's choice
                 self.guidance_spin.setValue(self.recommended_guidance)
         self._guidance_tooltip()

@@ -247,7 +247,8 @@ def student_text(info: dict) -> tuple[str, str]:
     if isinstance(st, dict):
         done = st.get("distill_steps")
         trained = f", distilled for {int(done):,} training steps" if isinstance(done, int) and done > 0 else ""
-        return f"yes: distilled student, {st.get('steps')} steps{trained}", ""
+        g = f" at adherence {st['guidance']:g}" if isinstance(st.get("guidance"), (int, float)) else ""
+        return f"yes: distilled student, {st.get('steps')} steps{g}{trained}", ""
     note = str(info.get("student_note") or "this model folder has no distilled student")
     return "no (Full generation only)", "Fast mode: " + note[0].upper() + note[1:] + "."
 

@@ -119,6 +119,12 @@ class Pipeline:
         """A fresh scheduler for ``sampler`` ("auto": the model's recommended one)."""
         return make_scheduler(self.scheduler_config, self.own_sampler() if sampler in (None, "auto") else sampler)
 
+    def default_guidance(self, fast: bool = False) -> float:
+        """The guidance a film is drawn with when none is asked for: the student's own in fast mode where
+        its record names one, else the model's recommended guidance."""
+        student = self.model.student or {}
+        return float(student["guidance"]) if fast and "guidance" in student else self.model.guidance
+
     def own_sampler(self) -> str:
         """The sampler the model folder recommends: the one "auto" stands for."""
         return self.model.sampler or FALLBACK_SAMPLER
@@ -326,7 +332,7 @@ class Pipeline:
         denoised estimate: a full VAE decode every ``preview_every`` steps (default 5) and a
         near-free one on the other steps (the folder's tiny preview decoder, else a linear
         approximation); ``preview_every=0`` gives no previews.
-        ``guidance_scale=None`` uses the model's recommended guidance (``model.guidance``).
+        ``guidance_scale=None`` uses the model's recommended guidance (``default_guidance``).
         ``guidance_interval=(lo, hi)`` applies guidance only at steps whose timestep t satisfies
         lo <= t / T <= hi (T: training timesteps); None uses the model's (``model.guidance_interval``).
         ``fast``: draw with the folder's distilled student (generation.fast): one UNet call per step,
@@ -339,7 +345,7 @@ class Pipeline:
         import torch
 
         if guidance_scale is None:
-            guidance_scale = self.model.guidance
+            guidance_scale = self.default_guidance(fast)
         if guidance_interval is None:
             guidance_interval = self.model.guidance_interval
         if sampler is None:
