@@ -162,3 +162,27 @@ def test_the_libraries_import_with_the_collector_paused_and_it_is_restored(monke
     seen.clear()
     loading.import_libraries()  # all imported: nothing to do
     assert seen == []
+
+
+def test_a_checked_graph_is_marked_and_the_mark_follows_the_file(tiny, cxrdesk_cache_dir, monkeypatch):
+    """What the start without torch (quickstart) may use: only graphs a full start checked, as they were."""
+    Pipeline.load(tiny).warm_up()
+    graph = next(g for g in _graphs(cxrdesk_cache_dir) if g.name.startswith("decoder-"))
+    opt = onnx_graphs.optimized_path(graph)
+    assert onnx_graphs.verified(graph) == opt  # the optimised form, unchanged since the check
+    onnx_graphs._touch(graph)  # a use moves the form's time: still the checked form
+    assert onnx_graphs.verified(graph) == opt
+    assert onnx_graphs.verified_session(graph, threads=1) is not None
+    opt.unlink()
+    assert onnx_graphs.verified(graph) == graph  # the graph itself, optimised in memory
+    data = graph.read_bytes()
+    graph.unlink()
+    graph.write_bytes(data)  # rewritten: same bytes, but not the checked file
+    assert onnx_graphs.verified(graph) is None and onnx_graphs.verified_session(graph, threads=1) is None
+    marker = onnx_graphs.verified_marker(graph)
+    assert marker.is_file()
+    graph.unlink()
+    keep = next(g for g in _graphs(cxrdesk_cache_dir) if g != graph)
+    onnx_graphs._prune(cxrdesk_cache_dir / "onnx", keep)
+    assert not marker.exists()  # a deleted graph's mark goes with it
+    assert onnx_graphs.verified(cxrdesk_cache_dir / "onnx" / "missing.onnx") is None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import PipelineError
 from .attention import attention_unet
-from .sampling import FULL_INTERVAL
+from .limits import MAX_SEED
+from .sampling import FULL_INTERVAL, MAX_GUIDANCE
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,80 @@ def warm_up(pipe, batches: tuple[int, ...] | None = None, engine: str | None = N
             graph = _fast_graph(pipe, engine, "decoder", z)
             if graph is not None:
                 pipe._decoders[tuple(z.shape)] = graph
+    if engine == "onnx":
+        prepare_quick_start(pipe)
     from ..memory import release
 
     release()  # the export's and tracing's buffers: freed, but kept mapped by malloc until trimmed
     return time.perf_counter() - t0
+
+
+def plain_text_encoder(model):
+    """The packaged text encoder's ``model(input_ids, attention_mask).last_hidden_state`` as a module
+    taking both as float tensors (the graphs' inputs are float32), for export."""
+    import torch
+
+    class PlainTextEncoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            return self.m(input_ids=ids.long(), attention_mask=mask.long()).last_hidden_state
+
+    return PlainTextEncoder(model).eval()
+
+
+def prepare_quick_start(pipe) -> None:
+    """Leave in the cache what the next start's first fast film needs without torch (quickstart): the
+    text encoder's graph (checked against it like the others) and the numbers file (torch's guidance
+    embeddings, written once torch's starting noise was found equal to quickmath's). Nothing where
+    the model has no quick path; failures are logged."""
+    import numpy as np
+    import torch
+
+    from . import onnx_graphs, quickstart
+    from .quickmath import torch_randn
+    from .text import PlainTokenizer
+
+    student = pipe.model.student
+    if (student is None or student["sampler"] == "lcm" or pipe.model.noise_offset or not pipe._can_trace()
+            or getattr(pipe.text_encoder, "kind", None) != "minilm"):
+        return
+    try:
+        path = quickstart.numbers_path(torch.__version__)
+        if onnx_graphs.verified(path) is None:
+            shape = (1, *pipe.runtime.latent_shape)
+            for seed in (0, 20261207, MAX_SEED):
+                ref = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+                if not np.array_equal(ref.numpy(), torch_randn(shape, seed)):
+                    log.info("torch's starting noise differs from numpy's on this machine: no quick start")
+                    return
+            from .fast import guidance_embedding
+
+            grid = np.stack([guidance_embedding(torch.tensor([k / quickstart.GUIDANCE_STEP]))[0].numpy()
+                             for k in range(int(round(MAX_GUIDANCE * quickstart.GUIDANCE_STEP)) + 1)])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            try:
+                np.savez(tmp, guidance=grid.astype(np.float32), threads=np.int64(torch.get_num_threads()))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            onnx_graphs.mark_verified(path)
+        te = pipe.text_encoder
+        plain = PlainTokenizer(te.path, te.max_tokens)
+        prompts = ["Normal chest radiograph", "Small right pleural effusion, no pneumothorax " * 8]
+        ids, mask, _, _ = plain.encode(prompts)
+        ref = te.tokenizer(prompts, padding="max_length", truncation=True, max_length=te.max_tokens, return_tensors="np")
+        if not (np.array_equal(ref["input_ids"], ids) and np.array_equal(ref["attention_mask"], mask)):
+            log.info("the tokenizers library tokenises differently from transformers here: no quick start")
+            return
+        inputs = (torch.from_numpy(ids[:1]).float(), torch.from_numpy(mask[:1]).float())
+        onnx_graph(plain_text_encoder(te.model), ("input_ids", "attention_mask"), inputs, quickstart.TEXT_PART,
+                   quickstart.text_encoder_hash(te.path))
+    except Exception:  # noqa: BLE001 - the next start waits for the model instead
+        log.warning("could not prepare the quick start", exc_info=True)
 
 
 def _prepare_unet(pipe, key, engine: str, sample, context) -> None:

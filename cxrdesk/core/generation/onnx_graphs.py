@@ -58,9 +58,73 @@ def cache_dir() -> Path:
 def cache_name(part: str, model_hash: str, inputs) -> str:
     import torch
 
-    shape = "_".join("x".join(map(str, t.shape)) for t in inputs)
-    version = torch.__version__.split("+")[0]
-    return f"{part}-{model_hash}-{shape}-torch{version}-op{OPSET}-f{FORMAT}.onnx"
+    return shaped_name(part, model_hash, [tuple(t.shape) for t in inputs], torch.__version__)
+
+
+def shaped_name(part: str, model_hash: str, shapes, torch_version: str) -> str:
+    """cache_name from the input shapes and torch's version string (read without importing torch
+    where torch is not loaded: importlib.metadata.version("torch"))."""
+    shape = "_".join("x".join(map(str, s)) for s in shapes)
+    return f"{part}-{model_hash}-{shape}-torch{torch_version.split('+')[0]}-op{OPSET}-f{FORMAT}.onnx"
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def verified_marker(path: Path) -> Path:
+    """The file beside a cache file that says it was checked against torch (mark_verified)."""
+    return path.with_name(path.name + ".verified")
+
+
+def mark_verified(path: Path) -> None:
+    """Record that the cache file at ``path`` (and its optimised form, for a graph), as they are now,
+    reproduced torch: their identities (inode, size, modification time), so that a rewritten file is
+    no longer taken as checked. For the start without torch (quickstart), which cannot check."""
+    import json
+
+    record = {"file": _identity(path)}
+    if path.suffix == ".onnx":
+        opt = optimized_path(path)
+        if opt.is_file():  # its time changes at every use (_touch): inode and size
+            record["opt"] = [opt.name, *_identity(opt)[:2]]
+    marker = verified_marker(path)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, marker)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def verified(path: Path) -> Path | None:
+    """What to load of a cache file that mark_verified recorded and that has not changed since: its
+    optimised form where that is unchanged too, else the file itself; None where the file is missing,
+    unrecorded or changed."""
+    import json
+
+    try:
+        record = json.loads(verified_marker(path).read_text(encoding="utf-8"))
+        if record.get("file") != _identity(path):
+            return None
+        opt = record.get("opt")
+        if opt and isinstance(opt, list) and len(opt) == 3 and "/" not in str(opt[0]):
+            o = path.with_name(str(opt[0]))
+            if o.is_file() and _identity(o)[:2] == opt[1:] and o == optimized_path(path):
+                return o
+        return path
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def verified_session(path: Path, threads: int):
+    """An ONNX Runtime session of the verified graph at ``path`` (see verified), or None: loaded from its
+    optimised form without optimising again, else optimised in memory (nothing is written)."""
+    source = verified(path)
+    if source is None:
+        return None
+    return _make_session(_onnxruntime(), source, threads, optimize=source == path)
 
 
 def cached(model_hash: str, folder: Path | None = None) -> list[Path]:
@@ -128,9 +192,11 @@ def optimized_path(path: Path) -> Path:
 
 
 def drop_optimized(path: Path) -> None:
-    """Delete the optimised forms of the graph at ``path`` (any ONNX Runtime, CPU or version of it)."""
+    """Delete the optimised forms of the graph at ``path`` (any ONNX Runtime, CPU or version of it) and
+    its verified marker."""
     for f in path.parent.glob(f"{glob.escape(path.name)}.*.opt"):
         f.unlink(missing_ok=True)
+    verified_marker(path).unlink(missing_ok=True)
 
 
 def _last_used(path: Path) -> float:
@@ -241,6 +307,9 @@ def _prune(folder: Path, keep: Path) -> None:
     for opt in folder.glob("*.opt"):  # optimised forms of graphs deleted here or by hand
         if not opt.with_name(opt.name.rsplit(".", 2)[0]).is_file():
             opt.unlink(missing_ok=True)
+    for marker in folder.glob("*.onnx.verified"):  # and their markers
+        if not marker.with_suffix("").is_file():
+            marker.unlink(missing_ok=True)
 
 
 def _outputs(x) -> tuple:
@@ -290,6 +359,7 @@ def load_or_export(module, inputs, names, part: str, model_hash: str, threads: i
             try:
                 _touch(path)  # most recently used: the last to be pruned
                 _prune(folder, path)
+                mark_verified(path)  # after _touch, which may change the optimised form's time
             except OSError:
                 pass
             return graph

@@ -75,3 +75,36 @@ class TextEncoder:
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+class PlainTokenizer:
+    """The packaged encoder's tokenizer without transformers (the ``tokenizers`` library on its
+    tokenizer.json): the ids, attention mask, tokens and truncation flags TextEncoder.encode gives."""
+
+    def __init__(self, path: str | None = None, max_tokens: int = MAX_TOKENS):
+        from tokenizers import Tokenizer
+
+        self.path = path or packaged_encoder_path()
+        self.max_tokens = max_tokens
+        self._full = Tokenizer.from_file(os.path.join(self.path, "tokenizer.json"))
+        self._full.no_truncation()
+        self._full.no_padding()
+        self._fixed = Tokenizer.from_file(os.path.join(self.path, "tokenizer.json"))
+        self._fixed.enable_truncation(max_length=max_tokens, strategy="longest_first", direction="right")
+        pad = self._fixed.token_to_id("[PAD]")
+        self._fixed.enable_padding(direction="right", pad_id=pad, pad_type_id=0, pad_token="[PAD]", length=max_tokens)
+
+    def encode(self, prompts: list[str]):
+        """(input ids (B, max_tokens) int64, attention mask (B, max_tokens) int64, tokens, truncated)."""
+        import numpy as np
+
+        truncated = [len(e.ids) > self.max_tokens for e in self._full.encode_batch(list(prompts))]
+        fixed = self._fixed.encode_batch(list(prompts))
+        ids = np.array([e.ids for e in fixed], np.int64)
+        mask = np.array([e.attention_mask for e in fixed], np.int64)
+        tokens = [[self._fixed.id_to_token(int(i)) for i in row] for row in ids]
+        return ids, mask, tokens, truncated
+
+    def tokenize(self, word: str) -> list[str]:
+        """A word's sub-word tokens, no special tokens (what attention.token_index reads)."""
+        return self._full.encode(word, add_special_tokens=False).tokens
