@@ -22,7 +22,10 @@ Usage::
         [--compare-code DIR]
 
 ``--compare-code DIR`` alternates each run with the cxrdesk package in DIR (e.g. an older commit:
-``git archive COMMIT | tar -x -C DIR``), same machine, same minutes. Prints figures; asserts nothing.
+``git archive COMMIT | tar -x -C DIR``), same machine, same minutes; each code then has its own graph
+cache (under --cache-dir, else a temporary folder), warmed by its own uncounted run, so that neither
+prunes or touches the other's files. ``quick`` in a run's line: its first film was drawn by the quick
+start (before the model loaded; core.generation.quickstart). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -90,6 +93,7 @@ if entries:
     e = entries[0]
     out["film"] = {k: round(v, 3) for k, v in (e.timings or {}).items()}
     out["engine"] = e.params.get("unet_engine")
+    out["quick"] = "quick_start" in (e.timings or {})
     out["steps"] = e.params.get("steps")
     out["image"] = e.image_path
 w.close()
@@ -131,9 +135,16 @@ def main() -> int:
           f"LD_PRELOAD={os.path.basename(base.get('LD_PRELOAD', '')) or '-'}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="cxrdesk-bench-") as tmp:
+        caches = {}
+        if args.compare_code:  # one cache per code: the older code neither prunes nor touches the newer's
+            root_cache = base.get("CXRDESK_CACHE_DIR") if args.cache_dir else tmp
+            caches = {label: os.path.join(root_cache, f"cache-{label}") for label, _ in codes}
+            print("graph caches: " + ", ".join(f"{k} {v}" for k, v in caches.items()))
         for i in range(args.runs + 1):  # run 0 warms the graph cache (a user who has run the app before)
             for label, code in codes:
                 env = dict(base)
+                if label in caches:
+                    env["CXRDESK_CACHE_DIR"] = caches[label]
                 env["CXRDESK_DATA_DIR"] = tempfile.mkdtemp(dir=tmp)  # fresh settings every run
                 env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
                 r = run_once(args.model, env)
@@ -147,7 +158,8 @@ def main() -> int:
                 r["code"] = label
                 rows.append(r)
                 m = r["marks"]
-                print(f"run {i} ({label}, {r.get('mode')}, {r.get('steps')} steps, UNet {r.get('engine')}): "
+                quick = ", quick" if r.get("quick") else ""
+                print(f"run {i} ({label}, {r.get('mode')}, {r.get('steps')} steps, UNet {r.get('engine')}{quick}): "
                       + ", ".join(f"{k} {m[k]:.2f}" for k in KEYS if k in m))
                 print(f"    load {r.get('load_seconds')} s {json.dumps(r.get('load_parts'))}; "
                       f"warm-up {r.get('warm_up_seconds')} s; film {json.dumps(r.get('film'))}")

@@ -1,9 +1,11 @@
 """The generation worker: one QObject living in one QThread, owning the model stack.
 
 The GUI talks to it with signals only (queued across threads). The model is loaded once, lazily
-(the first ``load_model`` or ``generate`` request), and torch/diffusers are imported in this
-thread only. Cancellation is a ``threading.Event`` that the GUI sets directly; the pipeline checks
-it before every denoising step, so a cancel takes effect within one step.
+(the first ``load_model`` or ``generate`` request), on a loader thread whose Pipeline the worker then
+owns: meanwhile a Fast job is drawn at once by the quick start (core.generation.quickstart: no torch,
+from graphs an earlier run left) where it can be, and every other job waits for the load as before.
+Cancellation is a ``threading.Event`` that the GUI sets directly; the pipeline checks it before every
+denoising step, so a cancel takes effect within one step.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class GenerationWorker(QObject):
     draftReady = Signal(int, object)          # draft job, dict: image (uint16), params, metrics, attention, timings
     jobFinished = Signal(int, str, str)       # job, "done" | "cancelled" | "error", message
     warmedUp = Signal(dict)                   # after the faster graphs: warm_up_seconds, unet_engine
+    _loadDone = Signal()                      # from the loader thread: its result is ready (queued here)
 
     def __init__(self, store, model_path: str | None = None, device: str = "auto"):
         super().__init__()
@@ -60,6 +63,11 @@ class GenerationWorker(QObject):
         self.warm_ready = threading.Event()  # set once the deferred warm-up is done
         self._warm_gen = 0
         self.stopping = threading.Event()  # set by the GUI thread when the window closes
+        self.quick = None  # the quick start (QuickStart) while the first model loads, where it has one
+        self._loader: threading.Thread | None = None  # the thread loading the model, while it does
+        self._loaded = None  # what the loader left: a Pipeline or the exception that stopped it
+        self._quick_tried = False  # the quick start is only for the first load
+        self._loadDone.connect(self._finish_load)  # queued: runs here once the current job is done
 
     # -- called from the GUI thread ---------------------------------------------------------
     def cancel(self, job: int | None = None) -> None:
@@ -74,28 +82,77 @@ class GenerationWorker(QObject):
     # -- slots (worker thread) --------------------------------------------------------------
     @Slot(object)
     def load_model(self, path=None) -> None:
-        """Load (or replace) the model. ``path`` None = the path given at start / the default."""
+        """Start loading (or replacing) the model on the loader thread; ``path`` None = the path given
+        at start / the default. The first load also opens the quick start for Fast jobs asked for
+        meanwhile."""
         if path:
+            self._wait_load()  # a load already running finishes first
             self.model_path = str(path)
             self.pipe = None
-        self._ensure_model()
+        if self.pipe is None and self._loader is None:
+            self._start_load()
 
-    def _ensure_model(self) -> bool:
-        if self.pipe is not None:
-            return True
+    def _start_load(self) -> None:
+        """Start the loader thread; at the process's first load, open the quick start first."""
         what = self.model_path or "the embedded default model"
         self.loadingStarted.emit(str(what))
+        if not self._quick_tried and os.environ.get("CXRDESK_QUICK_START", "1") != "0":
+            from ..core.generation.quickstart import QuickStart
+
+            self._quick_tried = True
+            self.quick = QuickStart.open(self.model_path)
+        self._loaded = None
+        self._loader = threading.Thread(target=self._load, args=(self.model_path,), name="cxrdesk-model-load",
+                                        daemon=True)
+        self._loader.start()
+
+    def _load(self, path) -> None:
+        """The loader thread: Pipeline.load, its result (or exception) left for the worker. Beside a
+        quick start it runs at a lower CPU priority (Linux: this thread's nice value,
+        $CXRDESK_LOADER_NICE, default 5), so that the window and the quick films come first."""
+        nice = int(os.environ.get("CXRDESK_LOADER_NICE", "5") or 0)
+        if nice and self.quick is not None and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            except OSError:
+                pass
         try:
             from ..core.generation.pipeline import Pipeline
 
-            pipe = Pipeline.load(self.model_path, device=self.device)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            self._loaded = Pipeline.load(path, device=self.device)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a message on the worker
             from ..core.errors import PipelineError
 
             if not isinstance(exc, PipelineError):
                 log.error("model load failed\n%s", traceback.format_exc())
-            self.modelFailed.emit(_one_line(exc))
-            return False
+            self._loaded = exc
+        self._loadDone.emit()
+
+    def _wait_load(self) -> None:
+        if self._loader is not None:
+            self._loader.join()
+            self._finish_load()
+
+    def _ensure_model(self) -> bool:
+        """The model, loaded: waits for the loader (starting it where nothing started it yet)."""
+        if self.pipe is not None:
+            return True
+        if self._loader is None:
+            self._start_load()
+        self._wait_load()
+        return self.pipe is not None
+
+    @Slot()
+    def _finish_load(self) -> None:
+        """Take over the loader's Pipeline (or report its failure); once per load."""
+        if self._loader is None:
+            return
+        self._loader.join()  # called once it has emitted _loadDone, its last act (or after a join)
+        self._loader, pipe, self._loaded = None, self._loaded, None
+        self.quick = None  # later films are the full model's
+        if pipe is None or isinstance(pipe, BaseException):
+            self.modelFailed.emit(_one_line(pipe) if pipe is not None else "the model load stopped")
+            return
         self.pipe = pipe
         info = dict(pipe.info)
         card = ""
@@ -116,7 +173,6 @@ class GenerationWorker(QObject):
             pass
         self.modelLoaded.emit(info)
         self._schedule_warm_up()
-        return True
 
     # The UNet and decoder in ONNX Runtime make every later step faster on CPU (exported once per model,
     # seconds; later starts load them in about a second). They are prepared after the model is loaded
@@ -162,6 +218,13 @@ class GenerationWorker(QObject):
         self._busy.set()
         status, message = "done", ""
         try:
+            if self.pipe is None and self._loader is None and run == self._run:
+                self._start_load()  # a job before any load: the load starts (and the quick start opens) now
+            if self.pipe is None and self.quick is not None and run == self._run:
+                drawn = self._run(jid, job, quick=self.quick)  # None: a job the quick start does not draw
+                if drawn is not None:
+                    status, message = drawn
+                    return
             if not self._ensure_model():
                 status, message = "error", "the model is not loaded (see Model info)"
                 return
@@ -173,7 +236,9 @@ class GenerationWorker(QObject):
             self._busy.clear()
             self.jobFinished.emit(jid, status, message)
 
-    def _run(self, jid: int, job: dict) -> tuple[str, str]:
+    def _run(self, jid: int, job: dict, quick=None) -> tuple[str, str] | None:
+        """Draw a generation job with the Pipeline, or with ``quick`` (a QuickStart, before the model is
+        loaded: Fast jobs only; None where it cannot draw this one)."""
         from ..core.imaging.metrics import image_metrics
         from ..core.errors import GenerationCancelled, PipelineError
         from ..core.generation.sampling import DEFAULT_SAMPLER
@@ -184,12 +249,16 @@ class GenerationWorker(QObject):
         # where the model has one, in its own steps. A draft (drawn while the prompt is typed) is never
         # saved: it goes out on draftReady and the window saves it only if the user keeps it.
         fast = job.get("fast", False)
-        student = self.pipe.model.student
+        student = (quick or self.pipe).model.student
         if fast == "auto":
             fast = student is not None
             if fast:
                 steps = int(student["steps"])
         fast = bool(fast)
+        size = int(job.get("size", 256))
+        if quick is not None and not (fast and quick.accepts(job.get("prompt", ""), steps, job.get("guidance_scale"),
+                                                            size, job.get("seed"))):
+            return None
         draft = bool(job.get("draft"))
         seed = job.get("seed")
         if seed is None or int(seed) < 0:
@@ -226,12 +295,16 @@ class GenerationWorker(QObject):
                     self.preview.emit(jid, u16, int(i), int(total), bool(full))
 
             try:
-                res = self.pipe.generate(
-                    job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
-                    guidance_scale=job.get("guidance_scale"), seed=seed + k,
-                    width=int(job.get("size", 256)), height=int(job.get("size", 256)),
-                    sampler=DEFAULT_SAMPLER if fast else job.get("sampler", DEFAULT_SAMPLER), on_step=on_step, cancel=self._cancel,
-                    preview_every=preview_every, attention_words=words, fast=fast)
+                if quick is not None:  # the final film is its one preview
+                    res = quick.generate(job.get("prompt", ""), steps=steps, guidance_scale=job.get("guidance_scale"),
+                                         seed=seed + k, width=size, height=size, on_step=on_step,
+                                         cancel=self._cancel, attention_words=words)
+                else:
+                    res = self.pipe.generate(
+                        job.get("prompt", ""), negative_prompt=job.get("negative_prompt", ""), steps=steps,
+                        guidance_scale=job.get("guidance_scale"), seed=seed + k, width=size, height=size,
+                        sampler=DEFAULT_SAMPLER if fast else job.get("sampler", DEFAULT_SAMPLER), on_step=on_step,
+                        cancel=self._cancel, preview_every=preview_every, attention_words=words, fast=fast)
             except GenerationCancelled:
                 return "cancelled", f"cancelled after {k} of {batch} image(s)"
             except PipelineError as exc:
@@ -330,6 +403,9 @@ class WorkerHost(QObject):
         if not self.thread.wait(timeout_ms):
             log.warning("generation thread did not stop within %d ms", timeout_ms)
             _orphans.append((self.thread, self.worker))
+        loader = self.worker._loader  # a load still running (the worker's loop has stopped)
+        if loader is not None:
+            loader.join(timeout_ms / 1000)
 
 
 _orphans: list = []
