@@ -39,7 +39,7 @@ def make_guided_model(dest):
         student.time_embedding.cond_proj.weight.normal_(0, 0.5)
     folder = D.export_student(teacher_dir, student, dest, step=7)
     meta = json.loads((folder / "cxrdesk.json").read_text())
-    meta["student"].update(sampler="model", steps=STEPS, method="guidance distillation")
+    meta["student"].update(sampler="model", steps=STEPS, method="guidance distillation", guidance=6.5)
     (folder / "cxrdesk.json").write_text(json.dumps(meta))
     return folder
 
@@ -78,6 +78,7 @@ def test_a_quick_film_is_the_pipelines_fast_film(guided_dir, warm_pipe, cxrdesk_
             np.testing.assert_allclose(got.attention[word], ref.attention[word], atol=1e-3)
         assert steps_seen == [(i, STEPS, i == STEPS) for i in range(1, STEPS + 1)]  # the film is its one preview
     assert ref.params["prompt_truncated"] and ref.params["unet_engine"] == "onnxruntime"
+    assert quick.generate("Normal", seed=1, steps=STEPS).params["guidance_scale"] == 6.5  # the student's own
     # another seed, another film; the guidance changes it too (it enters the student as an input)
     a = quick.generate("Normal chest radiograph", seed=4, steps=STEPS)
     assert not np.array_equal(a.image, quick.generate("Normal chest radiograph", seed=5, steps=STEPS).image)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GenerationCancelled, PipelineError
+from ..errors import GenerationCancelled
 from ..modelfolder import STUDENT_DIR, ModelFolder, component_weights, default_model_path, file_hash
 from . import onnx_graphs
 from .attention import ATTENTION_EVERY, AttnStore, attention_maps, token_index
@@ -169,16 +169,22 @@ class QuickStart:
             return None
         return self.guidance_table[k:k + 1]
 
+    def default_guidance(self) -> float:
+        """Pipeline.default_guidance(fast=True): the student's own where its record names one, else the
+        model's."""
+        student = self.model.student or {}
+        return float(student["guidance"]) if "guidance" in student else self.model.guidance
+
     def accepts(self, prompt, steps: int, guidance_scale: float | None = None, size: int = 256, seed=None) -> bool:
         """Whether ``generate`` draws this request (the pipeline would take it, and its guidance, None for
         the model's, is on the numbers file's grid); the others are left to the full path."""
         from .pipeline import Pipeline
 
-        g = self.model.guidance if guidance_scale is None else guidance_scale
-        try:  # the pipeline's own check (it needs no instance)
+        g = self.default_guidance() if guidance_scale is None else guidance_scale
+        try:  # the pipeline's own check (it uses no instance)
             Pipeline.check_inputs(None, prompt, steps, g, size, size, "auto", seed=seed)
             return self.guidance_embedding(float(g)) is not None
-        except (PipelineError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - PipelineError and anything else: the full path decides
             return False
 
     def _decode(self, latents: np.ndarray) -> np.ndarray:
@@ -213,7 +219,7 @@ class QuickStart:
         from .pipeline import GenerationResult, Pipeline
 
         steps = int(self.model.student["steps"] if steps is None else steps)
-        g = self.model.guidance if guidance_scale is None else float(guidance_scale)
+        g = self.default_guidance() if guidance_scale is None else float(guidance_scale)
         if width != height or not self.accepts(prompt, steps, g, width, seed):
             return None
         w_emb = self.guidance_embedding(g)
