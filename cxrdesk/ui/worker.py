@@ -93,7 +93,10 @@ class GenerationWorker(QObject):
             self._start_load()
 
     def _start_load(self) -> None:
-        """Start the loader thread; at the process's first load, open the quick start first."""
+        """Start the loader thread; at the process's first load, open the quick start first. With a quick
+        start the thread starts once the jobs already queued here are done (a quick film asked for with
+        the load gets the CPU to itself; on 2 cores the two together took longer than one after the
+        other)."""
         what = self.model_path or "the embedded default model"
         self.loadingStarted.emit(str(what))
         if not self._quick_tried and os.environ.get("CXRDESK_QUICK_START", "1") != "0":
@@ -104,18 +107,18 @@ class GenerationWorker(QObject):
         self._loaded = None
         self._loader = threading.Thread(target=self._load, args=(self.model_path,), name="cxrdesk-model-load",
                                         daemon=True)
-        self._loader.start()
+        if self.quick is None:
+            self._loader.start()
+        else:
+            QTimer.singleShot(0, self._kick_loader)
+
+    def _kick_loader(self) -> None:
+        """Start the loader thread where it has not started yet."""
+        if self._loader is not None and self._loader.ident is None:
+            self._loader.start()
 
     def _load(self, path) -> None:
-        """The loader thread: Pipeline.load, its result (or exception) left for the worker. Beside a
-        quick start it runs at a lower CPU priority (Linux: this thread's nice value,
-        $CXRDESK_LOADER_NICE, default 5), so that the window and the quick films come first."""
-        nice = int(os.environ.get("CXRDESK_LOADER_NICE", "5") or 0)
-        if nice and self.quick is not None and hasattr(os, "setpriority"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            except OSError:
-                pass
+        """The loader thread: Pipeline.load, its result (or exception) left for the worker."""
         try:
             from ..core.generation.pipeline import Pipeline
 
@@ -130,6 +133,7 @@ class GenerationWorker(QObject):
 
     def _wait_load(self) -> None:
         if self._loader is not None:
+            self._kick_loader()
             self._loader.join()
             self._finish_load()
 
@@ -404,7 +408,7 @@ class WorkerHost(QObject):
             log.warning("generation thread did not stop within %d ms", timeout_ms)
             _orphans.append((self.thread, self.worker))
         loader = self.worker._loader  # a load still running (the worker's loop has stopped)
-        if loader is not None:
+        if loader is not None and loader.ident is not None:
             loader.join(timeout_ms / 1000)
 
 
