@@ -123,6 +123,13 @@ def test_only_files_the_full_path_checked_are_used(guided_dir, cxrdesk_cache_dir
     assert QuickStart.open(guided_dir) is None
     Pipeline.load(guided_dir).warm_up()
     assert QuickStart.open(guided_dir) is not None
+    # and the model's record: its sampler walked by numpy as by the pipeline's scheduler, checked
+    record = next((cxrdesk_cache_dir / "onnx").glob("quickstart-*.json"))
+    assert json.loads(record.read_text()) == {"steps": STEPS}
+    record.write_text(json.dumps({"steps": STEPS}))  # rewritten: no longer the checked file
+    assert QuickStart.open(guided_dir) is None
+    Pipeline.load(guided_dir).warm_up()
+    assert QuickStart.open(guided_dir) is not None
     # another engine asked for: the full path as it is
     monkeypatch.setenv("CXRDESK_UNET_ENGINE", "trace")
     assert QuickStart.open(guided_dir) is None
@@ -154,6 +161,7 @@ def test_requests_it_cannot_draw_are_left_to_the_pipeline_and_cancel_stops_it(gu
     assert quick.accepts("Normal chest radiograph", STEPS) and quick.accepts("Normal chest radiograph", STEPS, 5.5)
     assert not quick.accepts("Normal chest radiograph", STEPS, 4.05)  # guidance off the recorded grid
     assert not quick.accepts("", STEPS) and not quick.accepts("Normal", STEPS, size=300)
+    assert not quick.accepts("Normal chest radiograph", STEPS + 1)  # only the steps the record was checked on
     assert quick.generate("Normal chest radiograph", steps=STEPS, guidance_scale=4.05) is None
     cancel = threading.Event()
     cancel.set()

@@ -227,8 +227,46 @@ def prepare_quick_start(pipe) -> None:
         inputs = (torch.from_numpy(ids[:1]).float(), torch.from_numpy(mask[:1]).float())
         onnx_graph(plain_text_encoder(te.model), ("input_ids", "attention_mask"), inputs, quickstart.TEXT_PART,
                    quickstart.text_encoder_hash(te.path))
+        _record_sampler(pipe, quickstart, onnx_graphs)
     except Exception:  # noqa: BLE001 - the next start waits for the model instead
         log.warning("could not prepare the quick start", exc_info=True)
+
+
+def _record_sampler(pipe, quickstart, onnx_graphs) -> None:
+    """The model's record for the quick start: written (and marked) where quickmath's sampler walks the
+    student's steps as the pipeline's scheduler does, removed where it does not."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from ..modelfolder import STUDENT_DIR, component_weights, file_hash
+    from . import fast
+    from .quickmath import DpmSolver2M, dpm_supported, torch_randn
+
+    steps = int(pipe.model.student["steps"])
+    student_hash = file_hash(component_weights(Path(pipe.folder) / STUDENT_DIR))
+    path = quickstart.model_record_path(pipe.model.hash, student_hash, torch.__version__)
+    same = fast.guided_sampler(pipe) == "dpm++" and dpm_supported(pipe.scheduler_config)
+    if same:
+        ref, mine = fast.scheduler(pipe, steps), DpmSolver2M(pipe.scheduler_config, steps)
+        x = torch_randn((1, *pipe.runtime.latent_shape), 0)
+        xt, rng = torch.from_numpy(x.copy()), np.random.default_rng(0)
+        for t in ref.timesteps:
+            out = rng.standard_normal(x.shape).astype(np.float32)
+            xt, x = ref.step(torch.from_numpy(out), t, xt).prev_sample, mine.step(out, x)
+        same = (np.array_equal(ref.timesteps.cpu().numpy(), mine.timesteps)
+                and float(np.abs(x - xt.numpy()).max()) <= 1e-4 * max(1.0, float(xt.abs().max())))
+    if not same:
+        log.info("the student's sampler has no numpy form that matches it here: no quick start for this model")
+        onnx_graphs.verified_marker(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        return
+    if onnx_graphs.verified(path) is None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"steps": steps}), encoding="utf-8")
+        os.replace(tmp, path)
+        onnx_graphs.mark_verified(path)
 
 
 def _prepare_unet(pipe, key, engine: str, sample, context) -> None:

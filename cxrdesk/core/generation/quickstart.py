@@ -51,6 +51,12 @@ def numbers_path(version: str, folder: Path | None = None) -> Path:
     return folder / f"quickstart-torch{version.split('+')[0]}-{onnx_graphs._machine_key()}.npz"
 
 
+def model_record_path(model_hash: str, student_hash: str, version: str, folder: Path | None = None) -> Path:
+    """The record of a model whose student's sampler a full run found quickmath walking as it does."""
+    folder = folder or onnx_graphs.cache_dir()
+    return folder / f"quickstart-{model_hash}-{student_hash}-torch{version.split('+')[0]}.json"
+
+
 def text_encoder_hash(path: str | None = None) -> str:
     """The packaged text encoder's weights hash: its graph's name in the cache."""
     return file_hash(component_weights(Path(path or packaged_encoder_path())))
@@ -143,10 +149,13 @@ class QuickStart:
         with np.load(numbers) as data:
             guidance = np.asarray(data["guidance"], np.float32)
             threads = int(threads or data["threads"])
+        student_hash = file_hash(component_weights(folder / STUDENT_DIR))
+        record = model_record_path(model.hash, student_hash, version)
+        if onnx_graphs.verified(record) is None or _json(record).get("steps") != student["steps"]:
+            raise RuntimeError("no record of this model's sampler checked by an earlier run")
         names = {
             TEXT_PART: onnx_graphs.shaped_name(TEXT_PART, text_encoder_hash(), text_encoder_shapes(), version),
-            "student": onnx_graphs.shaped_name(
-                "student", file_hash(component_weights(folder / STUDENT_DIR)), student_shapes(latent_shape), version),
+            "student": onnx_graphs.shaped_name("student", student_hash, student_shapes(latent_shape), version),
             "decoder": onnx_graphs.shaped_name("decoder", model.hash, [(1, *latent_shape)], version),
         }
         names["student-attention"] = names["student"].replace("student-", "student-attention-", 1)
@@ -181,6 +190,8 @@ class QuickStart:
         from .pipeline import Pipeline
 
         g = self.default_guidance() if guidance_scale is None else guidance_scale
+        if steps != self.model.student["steps"]:  # the steps an earlier run checked the sampler on
+            return False
         try:  # the pipeline's own check (it uses no instance)
             Pipeline.check_inputs(None, prompt, steps, g, size, size, "auto", seed=seed)
             return self.guidance_embedding(float(g)) is not None
