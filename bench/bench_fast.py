@@ -17,12 +17,7 @@ import time
 
 import numpy as np
 
-PROMPTS = [
-    "Normal chest radiograph",
-    "Bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
-    "Right lower lobe pneumonia",
-    "Clear lungs, normal heart size, no effusion",
-]
+from _args import PROMPTS
 
 
 def main() -> None:

@@ -27,12 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROMPTS = [
-    "Normal chest radiograph",
-    "Bilateral peripheral ground-glass opacities consistent with COVID-19 pneumonia",
-    "Right lower lobe pneumonia",
-    "Clear lungs, normal heart size, no effusion",
-]
+from _args import PROMPTS
 
 
 def _edges(img: np.ndarray) -> float:
