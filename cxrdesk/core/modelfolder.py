@@ -74,6 +74,12 @@ class ModelFolder:
     student: dict | None = None  # {"steps", "distill_steps"} of a usable distilled student
     student_note: str = NO_STUDENT  # why there is none
 
+    def default_guidance(self, fast: bool = False) -> float:
+        """The guidance a film is drawn with when none is asked for: the student's own in fast mode where
+        its record names one, else the recommended guidance."""
+        student = self.student or {}
+        return float(student["guidance"]) if fast and "guidance" in student else self.guidance
+
     @classmethod
     def read(cls, folder: Path, latent_channels: int, weights: list[Path]) -> "ModelFolder":
         """The folder's JSON files, checked (ModelLoadError, one line, for a field of the wrong type;

@@ -120,10 +120,8 @@ class Pipeline:
         return make_scheduler(self.scheduler_config, self.own_sampler() if sampler in (None, "auto") else sampler)
 
     def default_guidance(self, fast: bool = False) -> float:
-        """The guidance a film is drawn with when none is asked for: the student's own in fast mode where
-        its record names one, else the model's recommended guidance."""
-        student = self.model.student or {}
-        return float(student["guidance"]) if fast and "guidance" in student else self.model.guidance
+        """The guidance a film is drawn with when none is asked for (ModelFolder.default_guidance)."""
+        return self.model.default_guidance(fast)
 
     def own_sampler(self) -> str:
         """The sampler the model folder recommends: the one "auto" stands for."""

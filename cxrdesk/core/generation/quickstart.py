@@ -178,18 +178,12 @@ class QuickStart:
             return None
         return self.guidance_table[k:k + 1]
 
-    def default_guidance(self) -> float:
-        """Pipeline.default_guidance(fast=True): the student's own where its record names one, else the
-        model's."""
-        student = self.model.student or {}
-        return float(student["guidance"]) if "guidance" in student else self.model.guidance
-
     def accepts(self, prompt, steps: int, guidance_scale: float | None = None, size: int = 256, seed=None) -> bool:
         """Whether ``generate`` draws this request (the pipeline would take it, and its guidance, None for
         the model's, is on the numbers file's grid); the others are left to the full path."""
         from .pipeline import Pipeline
 
-        g = self.default_guidance() if guidance_scale is None else guidance_scale
+        g = self.model.default_guidance(fast=True) if guidance_scale is None else guidance_scale
         if steps != self.model.student["steps"]:  # the steps an earlier run checked the sampler on
             return False
         try:  # the pipeline's own check (it uses no instance)
@@ -230,7 +224,7 @@ class QuickStart:
         from .pipeline import GenerationResult, Pipeline
 
         steps = int(self.model.student["steps"] if steps is None else steps)
-        g = self.default_guidance() if guidance_scale is None else float(guidance_scale)
+        g = self.model.default_guidance(fast=True) if guidance_scale is None else float(guidance_scale)
         if width != height or not self.accepts(prompt, steps, g, width, seed):
             return None
         w_emb = self.guidance_embedding(g)
