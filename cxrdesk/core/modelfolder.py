@@ -174,14 +174,25 @@ def default_model_path() -> Path | None:
     return None
 
 
+# file_hash's results by the files' identity (path, inode, size, modification time): a load, its preview
+# decoder's check, the warm-up and the quick start hash the same weights once per process, not each time.
+_hashes: dict = {}
+
+
 def file_hash(paths: list[Path]) -> str:
     """A short SHA-256 of the files' contents (in path order)."""
+    paths = sorted(paths)
+    key = tuple((str(Path(p).resolve()), st.st_ino, st.st_size, st.st_mtime_ns) for p in paths
+                for st in (os.stat(p),))
+    if key in _hashes:
+        return _hashes[key]
     h = hashlib.sha256()
-    for p in sorted(paths):
+    for p in paths:
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()[:12]
+    _hashes[key] = digest = h.hexdigest()[:12]
+    return digest
 
 
 def check_no_pickles(folder: Path) -> None:
