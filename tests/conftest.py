@@ -105,3 +105,15 @@ def png_folder(tmp_path):
     Image.fromarray(_chest_like(48, 20)).save(d / "j0.jpg")
     (d / "broken.jpg").write_bytes(b"not a jpeg at all")
     return d
+
+
+@pytest.fixture(autouse=True)
+def gui_thread_garbage_collection():
+    """Once a UI test has moved cyclic garbage collection onto the GUI thread (cxrdesk.ui.gcguard),
+    its timer only runs inside an event loop: collect between tests too, as Python would have."""
+    yield
+    import sys
+
+    guard = sys.modules.get("cxrdesk.ui.gcguard")
+    if guard is not None:
+        guard.collect_pending()

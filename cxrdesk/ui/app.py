@@ -35,11 +35,16 @@ def setup_logging() -> None:
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(h)
     root.setLevel(logging.INFO)
+    if faulthandler.is_enabled() and _fault_file is None:
+        return  # someone already chose where native crashes are reported (python -X faulthandler, a test runner)
     try:
-        _fault_file = open(logs_dir() / "crash.log", "a", encoding="utf-8")
-        faulthandler.enable(_fault_file)
+        fault_file = open(logs_dir() / "crash.log", "a", encoding="utf-8")
     except OSError:
-        pass
+        return
+    faulthandler.enable(fault_file, all_threads=True)
+    if _fault_file is not None:
+        _fault_file.close()
+    _fault_file = fault_file
 
 
 def install_excepthook(window_getter) -> None:
@@ -146,6 +151,9 @@ def make_app(argv=None):
     app.setOrganizationName("cxrdesk")
     app.setApplicationDisplayName("cxrdesk")
     apply_style(app)
+    from . import gcguard
+
+    gcguard.install()  # cyclic garbage is collected on this thread only (see gcguard)
     return app
 
 

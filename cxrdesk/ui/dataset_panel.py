@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
                                QListWidget, QPushButton, QSplitter, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
+from . import gcguard
 from .imageview import grey_qimage
 from .tasks import run_task
 
@@ -90,6 +91,7 @@ class ThumbnailLoader(QObject):
             if start:
                 self._running += 1
         if start:
+            gcguard.install()
             self.pool.start(_Runner(self))
 
     def pending(self) -> int:

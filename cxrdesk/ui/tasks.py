@@ -18,6 +18,8 @@ import traceback
 import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal, Slot
 
+from . import gcguard
+
 log = logging.getLogger("cxrdesk.ui.tasks")
 
 
@@ -103,4 +105,5 @@ def run_task(fn, *args, done=None, error=None, owner: QObject | None = None,
     with _token_lock:
         token = next(_tokens)
     target.add(token, done, error, owner)
+    gcguard.install()  # cycles holding Qt objects must not be collected in the task's thread
     (target_pool or pool()).start(_Task(target, token, fn, args, kwargs))

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from . import gcguard
+
 log = logging.getLogger("cxrdesk.ui.worker")
 
 # torch is imported later, in the worker thread. OpenMP's default spin-waiting makes every
@@ -389,6 +391,7 @@ class WorkerHost(QObject):
 
     def __init__(self, store, model_path: str | None = None, parent=None):
         super().__init__(parent)
+        gcguard.install()  # the model stack's thread must never run the cyclic collector
         self.thread = QThread()
         self.thread.setObjectName("cxrdesk-generation")
         self.worker = GenerationWorker(store, model_path)
