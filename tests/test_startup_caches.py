@@ -149,14 +149,19 @@ def test_the_libraries_import_with_the_collector_paused_and_it_is_restored(monke
     monkeypatch.setattr(gc, "freeze", lambda: seen.append(gc.isenabled()))
     # as if one were not imported yet (re-importing torch itself is not possible in one process)
     monkeypatch.setattr(loading, "LIBRARIES", loading.LIBRARIES + ("cxrdesk_not_imported_yet",))
+    was_enabled = gc.isenabled()  # off where an earlier UI test moved collection to the GUI thread
     try:
+        gc.enable()
         loading.import_libraries()
         assert seen == [False] and gc.isenabled()
         gc.disable()
         loading.import_libraries()
         assert seen == [False, False] and not gc.isenabled()
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
+        else:
+            gc.disable()
     monkeypatch.undo()
     monkeypatch.setattr(gc, "freeze", lambda: seen.append(gc.isenabled()))
     seen.clear()

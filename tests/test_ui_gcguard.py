@@ -68,3 +68,25 @@ def test_collection_follows_pythons_thresholds_and_can_be_handed_back(qtbot):
     t.start()
     t.join()
     assert out == [c]
+
+
+def test_the_cores_memory_release_leaves_collection_to_the_host_when_it_has_taken_it():
+    """memory.release runs in the model's thread (warm-up, unload): with automatic collection off (the app's
+    GUI thread owns it) it frees no cycle there; with it on, it collects as before."""
+    import weakref
+
+    from cxrdesk.core import memory
+
+    was = gc.isenabled()
+    try:
+        for enabled in (False, True):
+            (gc.enable if enabled else gc.disable)()
+            c = _Cycle()
+            c.me = c
+            alive = weakref.ref(c)
+            del c
+            memory.release()
+            assert (alive() is None) == enabled
+            gc.collect()
+    finally:
+        (gc.enable if was else gc.disable)()

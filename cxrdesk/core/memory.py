@@ -31,8 +31,13 @@ def _malloc_trim():
 
 
 def release() -> None:
-    """Collect garbage and return the heap's free pages to the system where the C library allows."""
-    gc.collect()
+    """Collect garbage and return the heap's free pages to the system where the C library allows.
+
+    With automatic collection switched off, the host decides where collection runs (the app: on its GUI
+    thread only, ui/gcguard, since a cycle holding a Qt object must not be freed in a worker thread), so
+    this collects nothing then and only trims."""
+    if gc.isenabled():
+        gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
