@@ -76,10 +76,13 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     data = make_dataset(tmp_path / "data", n=24)
     out = tmp_path / "eval"
     rc = main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
-               "--n", "6", "--steps", "2", "--quiet"])
+               "--n", "6", "--steps", "2", "--diversity-sets", "1", "--quiet"])
     assert rc == 0
     res = json.loads((out / "eval.json").read_text())
     assert res["n"] == 6 and res["model_hash"]
+    rep = res["diversity"]["repeated"]  # the single set above plus one more, with its spread
+    assert rep["sets"] == 2 and len(rep["ratios"]) == 2 and rep["sd"] >= 0
+    assert rep["mean"] == pytest.approx(sum(rep["ratios"]) / 2)
     assert res["guidance_interval"] == [0.0, 1.0]  # the model's: the whole schedule
     assert res["sampler"] == "dpm++-karras"  # what "auto" stood for, not "auto"
     for key in ("frechet", "adherence", "diversity"):
@@ -93,7 +96,7 @@ def test_evaluate_command_writes_json_and_grid(tmp_path, tiny_model_dir, capsys)
     assert (out / "eval_grid.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "Frechet distance" in printed and "adherence" in printed and "diversity" in printed
-    assert "autoencoder ceiling" in printed
+    assert "autoencoder ceiling" in printed and "diversity over 2 seed sets" in printed
     films = res["films"]
     assert films["generated"]["n"] == films["real_val"]["n"] == 6 and films["ratio"]["contrast"] > 0
     assert 0 <= res["prdc"]["generated"]["coverage"] <= 1 and 0 <= res["prdc"]["real_val"]["recall"] <= 1
@@ -238,3 +241,32 @@ def test_autoencoded_films_keep_shape_and_range(tiny_model_dir):
     assert rec.shape == films.shape and rec.dtype == np.float32 and 0 <= rec.min() and rec.max() <= 1
     np.testing.assert_array_equal(rec, autoencoded(pipe, films.astype(np.float32) / 255))  # uint8 or [0, 1]
     np.testing.assert_array_equal(rec, autoencoded(pipe.vae, films))  # a pipeline or its VAE itself
+
+
+def test_repeated_diversity_draws_new_seeds_per_set_and_keeps_the_first_sets_figure():
+    """Set 0 is the single-set figure (not drawn again); every later set draws other seeds of the same prompts."""
+    from types import SimpleNamespace
+
+    from cxrdesk.core.evaluate import CLASS_PROMPTS, CLASSES, EvalConfig, _repeated_diversity
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((30, 32, 32)) * 255).astype(np.uint8)
+    y = np.array([i % 3 for i in range(30)])
+    train = np.arange(30)
+    calls = []
+
+    class Pipe:
+        def generate(self, prompt, seed, **kw):
+            calls.append((prompt, seed))
+            flat = np.full((32, 32), 0.5, np.float32)
+            # class "normal": films all alike; the others: each seed its own noise
+            img = flat if prompt == CLASS_PROMPTS["normal"] else np.random.default_rng(seed).random((32, 32)).astype(np.float32)
+            return SimpleNamespace(image=img)
+
+    first = {c: {"k": 4, "generated_ssim": 0.5} for c in CLASSES}
+    rep = _repeated_diversity(Pipe(), images, train, y, EvalConfig(diversity_sets=2, seed=3), first)
+    assert rep["sets"] == 3 and len(calls) == 2 * 3 * 4
+    seeds = [s for _, s in calls]
+    assert len(set(seeds)) == 2 * 4 and all(3000 + 100 <= s < 3000 + 300 for s in seeds)  # none of set 0's
+    assert rep["ratios"][0] == pytest.approx(0.5 / rep["real_ssim"])
+    assert rep["mean"] == pytest.approx(np.mean(rep["ratios"])) and rep["sd"] > 0

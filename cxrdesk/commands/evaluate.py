@@ -39,6 +39,9 @@ def register(sub) -> None:
                         "the classifier next to real films with that finding; writes OUT/findings_check.json. "
                         "Copied into the model folder, it lets the app and generate warn when a prompt asks for a "
                         "finding the model draws poorly (16 is a good N)")
+    e.add_argument("--diversity-sets", type=int, default=None, metavar="K",
+                   help="more seed sets (24 films each) for a repeated diversity figure with its spread from set "
+                        "to set (default 4; 0 = the single set only)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
@@ -85,7 +88,8 @@ def cmd_evaluate(args) -> int:
     res = evaluate(pipe, images, records, clf, out,
                    EvalConfig(n=args.n, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                               split=args.split, guidance_interval=args.guidance_interval, fast=args.fast,
-                              condition_noise=args.condition_noise),
+                              condition_noise=args.condition_noise,
+                              **({} if args.diversity_sets is None else {"diversity_sets": max(0, args.diversity_sets)})),
                    progress=not args.quiet)
     res["classifier"] = {"folder": str(cls_dir), **_json_or_empty(cls_dir / "classifier.json")}
     (out / "eval.json").write_text(json.dumps(res, indent=2))
@@ -100,6 +104,10 @@ def cmd_evaluate(args) -> int:
           f"(ratio {r(a['ratio'])}, target >= 0.8)")
     print(f"diversity (mean pairwise SSIM): generated {d['generated_ssim']:.3f} vs real {d['real_ssim']:.3f}  "
           f"(ratio {r(d['ratio'])}, target <= 1.2)")
+    if d.get("repeated"):
+        rep = d["repeated"]
+        print(f"diversity over {rep['sets']} seed sets: ratio {rep['mean']:.3f} (sd {rep['sd']:.3f} from set to set; "
+              f"sets {', '.join(f'{v:.2f}' for v in rep['ratios'])})")
     g, rv, ratio = res["films"]["generated"], res["films"]["real_val"], res["films"]["ratio"]
     for key, name, fmt in (("contrast", "contrast (std)", ".1f"), ("exposure_mean", "exposure (mean)", ".1f"),
                            ("exposure_spread", "exposure spread", ".1f"),

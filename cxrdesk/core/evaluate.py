@@ -204,6 +204,10 @@ class EvalConfig:
     guidance_interval: tuple[float, float] | None = None  # None: the model's
     sampler: str = DEFAULT_SAMPLER
     diversity_k: int = 8
+    # The diversity figure above draws one set of diversity_k seeds per class (24 films): its ratio moves by
+    # about 0.04 (sd) from one seed set to the next. This many more sets (different seeds, same prompts) are
+    # drawn for a repeated figure, its mean and spread, against 40 draws of real films per class. 0 = off.
+    diversity_sets: int = 4
     seed: int = 0
     split: str = "val"  # "val", or "tune": a fixed tenth of the training split (see held_out_split)
     fast: bool = False  # draw with the folder's distilled student (Pipeline.generate(fast=True))
@@ -338,6 +342,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     paired = [d for d in diversity.values() if d["real_ssim"] is not None]
     gen_ssim = float(np.mean([d["generated_ssim"] for d in paired])) if paired else float("nan")
     real_ssim = float(np.mean([d["real_ssim"] for d in paired])) if paired else float("nan")
+    repeated = _repeated_diversity(pipe, images, train, y, cfg, diversity) if cfg.diversity_sets > 0 else None
 
     result = {
         "model": pipe.model.name, "model_hash": pipe.model.hash, "n": int(n), "split": cfg.split,
@@ -357,7 +362,7 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
         "nearest_training_film": {"generated": copies_gen, "real_val": copies_real},
         "diversity": {"generated_ssim": gen_ssim, "real_ssim": real_ssim,
                       "ratio": gen_ssim / real_ssim if real_ssim > 0 else None, "target_ratio": 1.2,
-                      "per_class": diversity},
+                      "per_class": diversity, "repeated": repeated},
         "reconstruction": reconstruction,
         "seconds_per_image": gen_secs,
     }
@@ -368,6 +373,42 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     grid = np.concatenate(grid_rows, axis=0)
     Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(out / "eval_grid.png")
     return result
+
+
+REAL_DRAWS = 40  # real-film draws per class for the repeated diversity figure
+
+
+def _repeated_diversity(pipe, images, train: np.ndarray, y: np.ndarray, cfg: EvalConfig, first: dict) -> dict | None:
+    """The diversity ratio over 1 + cfg.diversity_sets seed sets (the first is the one above, seeds
+    seed*1000 + s; set b uses seed*1000 + 100*b + s), each the mean over classes of the generated films'
+    mean pairwise SSIM, over the real films' (REAL_DRAWS draws of the same count per class, their own
+    random stream): {"sets", "ratios", "mean", "sd", "real_ssim"}. None where no class has two real films."""
+    from .imaging.metrics import mean_pairwise_ssim
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    real, per_set = {}, [[] for _ in range(cfg.diversity_sets + 1)]
+    for k, c in enumerate(CLASSES):
+        pool = train[y[train] == k]
+        kk = first[c]["k"]
+        if kk < 2:
+            continue
+        real[c] = float(np.mean([mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
+                                                     for i in rng.choice(pool, kk, replace=False)])
+                                 for _ in range(REAL_DRAWS)]))
+        per_set[0].append(first[c]["generated_ssim"])
+        for b in range(1, cfg.diversity_sets + 1):
+            imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
+                                  seed=cfg.seed * 1000 + 100 * b + s, sampler=cfg.sampler,
+                                  guidance_interval=cfg.guidance_interval, fast=cfg.fast,
+                                  condition_noise=cfg.condition_noise).image
+                    for s in range(kk)]
+            per_set[b].append(float(mean_pairwise_ssim(imgs)))
+    if not real:
+        return None
+    real_ssim = float(np.mean(list(real.values())))
+    ratios = [float(np.mean(g)) / real_ssim for g in per_set]
+    return {"sets": len(ratios), "ratios": ratios, "mean": float(np.mean(ratios)),
+            "sd": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0, "real_ssim": real_ssim}
 
 
 # --------------------------------------------------------------------------- findings check
