@@ -325,18 +325,11 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
     diversity = {}
     grid_rows = []
     for k, c in enumerate(CLASSES):
-        imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
-                              seed=cfg.seed * 1000 + s, sampler=cfg.sampler,
-                              guidance_interval=cfg.guidance_interval, fast=cfg.fast,
-                              condition_noise=cfg.condition_noise).image
-                for s in range(cfg.diversity_k)]
+        imgs = _prompt_films(pipe, c, cfg, range(cfg.seed * 1000, cfg.seed * 1000 + cfg.diversity_k))
         pool = train[y[train] == k]
         kk = min(cfg.diversity_k, len(pool))  # same count on both sides where a class is small
-        real_scores = [mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
-                                           for i in rng.choice(pool, kk, replace=False)])
-                       for _ in range(5)] if kk >= 2 else []
         diversity[c] = {"generated_ssim": float(mean_pairwise_ssim(imgs[:max(kk, 2)])),
-                        "real_ssim": float(np.mean(real_scores)) if real_scores else None,
+                        "real_ssim": _real_ssim(images, pool, kk, rng, 5) if kk >= 2 else None,
                         "k": kk, "prompt": CLASS_PROMPTS[c]}
         grid_rows.append(np.concatenate(imgs[:6], axis=1))
     paired = [d for d in diversity.values() if d["real_ssim"] is not None]
@@ -378,6 +371,23 @@ def evaluate(pipe, images: np.ndarray, records: list[Record], classifier: CxrCla
 REAL_DRAWS = 40  # real-film draws per class for the repeated diversity figure
 
 
+def _prompt_films(pipe, c: str, cfg: EvalConfig, seeds) -> list[np.ndarray]:
+    """The films of class ``c``'s fixed diversity prompt, one per seed, drawn as ``cfg`` says."""
+    return [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance, seed=s,
+                          sampler=cfg.sampler, guidance_interval=cfg.guidance_interval, fast=cfg.fast,
+                          condition_noise=cfg.condition_noise).image
+            for s in seeds]
+
+
+def _real_ssim(images, pool: np.ndarray, k: int, rng, draws: int) -> float:
+    """Mean over ``draws`` random draws of ``k`` films from ``pool`` of their mean pairwise SSIM."""
+    from .imaging.metrics import mean_pairwise_ssim
+
+    return float(np.mean([mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
+                                              for i in rng.choice(pool, k, replace=False)])
+                          for _ in range(draws)]))
+
+
 def _repeated_diversity(pipe, images, train: np.ndarray, y: np.ndarray, cfg: EvalConfig, first: dict) -> dict | None:
     """The diversity ratio over 1 + cfg.diversity_sets seed sets (the first is the one above, seeds
     seed*1000 + s; set b uses seed*1000 + 100*b + s), each the mean over classes of the generated films'
@@ -392,17 +402,11 @@ def _repeated_diversity(pipe, images, train: np.ndarray, y: np.ndarray, cfg: Eva
         kk = first[c]["k"]
         if kk < 2:
             continue
-        real[c] = float(np.mean([mean_pairwise_ssim([np.asarray(images[i]).astype(np.float32) / 255.0
-                                                     for i in rng.choice(pool, kk, replace=False)])
-                                 for _ in range(REAL_DRAWS)]))
+        real[c] = _real_ssim(images, pool, kk, rng, REAL_DRAWS)
         per_set[0].append(first[c]["generated_ssim"])
         for b in range(1, cfg.diversity_sets + 1):
-            imgs = [pipe.generate(CLASS_PROMPTS[c], steps=cfg.steps, guidance_scale=cfg.guidance,
-                                  seed=cfg.seed * 1000 + 100 * b + s, sampler=cfg.sampler,
-                                  guidance_interval=cfg.guidance_interval, fast=cfg.fast,
-                                  condition_noise=cfg.condition_noise).image
-                    for s in range(kk)]
-            per_set[b].append(float(mean_pairwise_ssim(imgs)))
+            base = cfg.seed * 1000 + 100 * b
+            per_set[b].append(float(mean_pairwise_ssim(_prompt_films(pipe, c, cfg, range(base, base + kk)))))
     if not real:
         return None
     real_ssim = float(np.mean(list(real.values())))

@@ -32,7 +32,6 @@ class MainThreadCollector(QObject):
     def __init__(self, parent: QObject, interval_ms: int = INTERVAL_MS):
         super().__init__(parent)
         self.thresholds = gc.get_threshold()
-        self.collections = 0
         gc.disable()
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
@@ -48,15 +47,9 @@ class MainThreadCollector(QObject):
         c0, c1, c2 = gc.get_count()
         if c0 <= t0:
             return 0
-        self.collections += 1
         if c1 > t1:
             return gc.collect(2 if c2 > t2 else 1)
         return gc.collect(0)
-
-    def stop(self) -> None:
-        """Hand collection back to Python (it runs in any thread again)."""
-        self._timer.stop()
-        gc.enable()
 
 
 def install() -> MainThreadCollector | None:
