@@ -104,9 +104,14 @@ def register(sub) -> None:
                         "encoded by its VAE); the student is exported into a copy of it (--out, default RUN/model-fast). "
                         "export: export the run's distilled student (RUN/distill/ckpt.pt) beside this teacher's "
                         "weights instead of a UNet (--out, default RUN/model-fast; --out MODEL_DIR adds it in place)")
-    t.add_argument("--method", choices=("lcd", "guidance"), default=None,
-                   help="distill: lcd (latent consistency distillation, a 4-step student; the default) or guidance "
-                        "(guidance distillation: one UNet call per step of the model's own sampler, 8 steps)")
+    t.add_argument("--method", choices=("lcd", "guidance", "trajectory"), default=None,
+                   help="distill: lcd (latent consistency distillation, a 4-step student; the default), guidance "
+                        "(guidance distillation: one UNet call per step of the model's own sampler, 8 steps) or "
+                        "trajectory (step distillation of the --init-from folder's guidance-distilled student: its 4 "
+                        "steps learn to land where its own 20 land; --batch counts films, 4 steps each)")
+    t.add_argument("--trajectories", type=int, metavar="N",
+                   help="distill --method trajectory: how many films the starting student draws in 20 steps to "
+                        "learn from (default 2048; drawn first, resumable)")
     t.add_argument("--guidance-range", type=_guidance_range, metavar="LO,HI",
                    help="distill: the guidance scales the student learns to draw (default 2,8)")
     t.add_argument("--model", metavar="MODEL_DIR",
@@ -270,6 +275,10 @@ def _distill(args, run: Path, progress: bool) -> None:
         cfg.guidance_min, cfg.guidance_max = args.guidance_range
     if args.method is not None:
         cfg.method = args.method
+    if args.trajectories is not None:
+        if args.trajectories < 1:
+            raise CliError("--trajectories must be 1 or more")
+        cfg.trajectories = args.trajectories
     if args.init_from:
         _need_model(args.init_from)
         cfg.init_from = str(Path(args.init_from).resolve())

@@ -1,11 +1,13 @@
 """Distillation of the teacher's guided sampling into a student UNet that takes the guidance scale as
-an input, so each step is one UNet call. Two methods:
+an input, so each step is one UNet call. Three methods:
 
 - ``lcd``, latent consistency distillation (Luo et al. 2023; diffusers' examples/consistency_distillation):
   a guided film in a few (4) steps of ``LCMScheduler``.
 - ``guidance``, guidance distillation (Meng et al., CVPR 2023, its first stage): the student matches
   the guided teacher's output at every timestep, and samples with the model's own sampler in fewer
   steps (8) than the teacher's 20 guided ones (40 calls).
+- ``trajectory``, step distillation of such a student (``--init-from`` a folder holding it): its 4 coarse
+  steps learn to land where its own 20 fine steps land (``trajectory.py``).
 
 The student is the teacher's UNet plus a guidance embedding (diffusers' ``time_cond_proj_dim``),
 initialised from the teacher with that embedding at zero, so it starts as the teacher (or from an earlier
@@ -28,15 +30,17 @@ import numpy as np
 import torch
 
 from ..modelfolder import FAST_STEPS, GUIDED_FAST_STEPS, STUDENT_DIR
+from .trajectory import build_trajectories, coarse_plan, trajectory_loss
 
 W_EMBED_DIM = 256            # the guidance embedding's width (diffusers' LCM default)
 DDIM_TIMESTEPS = 50          # the teacher's solver grid: every 20th training timestep
 TIMESTEP_SCALING = 10.0      # LCMScheduler's boundary-condition scaling
 SIGMA_DATA = 0.5
-METHODS = ("lcd", "guidance")
+METHODS = ("lcd", "guidance", "trajectory")
 # what each method's student is sampled with (the model folder's record): LCMScheduler, or the model's own
-SAMPLER_OF = {"lcd": "lcm", "guidance": "model"}
-NAME_OF = {"lcd": "latent consistency distillation", "guidance": "guidance distillation"}
+SAMPLER_OF = {"lcd": "lcm", "guidance": "model", "trajectory": "model"}
+NAME_OF = {"lcd": "latent consistency distillation", "guidance": "guidance distillation",
+           "trajectory": "trajectory distillation"}
 
 
 @dataclass
@@ -52,8 +56,11 @@ class DistillConfig:
     ckpt_every: int = 100
     export_every: int = 500
     seed: int = 0
-    method: str = "lcd"          # "lcd" or "guidance" (see the module's docstring)
+    method: str = "lcd"          # "lcd", "guidance" or "trajectory" (see the module's docstring)
     init_from: str = ""          # a model folder whose student starts this one (moved_student)
+    fast_steps: int = 4          # trajectory: the coarse steps the student learns to take
+    fine_steps: int = 20         # trajectory: the fine steps whose landing points it learns
+    trajectories: int = 2048     # trajectory: films drawn in fine steps to learn from (all processes)
 
 
 def guidance_embedding(scale: torch.Tensor, dim: int = W_EMBED_DIM) -> torch.Tensor:
@@ -215,6 +222,9 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         raise ValueError("the guidance range must satisfy 1 <= min <= max")
     if cfg.method not in METHODS:
         raise ValueError(f"unknown distillation method {cfg.method!r}: {' or '.join(METHODS)}")
+    if cfg.method == "trajectory" and not cfg.init_from:
+        raise ValueError("trajectory distillation starts from a guidance-distilled student: give --init-from "
+                         "a model folder that holds one")
     cpu_setup(threads)
     dist = init_dist(device)
     run, teacher_dir = RunFolder(Path(run_dir)), Path(teacher_dir)
@@ -234,9 +244,15 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     torch.manual_seed(cfg.seed)
     student = build_student(teacher).to(dist.device).train().requires_grad_(True)
     ckpt = run.ckpt("distill")
-    if cfg.init_from and not ckpt.exists():
-        student.load_state_dict(moved_student(Path(cfg.init_from), teacher))
+    start = moved_student(Path(cfg.init_from), teacher) if cfg.init_from else None
+    if start is not None and not ckpt.exists():
+        student.load_state_dict(start)
     target = copy.deepcopy(student).eval().requires_grad_(False)
+    guide = None  # trajectory: the fine trajectories are the starting student's, however far a resumed run has come
+    if cfg.method == "trajectory":
+        guide = build_student(teacher).to(dist.device)
+        guide.load_state_dict(start)
+        guide.eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-2)
     step = 0
     teacher_hash = _teacher_hash(teacher_dir)  # read once: every checkpoint records it
@@ -251,6 +267,12 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         target.load_state_dict(state["target"])
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
+    if cfg.method == "trajectory":
+        _check_own_sampler(teacher_dir, teacher)
+        plan = coarse_plan(sched_cfg, cfg.fast_steps, cfg.fine_steps)
+        trajectories = _trajectories(run, cfg, dist, plan, sched_cfg, guide, text_emb, cap_ids, train_idx,
+                                     latents.shape[1:], progress)
+        del guide
     model = _wrap(student, dist)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + dist.rank)
     log = CsvLog(out / "loss.csv", ["step", "loss", "lr", "sec"], dist.main)
@@ -267,7 +289,12 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         noise = torch.randn(x0.shape, generator=gen).to(dist.device)
         index = torch.randint(0, len(grid.timesteps), (per_rank,), generator=gen)
         scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(per_rank, generator=gen)
-        if cfg.method == "guidance":
+        if cfg.method == "trajectory":
+            take = torch.randint(len(trajectories["states"]), (per_rank,), generator=gen)
+            loss = trajectory_loss(model, plan, trajectories["states"][take].to(dist.device),
+                                   text_emb[trajectories["tid"][take]].float().to(dist.device),
+                                   guidance_embedding(trajectories["scale"][take]).to(dist.device), prediction)
+        elif cfg.method == "guidance":
             t = torch.randint(0, len(grid.alphas), (per_rank,), generator=gen).to(dist.device)
             loss = guidance_loss(model, teacher, x0, cond, uncond, scale, noise, t, grid.alphas)
         else:
@@ -293,6 +320,57 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         bar.close()
     _barrier(dist)
     return Path(export_to or run.model_fast)
+
+
+def _check_own_sampler(teacher_dir: Path, teacher) -> None:
+    """ValueError unless the model samples its students with DPM++ 2M on trailing timesteps (the sampler
+    trajectory distillation teaches the student's coarse steps)."""
+    from ..generation.sampling import FALLBACK_SAMPLER, ZERO_SNR_SAMPLER
+    from ..modelfolder import ModelFolder, component_weights
+
+    weights = component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet")
+    own = ModelFolder.read(teacher_dir, int(teacher.config.in_channels), weights).sampler or FALLBACK_SAMPLER
+    if own != ZERO_SNR_SAMPLER:
+        raise ValueError(f"trajectory distillation teaches the steps of DPM++ 2M on trailing timesteps "
+                         f"({ZERO_SNR_SAMPLER!r}); {teacher_dir.name} samples with {own!r}")
+
+
+def _trajectories(run, cfg: DistillConfig, dist, plan: dict, sched_cfg: dict, guide, text_emb, cap_ids,
+                  train_idx, shape, progress: bool) -> dict:
+    """This process's share of the fine trajectories (build_trajectories), drawn by the frozen starting
+    student ``guide`` for training captions and guidance scales in the config's range; built in chunks
+    of 16 into RUN/distill/trajectories-R-of-W.pt, so an interrupted build resumes. Each process draws
+    its own share with its own seeds."""
+    from .common import _progress, atomic_save
+
+    path = run.stage("distill") / f"trajectories-{dist.rank}-of-{dist.world}.pt"
+    want = -(-cfg.trajectories // dist.world)
+    have = torch.load(path, weights_only=True) if path.exists() else None
+    key = [cfg.seed, cfg.fast_steps, cfg.fine_steps, cfg.guidance_min, cfg.guidance_max]
+    if have is not None and have.get("key") != key:
+        raise ValueError(f"{path} was drawn with other settings: use a new run folder")
+    have = have or {"key": key, "states": torch.zeros(0, plan["coarse"] + 1, *shape), "tid": torch.zeros(0, dtype=torch.long),
+                    "scale": torch.zeros(0)}
+    bar = _progress(want, len(have["states"]), "trajectories", progress and dist.main)
+    guide = guide.to(dist.device)
+    while len(have["states"]) < want:
+        chunk = len(have["states"]) // 16
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank * 10_007 + chunk)
+        n = min(16, want - len(have["states"]))
+        pick = train_idx[torch.randint(len(train_idx), (n,), generator=gen)]
+        tid = cap_ids[pick, torch.randint(cap_ids.shape[1], (n,), generator=gen)]
+        scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(n, generator=gen)
+        noise = torch.randn((n, *shape), generator=gen)
+        states = build_trajectories(guide, sched_cfg, plan, text_emb[tid].float().to(dist.device),
+                                    guidance_embedding(scale).to(dist.device), noise.to(dist.device)).cpu()
+        have = {"key": key, "states": torch.cat([have["states"], states]), "tid": torch.cat([have["tid"], tid]),
+                "scale": torch.cat([have["scale"], scale])}
+        atomic_save(have, path)
+        if bar:
+            bar.update(n)
+    if bar:
+        bar.close()
+    return have
 
 
 def export_from_checkpoint(run_dir: str | Path, teacher_dir: str | Path, dest: str | Path | None = None) -> Path:
@@ -339,10 +417,17 @@ def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int
     extra_file = tmp / "cxrdesk.json"
     extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
     method = config.method if config else "lcd"
-    extra["student"] = {"steps": GUIDED_FAST_STEPS if method == "guidance" else FAST_STEPS,
+    steps = {"guidance": GUIDED_FAST_STEPS, "trajectory": config.fast_steps if config else FAST_STEPS}
+    previous = {}
+    if method == "trajectory" and config.init_from:  # the starting student's chosen guidance carries over
+        start = Path(config.init_from) / "cxrdesk.json"
+        previous = (json.loads(start.read_text()) if start.is_file() else {}).get("student") or {}
+    extra["student"] = {"steps": steps.get(method, FAST_STEPS),
                         "sampler": SAMPLER_OF[method], "distill_steps": int(step),
                         "teacher_hash": _teacher_hash(teacher_dir), "method": NAME_OF[method],
                         "config": dict(config.__dict__) if config else {}}
+    if "guidance" in previous:
+        extra["student"]["guidance"] = previous["guidance"]
     extra_file.write_text(json.dumps(extra, indent=2))
     if dest.exists() and dest.resolve() != teacher_dir.resolve():
         shutil.rmtree(dest)
