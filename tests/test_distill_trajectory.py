@@ -87,17 +87,24 @@ def test_trajectory_distillation_draws_resumes_trains_and_exports_a_four_step_st
     assert ((drawn["scale"] >= 2) & (drawn["scale"] <= 8)).all()
     student = json.loads((out / "cxrdesk.json").read_text())["student"]
     assert student["steps"] == 4 and student["sampler"] == "model" and student["guidance"] == 6.5
-    assert student["method"] == "trajectory distillation" and student["distill_steps"] == 2
+    # its count of training steps includes the starting student's one
+    assert student["method"] == "trajectory distillation" and student["distill_steps"] == 1 + 2
     # resumed: the checkpoint's step goes on, the trajectories are not drawn again
     stamp = (run2 / "distill" / "trajectories-0-of-1.pt").stat().st_mtime_ns
     D.train_distill(run2, teacher, D.DistillConfig(**{**cfg.__dict__, "steps": 3}), threads=1, progress=False)
     assert (run2 / "distill" / "trajectories-0-of-1.pt").stat().st_mtime_ns == stamp
-    assert json.loads((out / "cxrdesk.json").read_text())["student"]["distill_steps"] == 3
+    assert json.loads((out / "cxrdesk.json").read_text())["student"]["distill_steps"] == 1 + 3
     pipe = Pipeline.load(out)
     assert pipe.model.student["steps"] == 4 and pipe.model.default_guidance(fast=True) == 6.5
     r = pipe.generate("normal chest radiograph", seed=2, fast=True, steps=4, guidance_scale=6.5)
     assert r.params["fast"] and r.params["sampler"] == "dpm++" and r.params["guided_steps"] == 0
     assert np.isfinite(r.image).all()
+    # exported again into a folder that already holds this run's student: the starting count once
+    D.export_from_checkpoint(run2, teacher, tmp_path / "guided")
+    again = json.loads((tmp_path / "guided" / "cxrdesk.json").read_text())["student"]
+    D.export_from_checkpoint(run2, teacher, tmp_path / "guided")
+    assert json.loads((tmp_path / "guided" / "cxrdesk.json").read_text())["student"] == again
+    assert again["distill_steps"] == 1 + 3 and again["guidance"] == 6.5
     # other settings against the same drawn trajectories are refused
     with pytest.raises(ValueError, match="other settings"):
         D.train_distill(run2, teacher, D.DistillConfig(**{**cfg.__dict__, "steps": 4, "fine_steps": 12}),

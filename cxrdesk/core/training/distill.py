@@ -422,10 +422,16 @@ def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int
     if method == "trajectory" and config.init_from:  # the starting student's chosen guidance carries over
         start = Path(config.init_from) / "cxrdesk.json"
         previous = (json.loads(start.read_text()) if start.is_file() else {}).get("student") or {}
-    extra["student"] = {"steps": steps.get(method, FAST_STEPS),
-                        "sampler": SAMPLER_OF[method], "distill_steps": int(step),
+    # a trajectory student's count includes the steps of the student it started from (once, where that
+    # folder's student is already an earlier export of this run)
+    base = int(previous.get("started_from_steps" if previous.get("method") == NAME_OF["trajectory"]
+                            else "distill_steps") or 0)
+    extra["student"] = {"steps": steps.get(method, FAST_STEPS), "sampler": SAMPLER_OF[method],
+                        "distill_steps": int(step) + base,
                         "teacher_hash": _teacher_hash(teacher_dir), "method": NAME_OF[method],
                         "config": dict(config.__dict__) if config else {}}
+    if method == "trajectory":
+        extra["student"]["started_from_steps"] = base
     if "guidance" in previous:
         extra["student"]["guidance"] = previous["guidance"]
     extra_file.write_text(json.dumps(extra, indent=2))
