@@ -99,16 +99,21 @@ def test_trajectory_distillation_draws_resumes_trains_and_exports_a_four_step_st
     r = pipe.generate("normal chest radiograph", seed=2, fast=True, steps=4, guidance_scale=6.5)
     assert r.params["fast"] and r.params["sampler"] == "dpm++" and r.params["guided_steps"] == 0
     assert np.isfinite(r.image).all()
+    # other settings against the same drawn trajectories are refused
+    with pytest.raises(ValueError, match="other settings"):
+        D.train_distill(run2, teacher, D.DistillConfig(**{**cfg.__dict__, "steps": 4, "fine_steps": 12}),
+                        threads=1, progress=False)
     # exported again into a folder that already holds this run's student: the starting count once
     D.export_from_checkpoint(run2, teacher, tmp_path / "guided")
     again = json.loads((tmp_path / "guided" / "cxrdesk.json").read_text())["student"]
     D.export_from_checkpoint(run2, teacher, tmp_path / "guided")
     assert json.loads((tmp_path / "guided" / "cxrdesk.json").read_text())["student"] == again
     assert again["distill_steps"] == 1 + 3 and again["guidance"] == 6.5
-    # other settings against the same drawn trajectories are refused
-    with pytest.raises(ValueError, match="other settings"):
-        D.train_distill(run2, teacher, D.DistillConfig(**{**cfg.__dict__, "steps": 4, "fine_steps": 12}),
-                        threads=1, progress=False)
+    # a trajectory student is no starting point for another (it learnt only its 4 steps)
+    with pytest.raises(ValueError, match="already trajectory-distilled"):
+        D.train_distill(_fake_run(tmp_path / "run3", teacher), teacher,
+                        D.DistillConfig(**{**cfg.__dict__, "init_from": str(tmp_path / "guided")}), threads=1,
+                        progress=False)
 
 
 def test_trajectory_distillation_needs_a_guided_student_and_the_models_dpm_sampler(tiny_model_dir, tmp_path):

@@ -222,9 +222,8 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         raise ValueError("the guidance range must satisfy 1 <= min <= max")
     if cfg.method not in METHODS:
         raise ValueError(f"unknown distillation method {cfg.method!r}: {' or '.join(METHODS)}")
-    if cfg.method == "trajectory" and not cfg.init_from:
-        raise ValueError("trajectory distillation starts from a guidance-distilled student: give --init-from "
-                         "a model folder that holds one")
+    if cfg.method == "trajectory":
+        _check_trajectory_start(cfg.init_from)
     cpu_setup(threads)
     dist = init_dist(device)
     run, teacher_dir = RunFolder(Path(run_dir)), Path(teacher_dir)
@@ -320,6 +319,20 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
         bar.close()
     _barrier(dist)
     return Path(export_to or run.model_fast)
+
+
+def _check_trajectory_start(init_from: str) -> None:
+    """ValueError unless ``init_from`` names a folder whose student is guidance-distilled: a trajectory
+    student learnt only its 4 steps' timesteps, so its own 20-step films are no teacher for another."""
+    if not init_from:
+        raise ValueError("trajectory distillation starts from a guidance-distilled student: give --init-from "
+                         "a model folder that holds one")
+    record = Path(init_from) / "cxrdesk.json"
+    student = (json.loads(record.read_text()) if record.is_file() else {}).get("student") or {}
+    if student.get("method") == NAME_OF["trajectory"]:
+        raise ValueError(f"{Path(init_from).name}'s student is already trajectory-distilled (it learnt only its "
+                         f"{student.get('steps')} steps): start from a folder with its guidance-distilled student "
+                         f"(train distill --method guidance --init-from {Path(init_from).name} makes one)")
 
 
 def _check_own_sampler(teacher_dir: Path, teacher) -> None:
