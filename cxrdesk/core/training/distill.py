@@ -281,24 +281,25 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     if dist.main:
         (out / "params.json").write_text(json.dumps({"teacher": str(teacher_dir), **cfg.__dict__}))
     while step < cfg.steps:
-        pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
-        x0 = latents[pick].to(dist.device)
-        tid = cap_ids[pick, torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)]
-        cond = text_emb[tid].float().to(dist.device)
-        noise = torch.randn(x0.shape, generator=gen).to(dist.device)
-        index = torch.randint(0, len(grid.timesteps), (per_rank,), generator=gen)
-        scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(per_rank, generator=gen)
-        if cfg.method == "trajectory":
+        if cfg.method == "trajectory":  # its batch is drawn films, not the cached data
             take = torch.randint(len(trajectories["states"]), (per_rank,), generator=gen)
             loss = trajectory_loss(model, plan, trajectories["states"][take].to(dist.device),
                                    text_emb[trajectories["tid"][take]].float().to(dist.device),
                                    guidance_embedding(trajectories["scale"][take]).to(dist.device), prediction)
-        elif cfg.method == "guidance":
-            t = torch.randint(0, len(grid.alphas), (per_rank,), generator=gen).to(dist.device)
-            loss = guidance_loss(model, teacher, x0, cond, uncond, scale, noise, t, grid.alphas)
         else:
-            loss = lcd_loss(model, teacher, target, grid, x0, cond, uncond, scale, noise, index, prediction,
-                            cfg.huber_c)
+            pick = train_idx[torch.randint(len(train_idx), (per_rank,), generator=gen)]
+            x0 = latents[pick].to(dist.device)
+            tid = cap_ids[pick, torch.randint(cap_ids.shape[1], (per_rank,), generator=gen)]
+            cond = text_emb[tid].float().to(dist.device)
+            noise = torch.randn(x0.shape, generator=gen).to(dist.device)
+            index = torch.randint(0, len(grid.timesteps), (per_rank,), generator=gen)
+            scale = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(per_rank, generator=gen)
+            if cfg.method == "guidance":
+                t = torch.randint(0, len(grid.alphas), (per_rank,), generator=gen).to(dist.device)
+                loss = guidance_loss(model, teacher, x0, cond, uncond, scale, noise, t, grid.alphas)
+            else:
+                loss = lcd_loss(model, teacher, target, grid, x0, cond, uncond, scale, noise, index, prediction,
+                                cfg.huber_c)
         lr = _lr(cfg, step)
         optimizer_step(opt, loss, student.parameters(), lr)
         step += 1
@@ -321,14 +322,19 @@ def train_distill(run_dir: str | Path, teacher_dir: str | Path, cfg: DistillConf
     return Path(export_to or run.model_fast)
 
 
+def _student_of(folder: str | Path) -> dict:
+    """The student record in ``folder``'s cxrdesk.json as written (empty where there is none)."""
+    record = Path(folder) / "cxrdesk.json"
+    return (json.loads(record.read_text()) if record.is_file() else {}).get("student") or {}
+
+
 def _check_trajectory_start(init_from: str) -> None:
     """ValueError unless ``init_from`` names a folder whose student is guidance-distilled: a trajectory
     student learnt only its 4 steps' timesteps, so its own 20-step films are no teacher for another."""
     if not init_from:
         raise ValueError("trajectory distillation starts from a guidance-distilled student: give --init-from "
                          "a model folder that holds one")
-    record = Path(init_from) / "cxrdesk.json"
-    student = (json.loads(record.read_text()) if record.is_file() else {}).get("student") or {}
+    student = _student_of(init_from)
     if student.get("method") == NAME_OF["trajectory"]:
         raise ValueError(f"{Path(init_from).name}'s student is already trajectory-distilled (it learnt only its "
                          f"{student.get('steps')} steps): start from a folder with its guidance-distilled student "
@@ -338,11 +344,10 @@ def _check_trajectory_start(init_from: str) -> None:
 def _check_own_sampler(teacher_dir: Path, teacher) -> None:
     """ValueError unless the model samples its students with DPM++ 2M on trailing timesteps (the sampler
     trajectory distillation teaches the student's coarse steps)."""
-    from ..generation.sampling import FALLBACK_SAMPLER, ZERO_SNR_SAMPLER
-    from ..modelfolder import ModelFolder, component_weights
+    from ..generation.sampling import ZERO_SNR_SAMPLER
+    from ..modelfolder import cxrdesk_json, recommended_sampler, scheduler_json
 
-    weights = component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet")
-    own = ModelFolder.read(teacher_dir, int(teacher.config.in_channels), weights).sampler or FALLBACK_SAMPLER
+    own = recommended_sampler(cxrdesk_json(teacher_dir, int(teacher.config.in_channels)), scheduler_json(teacher_dir))
     if own != ZERO_SNR_SAMPLER:
         raise ValueError(f"trajectory distillation teaches the steps of DPM++ 2M on trailing timesteps "
                          f"({ZERO_SNR_SAMPLER!r}); {teacher_dir.name} samples with {own!r}")
@@ -365,7 +370,6 @@ def _trajectories(run, cfg: DistillConfig, dist, plan: dict, sched_cfg: dict, gu
     have = have or {"key": key, "states": torch.zeros(0, plan["coarse"] + 1, *shape), "tid": torch.zeros(0, dtype=torch.long),
                     "scale": torch.zeros(0)}
     bar = _progress(want, len(have["states"]), "trajectories", progress and dist.main)
-    guide = guide.to(dist.device)
     while len(have["states"]) < want:
         chunk = len(have["states"]) // 16
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + dist.rank * 10_007 + chunk)
@@ -431,10 +435,8 @@ def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int
     extra = json.loads(extra_file.read_text()) if extra_file.is_file() else {}
     method = config.method if config else "lcd"
     steps = {"guidance": GUIDED_FAST_STEPS, "trajectory": config.fast_steps if config else FAST_STEPS}
-    previous = {}
-    if method == "trajectory" and config.init_from:  # the starting student's chosen guidance carries over
-        start = Path(config.init_from) / "cxrdesk.json"
-        previous = (json.loads(start.read_text()) if start.is_file() else {}).get("student") or {}
+    # the starting student's chosen guidance carries over
+    previous = _student_of(config.init_from) if method == "trajectory" and config.init_from else {}
     # a trajectory student's count includes the steps of the student it started from (once, where that
     # folder's student is already an earlier export of this run)
     base = int(previous.get("started_from_steps" if previous.get("method") == NAME_OF["trajectory"]

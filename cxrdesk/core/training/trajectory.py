@@ -84,8 +84,8 @@ def trajectory_loss(student, plan: dict, states: torch.Tensor, cond: torch.Tenso
     x = states[:, :k].transpose(0, 1).reshape(k * b, *states.shape[2:])      # step-major
     t = plan["timesteps"].repeat_interleave(b).to(x.device)
     out = student(x, t, encoder_hidden_states=cond.repeat(k, 1, 1), timestep_cond=w_emb.repeat(k, 1)).sample.float()
-    shape = (k, 1, 1, 1, 1)
-    alpha, sigma = plan["alpha"].view(k, 1, 1, 1, 1), plan["sigma"].view(k, 1, 1, 1, 1)
+    shape = (k, 1, 1, 1, 1)  # per coarse step
+    alpha, sigma = plan["alpha"].view(shape), plan["sigma"].view(shape)
     xs = x.view(k, b, *x.shape[1:])
     out = out.view(k, b, *out.shape[1:])
     x0 = alpha * xs - sigma * out if prediction == "v_prediction" else (xs - sigma * out) / alpha
