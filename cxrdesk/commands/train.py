@@ -60,6 +60,10 @@ def register(sub) -> None:
                    help="decoder: decode latents with white noise of up to S times each channel's spread, so the "
                         "decoder draws clean films from a UNet's slightly wrong latents instead of a blotchy "
                         "texture (e.g. 0.3; default 0, off)")
+    t.add_argument("--spectral-weight", type=float, metavar="W",
+                   help="vae/decoder: weight of the spectral term (per film, L1 between the log power of the film "
+                        "and of its reconstruction in radial frequency bands): asks for real films' amount of "
+                        "fine detail at each scale, not its exact position (e.g. 0.05; default 0, off)")
     t.add_argument("--latent-channels", type=int, metavar="C",
                    help="vae: latent channels of a new VAE (default 4); more keep more fine texture through the "
                         "autoencoder (the UNet then denoises C channels; retrain it on the new latents)")
@@ -158,6 +162,10 @@ def cmd_train(args) -> int:
                 if not 0 <= args.latent_noise <= 2:
                     raise CliError("--latent-noise must be between 0 and 2")
                 cfg.latent_noise = args.latent_noise
+            if args.spectral_weight is not None:
+                if not 0 <= args.spectral_weight <= 10:
+                    raise CliError("--spectral-weight must be between 0 and 10")
+                cfg.spectral_weight = args.spectral_weight
             if args.latent_channels is not None:
                 if stage != "vae":
                     raise CliError("--latent-channels applies to 'train vae' only (a decoder keeps its encoder's latents)")
