@@ -403,10 +403,14 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
 
     from .fixtures import model_copy_recommending
 
+    from cxrdesk.core.training.distill import build_student, export_student
+
     model = model_copy_recommending(tiny_model_dir, tmp_path / "model", guidance=5.5, interval=[0.2, 1.0])
     meta = json.loads((model / "cxrdesk.json").read_text())
     meta["noise_offset"] = 0.1
     (model / "cxrdesk.json").write_text(json.dumps(meta))
+    export_student(model, build_student(UNet2DConditionModel.from_pretrained(model / "unet")), model, step=3)
+    teacher_hash = json.loads((model / "cxrdesk.json").read_text())["student"]["teacher_hash"]
     data = make_dataset(tmp_path / "data", n=6)
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "cxrdesk", "train"]
@@ -435,6 +439,13 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
     pipe = Pipeline.load(out)
     assert pipe.info["guidance"] == 5.5
     assert pipe.generate("normal chest radiograph", steps=2, seed=1).image.shape == (256, 256)
+    # the model's student draws the same latents, so it comes along, tied to the new weights
+    student = written["student"]
+    assert student["distilled_against"] == teacher_hash and student["teacher_hash"] != teacher_hash
+    assert student["distill_steps"] == 3 and pipe.model.student is not None
+    assert pipe.generate("normal chest radiograph", seed=1, fast=True).image.shape == (256, 256)
+    olds, news = (UNet2DConditionModel.from_pretrained(d / "student").state_dict() for d in (model, out))
+    assert all(torch.equal(olds[k], news[k]) for k in olds)
 
     # a run whose VAE encodes differently (here: another random tiny VAE) cannot borrow that UNet
     other = tmp_path / "other-run"

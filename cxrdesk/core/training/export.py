@@ -71,8 +71,9 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
                            name: str | None = None, guidance: float | None = None,
                            guidance_interval: tuple[float, float] | None = None) -> Path:
     """A model folder with the run's VAE (a decoder fine-tuned by `train decoder --init-from`) and
-    ``model_dir``'s UNet, scheduler, training record and sampling settings: for a run that trained a
-    decoder but no UNet. The run's encoder must be the model's, since the UNet draws its latents."""
+    ``model_dir``'s UNet, scheduler, training record, sampling settings and distilled student: for a
+    run that trained a decoder but no UNet. The run's encoder must be the model's, since the UNet (and
+    the student) draw its latents."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from ..modelfolder import recommended_guidance, recommended_interval, write_model_folder
@@ -92,7 +93,7 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
     ckpt = RunFolder(run).ckpt("decoder")
     if ckpt.exists():
         state = load_ckpt(ckpt)
-        keep = ("steps", "batch", "crop", "lr", "edge_weight", "adv_weight", "adv_start")
+        keep = ("steps", "batch", "crop", "lr", "edge_weight", "adv_weight", "adv_start", "latent_noise", "spectral_weight")
         training["decoder"] = {"steps": int(state["step"]), "from": extra.get("name", model.name),
                                **{k: state.get("config", {}).get(k) for k in keep}}
     sched_file = model / "scheduler" / "scheduler_config.json"
@@ -104,7 +105,30 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
                        preview_map=extra.get("preview_map"), noise_offset=float(extra.get("noise_offset") or 0.0),
                        guidance=recommended_guidance(extra) if guidance is None else guidance,
                        guidance_interval=recommended_interval(extra) if guidance_interval is None else guidance_interval)
+    _carry_student(model, extra, tmp)
     return _replace_folder(tmp, dest)
+
+
+def _carry_student(model: Path, extra: dict, dest: Path) -> bool:
+    """A new decoder keeps the encoder, the UNet and so every latent: a student distilled from
+    ``model`` (in latent space) fits the new folder as it fitted the old one. Copied with its record,
+    tied to the new folder's weights (``distilled_against``: the weights it was distilled from).
+    A student that did not fit ``model`` is left behind. The preview decoder is not carried: it
+    imitates the old decoder (`train preview-decoder` makes one for the new)."""
+    from ..modelfolder import STUDENT_DIR, component_weights, file_hash, student_record
+
+    weights = lambda folder: file_hash(component_weights(folder / "vae") + component_weights(folder / "unet"))
+    fits, _ = student_record(model, extra, weights(model))
+    if fits is None:
+        return False
+    shutil.copytree(model / STUDENT_DIR, dest / STUDENT_DIR)
+    record = dict(extra["student"])
+    record.setdefault("distilled_against", record["teacher_hash"])
+    record["teacher_hash"] = weights(dest)
+    meta = json.loads((dest / "cxrdesk.json").read_text())
+    meta["student"] = record
+    (dest / "cxrdesk.json").write_text(json.dumps(meta, indent=2))
+    return True
 
 
 def training_label_counts(run: Path) -> dict[str, int]:
