@@ -63,7 +63,7 @@ def register(sub) -> None:
     t.add_argument("--spectral-weight", type=float, metavar="W",
                    help="vae/decoder: weight of the spectral term (per film, L1 between the log power of the film "
                         "and of its reconstruction in radial frequency bands): asks for real films' amount of "
-                        "fine detail at each scale, not its exact position (e.g. 0.05; default 0, off)")
+                        "fine detail at each scale, not its exact position (e.g. 0.2; default 0, off)")
     t.add_argument("--latent-channels", type=int, metavar="C",
                    help="vae: latent channels of a new VAE (default 4); more keep more fine texture through the "
                         "autoencoder (the UNet then denoises C channels; retrain it on the new latents)")
