@@ -694,11 +694,11 @@ def test_decoder_latent_noise_decodes_perturbed_latents_and_only_for_a_decoder(t
     assert r.returncode != 0 and "--latent-noise applies to 'train decoder' only" in r.stderr
 
 
-def test_spectral_term_compares_band_power_not_position_and_trains_a_decoder(tmp_path):
+def test_spectral_term_compares_band_power_not_position_and_adds_to_the_decoders_loss(tmp_path):
     """`--spectral-weight W`: per film, L1 between the log power of the film and of its reconstruction
     in radial frequency bands. It is blind to where detail is (a shifted film costs nothing), sees how
-    much detail there is at each scale (a blurred film costs most in the fine bands), and pulls a
-    decoder's gradient; off by default."""
+    much detail there is at each scale (a blurred film costs most in the fine bands), and is added to
+    the decoder's loss at its weight; off by default."""
     import torch
     import torch.nn.functional as F
 

@@ -203,6 +203,11 @@ def check_no_pickles(folder: Path) -> None:
         raise ModelLoadError(f"{folder} is a file, not a model folder")
 
 
+def model_hash(folder: Path) -> str:
+    """A model folder's hash (Pipeline.model.hash): its VAE's weights, then its UNet's."""
+    return file_hash(component_weights(Path(folder) / "vae") + component_weights(Path(folder) / "unet"))
+
+
 def component_weights(sub: Path) -> list[Path]:
     """A component folder's safetensors files; ModelLoadError where it has none."""
     st = sorted(sub.glob("*.safetensors"))

@@ -411,10 +411,9 @@ def export_from_checkpoint(run_dir: str | Path, teacher_dir: str | Path, dest: s
 
 
 def _teacher_hash(teacher_dir: Path) -> str:
-    from ..modelfolder import component_weights, file_hash
+    from ..modelfolder import model_hash
 
-    # the model's own hash (Pipeline.model.hash: the VAE's weights, then the UNet's)
-    return file_hash(component_weights(teacher_dir / "vae") + component_weights(teacher_dir / "unet"))
+    return model_hash(teacher_dir)
 
 
 def export_student(teacher_dir: str | Path, student, dest: str | Path, step: int = 0,

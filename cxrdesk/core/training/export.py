@@ -109,26 +109,24 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
     return _replace_folder(tmp, dest)
 
 
-def _carry_student(model: Path, extra: dict, dest: Path) -> bool:
+def _carry_student(model: Path, extra: dict, dest: Path) -> None:
     """A new decoder keeps the encoder, the UNet and so every latent: a student distilled from
     ``model`` (in latent space) fits the new folder as it fitted the old one. Copied with its record,
     tied to the new folder's weights (``distilled_against``: the weights it was distilled from).
     A student that did not fit ``model`` is left behind. The preview decoder is not carried: it
     imitates the old decoder (`train preview-decoder` makes one for the new)."""
-    from ..modelfolder import STUDENT_DIR, component_weights, file_hash, student_record
+    from ..modelfolder import STUDENT_DIR, model_hash, student_record
 
-    weights = lambda folder: file_hash(component_weights(folder / "vae") + component_weights(folder / "unet"))
-    fits, _ = student_record(model, extra, weights(model))
+    fits, _ = student_record(model, extra, model_hash(model))
     if fits is None:
-        return False
+        return
     shutil.copytree(model / STUDENT_DIR, dest / STUDENT_DIR)
     record = dict(extra["student"])
     record.setdefault("distilled_against", record["teacher_hash"])
-    record["teacher_hash"] = weights(dest)
+    record["teacher_hash"] = model_hash(dest)
     meta = json.loads((dest / "cxrdesk.json").read_text())
     meta["student"] = record
     (dest / "cxrdesk.json").write_text(json.dumps(meta, indent=2))
-    return True
 
 
 def training_label_counts(run: Path) -> dict[str, int]:

@@ -145,13 +145,12 @@ def vae_loss(vae, x: torch.Tensor, cfg: VAEConfig, disc: nn.Module | None = None
     edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
     kl = post.kl().mean() / z[0].numel()
     rec_loss = l1 + cfg.edge_weight * edge
-    loss = rec_loss + cfg.kl_weight * kl
     parts = {"l1": l1.item(), "edge": edge.item(), "kl": kl.item()}
     if cfg.spectral_weight:
         spec = spectral_loss(rec, x)
         rec_loss = rec_loss + cfg.spectral_weight * spec
-        loss = loss + cfg.spectral_weight * spec
         parts["spec"] = spec.item()
+    loss = rec_loss + cfg.kl_weight * kl
     if disc is not None and cfg.adv_weight > 0 and step >= cfg.adv_start:
         g_loss = -disc(rec).mean()
         w = _adaptive_weight(rec_loss, g_loss, vae.decoder.conv_out.weight) * cfg.adv_weight
