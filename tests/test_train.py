@@ -460,6 +460,59 @@ def test_decoder_from_a_model_folder_exports_with_that_models_unet(tmp_path, tin
     assert not (tmp_path / "x").exists()
 
 
+def test_deepen_vae_starts_as_the_same_autoencoder_and_keeps_one_encoder(tiny_model_dir):
+    """`deepen_vae`: more residual blocks per resolution, the added ones the identity, so the deeper VAE
+    encodes and decodes exactly as the original; `same_encoder` sees one encoder until an added encoder
+    block computes something; a VAE is never made shallower."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from cxrdesk.core.training.vae import deepen_vae, same_encoder
+
+    vae = AutoencoderKL.from_pretrained(tiny_model_dir / "vae").float().eval()
+    deep = deepen_vae(vae, 3).eval()
+    assert deep.config.layers_per_block == 3 and len(deep.decoder.up_blocks[0].resnets) == 4
+    assert sum(p.numel() for p in deep.decoder.parameters()) > sum(p.numel() for p in vae.decoder.parameters())
+    x = torch.rand(2, vae.config.in_channels, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z, zd = vae.encode(x).latent_dist.mode(), deep.encode(x).latent_dist.mode()
+        assert torch.allclose(z, zd, atol=1e-6)
+        assert torch.allclose(vae.decode(z).sample, deep.decode(z).sample, atol=1e-6)
+    assert same_encoder(deep, vae) and same_encoder(vae, deep)
+    assert deepen_vae(vae, 1) is vae
+    with pytest.raises(ValueError, match="shallower"):
+        deepen_vae(deep, 2)
+    with torch.no_grad():
+        deep.encoder.down_blocks[0].resnets[2].conv2.bias[0] = 0.01  # an added encoder block now computes
+    assert not same_encoder(deep, vae)
+
+
+def test_a_deeper_decoder_trains_from_a_model_and_exports_with_its_unet(tmp_path, tiny_model_dir):
+    """`train decoder --init-from M --decoder-layers 2`: the run's VAE is M's, deepened; it trains,
+    resumes only at that depth, and `export --init-from M` pairs it with M's UNet (the encoder is M's)."""
+    from diffusers import AutoencoderKL
+
+    data = make_dataset(tmp_path / "data", n=6)
+    run, out = tmp_path / "run", tmp_path / "deeper"
+    cli = [sys.executable, "-m", "cxrdesk", "train"]
+    common = ["--run-dir", str(run), "--data", str(data), "--batch", "2", "--threads", "1", "--quiet"]
+    r = subprocess.run(cli + ["vae"] + common + ["--decoder-layers", "2"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--decoder-layers applies to 'train decoder' only" in r.stderr
+    r = subprocess.run(cli + ["decoder"] + common + ["--steps", "2", "--init-from", str(tiny_model_dir),
+                                                     "--decoder-layers", "2", "--adv-weight", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert AutoencoderKL.load_config(run / "vae" / "final")["layers_per_block"] == 2
+    r = subprocess.run(cli + ["decoder"] + common + ["--steps", "3", "--decoder-layers", "3"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "new run folder" in r.stderr
+    r = subprocess.run(cli + ["export", "--run-dir", str(run), "--init-from", str(tiny_model_dir), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert AutoencoderKL.load_config(out / "vae")["layers_per_block"] == 2
+    assert Pipeline.load(out).generate("normal chest radiograph", steps=2, seed=1).image.shape == (256, 256)
+
+
 def test_a_vae_with_more_latent_channels_trains_resumes_and_feeds_the_unet(tmp_path, tiny_model_dir):
     """`train vae --latent-channels 8`: the VAE keeps 8 channels through a resume, refuses another
     count, its latents are cached with 8 channels, and a UNet trained on them draws a film; a UNet

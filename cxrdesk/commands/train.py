@@ -64,6 +64,11 @@ def register(sub) -> None:
                    help="vae/decoder: weight of the spectral term (per film, L1 between the log power of the film "
                         "and of its reconstruction in radial frequency bands): asks for real films' amount of "
                         "fine detail at each scale, not its exact position (e.g. 0.2; default 0, off)")
+    t.add_argument("--decoder-layers", type=int, metavar="N",
+                   help="decoder, with --init-from: give the decoder N residual blocks per resolution (the "
+                        "default model has 1; 3 doubles the decoder's depth), the added ones starting as the "
+                        "identity so training starts from the model's own round trip (the encoder, and so the "
+                        "UNet's latents, are unchanged)")
     t.add_argument("--latent-channels", type=int, metavar="C",
                    help="vae: latent channels of a new VAE (default 4); more keep more fine texture through the "
                         "autoencoder (the UNet then denoises C channels; retrain it on the new latents)")
@@ -172,6 +177,12 @@ def cmd_train(args) -> int:
                 if not 1 <= args.latent_channels <= 64:
                     raise CliError("--latent-channels must be between 1 and 64")
                 cfg.latent_channels = args.latent_channels
+            if args.decoder_layers is not None:
+                if stage != "decoder":
+                    raise CliError("--decoder-layers applies to 'train decoder' only")
+                if not 1 <= args.decoder_layers <= 8:
+                    raise CliError("--decoder-layers must be between 1 and 8")
+                cfg.decoder_layers = args.decoder_layers
             if stage == "decoder":
                 if args.init_from:
                     _need_model(args.init_from)

@@ -93,7 +93,8 @@ def export_with_model_unet(run_dir: str | Path, model_dir: str | Path, dest: str
     ckpt = RunFolder(run).ckpt("decoder")
     if ckpt.exists():
         state = load_ckpt(ckpt)
-        keep = ("steps", "batch", "crop", "lr", "edge_weight", "adv_weight", "adv_start", "latent_noise", "spectral_weight")
+        keep = ("steps", "batch", "crop", "lr", "edge_weight", "adv_weight", "adv_start", "latent_noise", "spectral_weight",
+                "decoder_layers")
         training["decoder"] = {"steps": int(state["step"]), "from": extra.get("name", model.name),
                                **{k: state.get("config", {}).get(k) for k in keep}}
     sched_file = model / "scheduler" / "scheduler_config.json"

@@ -59,8 +59,14 @@ class VAEConfig:
     # at each scale without asking for its exact position (no phase), which L1 alone never draws:
     # the shipped decoder keeps only 55-70% of real films' power at 3-12 pixel scales. 0 = off.
     spectral_weight: float = 0.0
+    # Decoder-only: give the run's VAE (when it is first copied from init_from) this many residual
+    # blocks per resolution instead of its own, the added ones starting as the identity (deepen_vae),
+    # so training starts from the shipped round trip with more decoder capacity. None = as it is.
+    decoder_layers: int | None = None
 
     def __post_init__(self):
+        if self.decoder_layers is not None and not self.decoder_only:
+            raise ValueError("decoder layers are for decoder-only fine-tuning (train decoder)")
         if self.spectral_weight < 0:
             raise ValueError("the spectral weight must be 0 or more")
         if self.latent_noise and not self.decoder_only:
@@ -189,12 +195,16 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
 
         base = run.vae_final
         if not base.is_dir() and cfg.init_from:
-            if dist.main:
-                _copy_model_vae(Path(cfg.init_from), base)
+            if dist.main:  # with its own random state: every process must draw the critic's start alike
+                with torch.random.fork_rng():
+                    _copy_model_vae(Path(cfg.init_from), base, cfg.decoder_layers)
             _barrier(dist)
         if not base.is_dir():
             raise FileNotFoundError(f"decoder fine-tuning needs a trained VAE in {base}")
         vae = AutoencoderKL.from_pretrained(base, local_files_only=True).to(dist.device)
+        if cfg.decoder_layers is not None and vae.config.layers_per_block != cfg.decoder_layers:
+            raise ValueError(f"the run's VAE ({base}) has {vae.config.layers_per_block} blocks per resolution, not "
+                             f"{cfg.decoder_layers}: resume without the decoder depth, or use a new run folder")
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
         if not (out / "encoder_reference.safetensors").exists() and dist.main:
@@ -281,11 +291,41 @@ def train_vae(data_dir: str, run_dir: str | Path, cfg: VAEConfig | None = None, 
     return final
 
 
-def _copy_model_vae(model_dir: Path, dest: Path) -> None:
-    """A model folder's VAE, as float32 safetensors, into a run's vae/final (written whole or not at all)."""
+def deepen_vae(vae, layers_per_block: int, seed: int = 0):
+    """The same AutoencoderKL with ``layers_per_block`` residual blocks per resolution: its own blocks
+    keep their places and weights; each added block (after them) has its last convolution zeroed, so it
+    adds nothing and the deeper VAE encodes and decodes exactly as ``vae`` does, until the decoder's new
+    blocks learn. (AutoencoderKL gives the encoder the decoder's depth: the encoder's added blocks stay
+    the identity when only the decoder trains, and `same_encoder` sees one encoder.)"""
+    from diffusers import AutoencoderKL
+
+    had = vae.config.layers_per_block
+    if layers_per_block < had:
+        raise ValueError(f"the VAE already has {had} blocks per resolution; it can be deepened, not made shallower")
+    if layers_per_block == had:
+        return vae
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    with torch.random.fork_rng():  # the added blocks' first convolutions start alike on every run
+        torch.manual_seed(seed)
+        deep = AutoencoderKL(**{**config, "layers_per_block": layers_per_block}).to(vae.dtype)
+    state, own = deep.state_dict(), vae.state_dict()
+    for k, v in own.items():
+        state[k] = v.clone()
+    for k in state:
+        if k not in own and ".conv2." in k:
+            state[k] = torch.zeros_like(state[k])
+    deep.load_state_dict(state)
+    return deep
+
+
+def _copy_model_vae(model_dir: Path, dest: Path, layers_per_block: int | None = None) -> None:
+    """A model folder's VAE, as float32 safetensors, into a run's vae/final (written whole or not at all);
+    deepened to ``layers_per_block`` when given."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(model_dir / "vae", local_files_only=True, use_safetensors=True)
+    if layers_per_block is not None:
+        vae = deepen_vae(vae.float(), layers_per_block)
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -319,15 +359,34 @@ def load_vae(path: str | Path):
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 
+def _identity_resnets(state: dict, keys: list[str]) -> bool:
+    """Whether ``keys`` are all parameters of residual blocks that compute the identity: no shortcut
+    convolution (same width in and out) and a zero last convolution, so the block adds nothing (how
+    `deepen_vae` adds depth without changing what the encoder computes)."""
+    blocks = {k[: k.index(".resnets.") + len(".resnets.")] + k.split(".resnets.")[1].split(".")[0] for k in keys
+              if ".resnets." in k}
+    if len(blocks) == 0 or any(not any(k.startswith(b + ".") for b in blocks) for k in keys):
+        return False
+    return all(f"{b}.conv_shortcut.weight" not in state and f"{b}.conv2.weight" in state
+               and not state[f"{b}.conv2.weight"].any() and not state[f"{b}.conv2.bias"].any() for b in blocks)
+
+
 def same_encoder(a, b) -> bool:
     """Whether two AutoencoderKLs encode alike (same encoder and quant_conv weights), i.e. share
     one latent space: a UNet trained on the latents of one draws for the other's decoder too.
     Weights are compared at float16 precision: model folders store them so, while a training run
-    keeps the same VAE in float32."""
+    keeps the same VAE in float32. Residual blocks that one encoder has and the other lacks are
+    allowed where they compute the identity (a VAE deepened by `deepen_vae`: AutoencoderKL gives its
+    encoder the decoder's depth)."""
     sa, sb = a.state_dict(), b.state_dict()
-    keys = [k for k in sa if k.startswith(ENCODER_PREFIXES)]
-    return bool(keys) and keys == [k for k in sb if k.startswith(ENCODER_PREFIXES)] and all(
-        sa[k].shape == sb[k].shape and torch.equal(sa[k].half(), sb[k].half()) for k in keys)
+    ka = [k for k in sa if k.startswith(ENCODER_PREFIXES)]
+    kb = [k for k in sb if k.startswith(ENCODER_PREFIXES)]
+    common = [k for k in ka if k in sb]
+    only_a = [k for k in ka if k not in sb]
+    only_b = [k for k in kb if k not in sa]
+    return (bool(common) and [k for k in kb if k in sa] == common
+            and (not only_a or _identity_resnets(sa, only_a)) and (not only_b or _identity_resnets(sb, only_b))
+            and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].half(), sb[k].half()) for k in common))
 
 
 @torch.no_grad()
