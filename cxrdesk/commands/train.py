@@ -137,6 +137,29 @@ def register(sub) -> None:
     t.set_defaults(func=cmd_train)
 
 
+# VAE-stage options: (VAEConfig field and flag, lowest, highest, the one stage it applies to or None, why)
+_VAE_OPTIONS = (
+    ("latent_noise", 0, 2, "decoder", " (a full VAE trains on sampled latents)"),
+    ("spectral_weight", 0, 10, None, ""),
+    ("latent_channels", 1, 64, "vae", " (a decoder keeps its encoder's latents)"),
+    ("decoder_layers", 1, 8, "decoder", ""),
+)
+
+
+def _vae_options(args, cfg, stage: str) -> None:
+    """The VAE-stage options given on the command line, checked and set on ``cfg``."""
+    for field, lo, hi, only, why in _VAE_OPTIONS:
+        value = getattr(args, field)
+        if value is None:
+            continue
+        flag = "--" + field.replace("_", "-")
+        if only and stage != only:
+            raise CliError(f"{flag} applies to 'train {only}' only{why}")
+        if not lo <= value <= hi:
+            raise CliError(f"{flag} must be between {lo} and {hi}")
+        setattr(cfg, field, value)
+
+
 def _need_data(args) -> str:
     if not args.data:
         raise CliError(f"train {args.stage} needs --data DIR")
@@ -161,28 +184,7 @@ def cmd_train(args) -> int:
             if args.adv_weight is not None and args.adv_weight < 0:
                 raise CliError("--adv-weight must be 0 or more")
             cfg = VAEConfig(preset=args.preset, decoder_only=stage == "decoder", adv_weight=args.adv_weight)
-            if args.latent_noise is not None:
-                if stage != "decoder":
-                    raise CliError("--latent-noise applies to 'train decoder' only (a full VAE trains on sampled latents)")
-                if not 0 <= args.latent_noise <= 2:
-                    raise CliError("--latent-noise must be between 0 and 2")
-                cfg.latent_noise = args.latent_noise
-            if args.spectral_weight is not None:
-                if not 0 <= args.spectral_weight <= 10:
-                    raise CliError("--spectral-weight must be between 0 and 10")
-                cfg.spectral_weight = args.spectral_weight
-            if args.latent_channels is not None:
-                if stage != "vae":
-                    raise CliError("--latent-channels applies to 'train vae' only (a decoder keeps its encoder's latents)")
-                if not 1 <= args.latent_channels <= 64:
-                    raise CliError("--latent-channels must be between 1 and 64")
-                cfg.latent_channels = args.latent_channels
-            if args.decoder_layers is not None:
-                if stage != "decoder":
-                    raise CliError("--decoder-layers applies to 'train decoder' only")
-                if not 1 <= args.decoder_layers <= 8:
-                    raise CliError("--decoder-layers must be between 1 and 8")
-                cfg.decoder_layers = args.decoder_layers
+            _vae_options(args, cfg, stage)
             if stage == "decoder":
                 if args.init_from:
                     _need_model(args.init_from)
